@@ -133,17 +133,25 @@ mod tests {
 
     #[test]
     fn equivalent_manifests_hash_the_same() {
-        let a = one("apiVersion: nexus/v1\nkind: Workload\nmetadata: {name: a}\nspec:\n  command: [x]\n  resources: {cpu: 0.5, memory: 1024Mi}\n");
-        let b = one("kind: Workload\napiVersion: nexus/v1\nspec:\n  resources: {memory: 1Gi, cpu: 500m}\n  command: [x]\n  replicas: 1\nmetadata: {namespace: default, name: a}\n");
+        let a = one(
+            "apiVersion: nexus/v1\nkind: Workload\nmetadata: {name: a}\nspec:\n  command: [x]\n  resources: {cpu: 0.5, memory: 1024Mi}\n",
+        );
+        let b = one(
+            "kind: Workload\napiVersion: nexus/v1\nspec:\n  resources: {memory: 1Gi, cpu: 500m}\n  command: [x]\n  replicas: 1\nmetadata: {namespace: default, name: a}\n",
+        );
         assert_eq!(canonical_json(&a), canonical_json(&b));
         assert_eq!(content_hash(&a), content_hash(&b));
-        let c = one("apiVersion: nexus/v1\nkind: Workload\nmetadata: {name: a}\nspec:\n  command: [x]\n  replicas: 2\n");
+        let c = one(
+            "apiVersion: nexus/v1\nkind: Workload\nmetadata: {name: a}\nspec:\n  command: [x]\n  replicas: 2\n",
+        );
         assert_ne!(content_hash(&a), content_hash(&c));
     }
 
     #[test]
     fn canonical_json_sorts_keys_and_applies_defaults() {
-        let a = one("apiVersion: nexus/v1\nkind: Workload\nmetadata: {name: a}\nspec: {command: [x]}\n");
+        let a = one(
+            "apiVersion: nexus/v1\nkind: Workload\nmetadata: {name: a}\nspec: {command: [x]}\n",
+        );
         let j = canonical_json(&a);
         assert!(j.starts_with("{\"apiVersion\":\"nexus/v1\",\"kind\":\"Workload\",\"metadata\":{\"labels\":{},\"name\":\"a\",\"namespace\":\"default\"}"), "{j}");
         assert!(j.contains("\"replicas\":1"));

@@ -36,11 +36,21 @@ impl SourceFile {
     pub fn from_bytes(name: impl Into<String>, bytes: Vec<u8>) -> Self {
         let size = bytes.len();
         match String::from_utf8(bytes) {
-            Ok(text) => SourceFile { name: name.into(), text, invalid_utf8_at: None, size },
+            Ok(text) => SourceFile {
+                name: name.into(),
+                text,
+                invalid_utf8_at: None,
+                size,
+            },
             Err(e) => {
                 let at = e.utf8_error().valid_up_to();
                 let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
-                SourceFile { name: name.into(), text, invalid_utf8_at: Some(at), size }
+                SourceFile {
+                    name: name.into(),
+                    text,
+                    invalid_utf8_at: Some(at),
+                    size,
+                }
             }
         }
     }
@@ -49,7 +59,12 @@ impl SourceFile {
     pub fn from_text(name: impl Into<String>, text: impl Into<String>) -> Self {
         let text = text.into();
         let size = text.len();
-        SourceFile { name: name.into(), text, invalid_utf8_at: None, size }
+        SourceFile {
+            name: name.into(),
+            text,
+            invalid_utf8_at: None,
+            size,
+        }
     }
 
     /// 1-based line and column (in characters) of a byte offset.
@@ -69,7 +84,11 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
             start = i + 1;
         }
     }
-    let col = text.get(start..offset).map(|s| s.chars().count()).unwrap_or(offset - start) + 1;
+    let col = text
+        .get(start..offset)
+        .map(|s| s.chars().count())
+        .unwrap_or(offset - start)
+        + 1;
     (line, col)
 }
 
@@ -109,16 +128,32 @@ pub struct Related {
 
 impl Diagnostic {
     /// An error at `span` in `file`.
-    pub fn error(code: &'static str, file: &SourceFile, span: Option<Span>, message: impl Into<String>) -> Self {
+    pub fn error(
+        code: &'static str,
+        file: &SourceFile,
+        span: Option<Span>,
+        message: impl Into<String>,
+    ) -> Self {
         Self::new(Severity::Error, code, file, span, message)
     }
 
     /// A warning at `span` in `file`.
-    pub fn warning(code: &'static str, file: &SourceFile, span: Option<Span>, message: impl Into<String>) -> Self {
+    pub fn warning(
+        code: &'static str,
+        file: &SourceFile,
+        span: Option<Span>,
+        message: impl Into<String>,
+    ) -> Self {
         Self::new(Severity::Warning, code, file, span, message)
     }
 
-    fn new(severity: Severity, code: &'static str, file: &SourceFile, span: Option<Span>, message: impl Into<String>) -> Self {
+    fn new(
+        severity: Severity,
+        code: &'static str,
+        file: &SourceFile,
+        span: Option<Span>,
+        message: impl Into<String>,
+    ) -> Self {
         let (line, column) = span.map(|s| file.line_col(s.offset)).unwrap_or((0, 0));
         Diagnostic {
             severity,
@@ -164,7 +199,10 @@ impl Diagnostic {
             Severity::Warning => "warning",
         };
         if self.line > 0 {
-            format!("{}:{}:{}: {sev}: {}", self.file, self.line, self.column, self.message)
+            format!(
+                "{}:{}:{}: {sev}: {}",
+                self.file, self.line, self.column, self.message
+            )
         } else {
             format!("{}: {sev}: {}", self.file, self.message)
         }

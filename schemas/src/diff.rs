@@ -71,31 +71,53 @@ impl ChangeSet {
     /// "2 to create, 1 to update, 0 to delete, 5 unchanged".
     pub fn summary(&self) -> String {
         let (c, u, d) = self.counts();
-        format!("{c} to create, {u} to update, {d} to delete, {} unchanged", self.unchanged)
+        format!(
+            "{c} to create, {u} to update, {d} to delete, {} unchanged",
+            self.unchanged
+        )
     }
 }
 
 /// Diffs two object sets. Objects are matched by (kind, namespace, name) and compared in
 /// canonical form, so formatting and default values never show up as changes.
 pub fn diff(old: &[Object], new: &[Object]) -> ChangeSet {
-    let old_map: BTreeMap<ObjectKey, Json> = old.iter().map(|o| (o.key(), canonical_value(o))).collect();
-    let new_map: BTreeMap<ObjectKey, Json> = new.iter().map(|o| (o.key(), canonical_value(o))).collect();
+    let old_map: BTreeMap<ObjectKey, Json> =
+        old.iter().map(|o| (o.key(), canonical_value(o))).collect();
+    let new_map: BTreeMap<ObjectKey, Json> =
+        new.iter().map(|o| (o.key(), canonical_value(o))).collect();
     diff_canonical(&old_map, &new_map)
 }
 
 /// Diffs two maps of canonical objects (as stored in the ledger).
-pub fn diff_canonical(old: &BTreeMap<ObjectKey, Json>, new: &BTreeMap<ObjectKey, Json>) -> ChangeSet {
+pub fn diff_canonical(
+    old: &BTreeMap<ObjectKey, Json>,
+    new: &BTreeMap<ObjectKey, Json>,
+) -> ChangeSet {
     let mut out = ChangeSet::default();
     let mut keys: Vec<&ObjectKey> = old.keys().chain(new.keys()).collect();
     keys.sort();
     keys.dedup();
     for key in keys {
-        let change = |op, fields, object| ObjectChange { kind: key.kind.to_string(), namespace: key.namespace.clone(), name: key.name.clone(), op, fields, object, key: Some(key.clone()) };
+        let change = |op, fields, object| ObjectChange {
+            kind: key.kind.to_string(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            op,
+            fields,
+            object,
+            key: Some(key.clone()),
+        };
         match (old.get(key), new.get(key)) {
-            (None, Some(n)) => out.changes.push(change(Op::Create, Vec::new(), Some(n.clone()))),
-            (Some(o), None) => out.changes.push(change(Op::Delete, Vec::new(), Some(o.clone()))),
+            (None, Some(n)) => out
+                .changes
+                .push(change(Op::Create, Vec::new(), Some(n.clone()))),
+            (Some(o), None) => out
+                .changes
+                .push(change(Op::Delete, Vec::new(), Some(o.clone()))),
             (Some(o), Some(n)) if o == n => out.unchanged += 1,
-            (Some(o), Some(n)) => out.changes.push(change(Op::Update, diff_values(o, n), None)),
+            (Some(o), Some(n)) => out
+                .changes
+                .push(change(Op::Update, diff_values(o, n), None)),
             (None, None) => {}
         }
     }
@@ -125,7 +147,11 @@ fn walk(path: &Path, old: Option<&Json>, new: Option<&Json>, out: &mut Vec<Field
             }
         }
         (a, b) if a == b => {}
-        (a, b) => out.push(FieldChange { path: path.to_string(), old: a.cloned(), new: b.cloned() }),
+        (a, b) => out.push(FieldChange {
+            path: path.to_string(),
+            old: a.cloned(),
+            new: b.cloned(),
+        }),
     }
 }
 
@@ -146,7 +172,14 @@ pub fn render_text(cs: &ChangeSet) -> String {
             Op::Update => '~',
             Op::Delete => '-',
         };
-        let _ = writeln!(s, "{sign} {} {}/{} ({})", c.kind, c.namespace, c.name, op_word(c.op));
+        let _ = writeln!(
+            s,
+            "{sign} {} {}/{} ({})",
+            c.kind,
+            c.namespace,
+            c.name,
+            op_word(c.op)
+        );
         for f in &c.fields {
             let _ = writeln!(s, "    {}: {} -> {}", f.path, show(&f.old), show(&f.new));
         }
@@ -171,7 +204,10 @@ fn op_word(op: Op) -> &'static str {
 pub fn render_markdown(cs: &ChangeSet) -> String {
     let mut s = String::new();
     let (c, u, d) = cs.counts();
-    let _ = writeln!(s, "### nexus: {c} to create, {u} to update, {d} to delete\n");
+    let _ = writeln!(
+        s,
+        "### nexus: {c} to create, {u} to update, {d} to delete\n"
+    );
     if cs.changes.is_empty() {
         let _ = writeln!(s, "No changes ({} objects unchanged).", cs.unchanged);
         return s;
@@ -184,23 +220,52 @@ pub fn render_markdown(cs: &ChangeSet) -> String {
             Op::Update => "✏️ update",
             Op::Delete => "🗑️ delete",
         };
-        let fields = if ch.op == Op::Update { ch.fields.len().to_string() } else { "—".into() };
-        let _ = writeln!(s, "| {icon} | {} | {} | `{}` | {fields} |", ch.kind, ch.namespace, ch.name);
+        let fields = if ch.op == Op::Update {
+            ch.fields.len().to_string()
+        } else {
+            "—".into()
+        };
+        let _ = writeln!(
+            s,
+            "| {icon} | {} | {} | `{}` | {fields} |",
+            ch.kind, ch.namespace, ch.name
+        );
     }
     for ch in &cs.changes {
-        let _ = writeln!(s, "\n#### {} {} `{}/{}`\n", op_word(ch.op), ch.kind, ch.namespace, ch.name);
+        let _ = writeln!(
+            s,
+            "\n#### {} {} `{}/{}`\n",
+            op_word(ch.op),
+            ch.kind,
+            ch.namespace,
+            ch.name
+        );
         match ch.op {
             Op::Update => {
                 let _ = writeln!(s, "| Field | Old | New |");
                 let _ = writeln!(s, "|---|---|---|");
                 for f in &ch.fields {
-                    let _ = writeln!(s, "| `{}` | {} | {} |", f.path, md_cell(&f.old), md_cell(&f.new));
+                    let _ = writeln!(
+                        s,
+                        "| `{}` | {} | {} |",
+                        f.path,
+                        md_cell(&f.old),
+                        md_cell(&f.new)
+                    );
                 }
             }
             Op::Create | Op::Delete => {
                 if let Some(obj) = &ch.object {
                     let pretty = serde_json::to_string_pretty(obj).unwrap_or_default();
-                    let _ = writeln!(s, "<details><summary>{}</summary>\n\n```json\n{pretty}\n```\n</details>", if ch.op == Op::Create { "new object" } else { "deleted object" });
+                    let _ = writeln!(
+                        s,
+                        "<details><summary>{}</summary>\n\n```json\n{pretty}\n```\n</details>",
+                        if ch.op == Op::Create {
+                            "new object"
+                        } else {
+                            "deleted object"
+                        }
+                    );
                 }
             }
         }

@@ -15,7 +15,9 @@ pub const API_VERSION: &str = "nexus/v1";
 pub type Labels = BTreeMap<String, String>;
 
 /// The kinds of object nexus manages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub enum Kind {
     Workload,
     Service,
@@ -25,7 +27,12 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Kind; 4] = [Kind::Workload, Kind::Service, Kind::NetworkPolicy, Kind::GitSource];
+    pub const ALL: [Kind; 4] = [
+        Kind::Workload,
+        Kind::Service,
+        Kind::NetworkPolicy,
+        Kind::GitSource,
+    ];
 
     /// The name as written in manifests (`Workload`).
     pub fn as_str(self) -> &'static str {
@@ -95,7 +102,20 @@ pub enum RestartPolicy {
 }
 
 /// Transport protocol of a port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Protocol {
     #[default]
@@ -143,7 +163,11 @@ fn default_memory() -> RawQuantity {
 
 impl Default for Resources {
     fn default() -> Self {
-        Resources { cpu: default_cpu(), memory: default_memory(), gpu: 0 }
+        Resources {
+            cpu: default_cpu(),
+            memory: default_memory(),
+            gpu: 0,
+        }
     }
 }
 
@@ -247,7 +271,10 @@ pub struct RollingUpdate {
 
 impl Default for RollingUpdate {
     fn default() -> Self {
-        RollingUpdate { max_unavailable: 0, max_surge: 1 }
+        RollingUpdate {
+            max_unavailable: 0,
+            max_surge: 1,
+        }
     }
 }
 
@@ -347,7 +374,9 @@ pub struct ServiceSpec {
 }
 
 /// The direction a network policy isolates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub enum PolicyType {
     Ingress,
     Egress,
@@ -522,7 +551,12 @@ impl<'de> Deserialize<'de> for Object {
             Kind::GitSource => serde_json::from_value(raw.spec).map(Spec::GitSource),
         }
         .map_err(D::Error::custom)?;
-        Ok(Object { api_version: raw.api_version, kind: raw.kind, metadata: raw.metadata, spec })
+        Ok(Object {
+            api_version: raw.api_version,
+            kind: raw.kind,
+            metadata: raw.metadata,
+            spec,
+        })
     }
 }
 
@@ -537,7 +571,11 @@ pub struct ObjectKey {
 impl ObjectKey {
     /// Builds a key.
     pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        ObjectKey { kind, namespace: namespace.into(), name: name.into() }
+        ObjectKey {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -550,7 +588,11 @@ impl std::fmt::Display for ObjectKey {
 impl Object {
     /// This object's identity.
     pub fn key(&self) -> ObjectKey {
-        ObjectKey::new(self.kind, self.metadata.namespace.clone(), self.metadata.name.clone())
+        ObjectKey::new(
+            self.kind,
+            self.metadata.namespace.clone(),
+            self.metadata.name.clone(),
+        )
     }
 
     /// The workload spec, if this is a Workload.
@@ -592,8 +634,28 @@ pub(crate) mod documents {
         };
     }
 
-    document!(WorkloadDocument, WorkloadSpec, "Workload", "A Workload: replicated processes or containers.");
-    document!(ServiceDocument, ServiceSpec, "Service", "A Service: a stable name and ports for a set of workloads.");
-    document!(NetworkPolicyDocument, NetworkPolicySpec, "NetworkPolicy", "A NetworkPolicy: which traffic selected workloads may send and receive.");
-    document!(GitSourceDocument, GitSourceSpec, "GitSource", "A GitSource: a git branch and path nexus keeps applied.");
+    document!(
+        WorkloadDocument,
+        WorkloadSpec,
+        "Workload",
+        "A Workload: replicated processes or containers."
+    );
+    document!(
+        ServiceDocument,
+        ServiceSpec,
+        "Service",
+        "A Service: a stable name and ports for a set of workloads."
+    );
+    document!(
+        NetworkPolicyDocument,
+        NetworkPolicySpec,
+        "NetworkPolicy",
+        "A NetworkPolicy: which traffic selected workloads may send and receive."
+    );
+    document!(
+        GitSourceDocument,
+        GitSourceSpec,
+        "GitSource",
+        "A GitSource: a git branch and path nexus keeps applied."
+    );
 }

@@ -92,7 +92,9 @@ impl fmt::Display for Path {
 }
 
 fn is_plain_key(k: &str) -> bool {
-    !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// What a path points at in the span tree.
@@ -106,11 +108,23 @@ pub struct Located<'a> {
 /// Finds the node at `path`. Returns the deepest node that exists when the path runs out early,
 /// together with how many segments were matched.
 pub fn locate<'a>(root: &'a Node, path: &Path) -> (Located<'a>, usize) {
-    let mut cur = Located { key: None, value: root };
+    let mut cur = Located {
+        key: None,
+        value: root,
+    };
     for (depth, seg) in path.0.iter().enumerate() {
         let next = match (seg, &cur.value.value) {
-            (Seg::Key(k), Value::Map(entries)) => entries.iter().find(|(kn, _)| kn.key_text() == *k).map(|(kn, vn)| Located { key: Some(kn), value: vn }),
-            (Seg::Index(i), Value::Seq(items)) => items.get(*i).map(|vn| Located { key: None, value: vn }),
+            (Seg::Key(k), Value::Map(entries)) => entries
+                .iter()
+                .find(|(kn, _)| kn.key_text() == *k)
+                .map(|(kn, vn)| Located {
+                    key: Some(kn),
+                    value: vn,
+                }),
+            (Seg::Index(i), Value::Seq(items)) => items.get(*i).map(|vn| Located {
+                key: None,
+                value: vn,
+            }),
             _ => None,
         };
         match next {
@@ -130,7 +144,10 @@ mod tests {
         let p = Path::root().key("spec").key("ports").index(0).key("port");
         assert_eq!(p.to_string(), "spec.ports[0].port");
         assert_eq!(Path::parse("spec.ports[0].port"), p);
-        let l = Path::root().key("metadata").key("labels").key("app.kubernetes.io/name");
+        let l = Path::root()
+            .key("metadata")
+            .key("labels")
+            .key("app.kubernetes.io/name");
         assert_eq!(l.to_string(), "metadata.labels[\"app.kubernetes.io/name\"]");
     }
 }

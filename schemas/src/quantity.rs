@@ -73,12 +73,18 @@ impl fmt::Display for RawQuantity {
 
 /// Splits `text` into a decimal number and a suffix and returns the exact integer count of the
 /// smallest unit (each suffix says how many smallest units one of it is).
-fn parse_scaled(text: &str, suffixes: &[(&str, u128)], unit_name: &'static str) -> Result<u64, QuantityError> {
+fn parse_scaled(
+    text: &str,
+    suffixes: &[(&str, u128)],
+    unit_name: &'static str,
+) -> Result<u64, QuantityError> {
     let t = text.trim();
     if t.is_empty() {
         return Err(QuantityError::Empty);
     }
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, suffix) = t.split_at(split);
     if num.is_empty() || num == "." || num.matches('.').count() > 1 {
         return Err(QuantityError::Malformed(text.to_string()));
@@ -88,8 +94,15 @@ fn parse_scaled(text: &str, suffixes: &[(&str, u128)], unit_name: &'static str) 
         .find(|(s, _)| *s == suffix)
         .map(|(_, m)| *m)
         .ok_or_else(|| {
-            if suffix.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
-                QuantityError::UnknownSuffix { text: text.to_string(), suffix: suffix.to_string() }
+            if suffix
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+            {
+                QuantityError::UnknownSuffix {
+                    text: text.to_string(),
+                    suffix: suffix.to_string(),
+                }
             } else {
                 QuantityError::Malformed(text.to_string())
             }
@@ -98,11 +111,27 @@ fn parse_scaled(text: &str, suffixes: &[(&str, u128)], unit_name: &'static str) 
     if frac_part.len() > 18 || int_part.len() > 20 {
         return Err(QuantityError::Overflow(text.to_string()));
     }
-    let int: u128 = if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| QuantityError::Malformed(text.to_string()))? };
-    let frac: u128 = if frac_part.is_empty() { 0 } else { frac_part.parse().map_err(|_| QuantityError::Malformed(text.to_string()))? };
+    let int: u128 = if int_part.is_empty() {
+        0
+    } else {
+        int_part
+            .parse()
+            .map_err(|_| QuantityError::Malformed(text.to_string()))?
+    };
+    let frac: u128 = if frac_part.is_empty() {
+        0
+    } else {
+        frac_part
+            .parse()
+            .map_err(|_| QuantityError::Malformed(text.to_string()))?
+    };
     let denom = 10u128.pow(frac_part.len() as u32);
-    let whole = int.checked_mul(mult).ok_or_else(|| QuantityError::Overflow(text.to_string()))?;
-    let frac_units_num = frac.checked_mul(mult).ok_or_else(|| QuantityError::Overflow(text.to_string()))?;
+    let whole = int
+        .checked_mul(mult)
+        .ok_or_else(|| QuantityError::Overflow(text.to_string()))?;
+    let frac_units_num = frac
+        .checked_mul(mult)
+        .ok_or_else(|| QuantityError::Overflow(text.to_string()))?;
     if frac_units_num % denom != 0 {
         return Err(QuantityError::TooPrecise(text.to_string(), unit_name));
     }
@@ -111,7 +140,9 @@ fn parse_scaled(text: &str, suffixes: &[(&str, u128)], unit_name: &'static str) 
 }
 
 /// CPU in millicores (`1` = 1000, `500m` = 500, `0.25` = 250).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Millicores(pub u64);
 
 impl Millicores {
@@ -122,7 +153,11 @@ impl Millicores {
 
     /// The canonical spelling: whole cores as an integer, otherwise millicores with `m`.
     pub fn canonical(self) -> String {
-        if self.0 % 1000 == 0 { (self.0 / 1000).to_string() } else { format!("{}m", self.0) }
+        if self.0.is_multiple_of(1000) {
+            (self.0 / 1000).to_string()
+        } else {
+            format!("{}m", self.0)
+        }
     }
 }
 
@@ -146,7 +181,9 @@ const MEMORY_SUFFIXES: &[(&str, u128)] = &[
 ];
 
 /// Memory in bytes (`128Mi`, `1Gi`, `500M`, `1000000`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Bytes(pub u64);
 
 impl Bytes {
@@ -163,13 +200,13 @@ impl Bytes {
         }
         for (suffix, mult) in MEMORY_SUFFIXES.iter().rev() {
             let m = *mult as u64;
-            if m > 1 && suffix.ends_with('i') && self.0 % m == 0 {
+            if m > 1 && suffix.ends_with('i') && self.0.is_multiple_of(m) {
                 return format!("{}{}", self.0 / m, suffix);
             }
         }
         for (suffix, mult) in MEMORY_SUFFIXES.iter().rev() {
             let m = *mult as u64;
-            if m > 1 && !suffix.ends_with('i') && self.0 % m == 0 {
+            if m > 1 && !suffix.ends_with('i') && self.0.is_multiple_of(m) {
                 return format!("{}{}", self.0 / m, suffix);
             }
         }
@@ -192,13 +229,19 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, QuantityError> {
     let mut total: u64 = 0;
     let mut rest = t;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(QuantityError::Malformed(text.to_string()));
         }
-        let n: u64 = rest[..digits].parse().map_err(|_| QuantityError::Overflow(text.to_string()))?;
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| QuantityError::Overflow(text.to_string()))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let mult = match unit {
@@ -207,9 +250,17 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, QuantityError> {
             "m" => 60_000,
             "h" => 3_600_000,
             "" => return Err(QuantityError::Malformed(text.to_string())),
-            other => return Err(QuantityError::UnknownSuffix { text: text.to_string(), suffix: other.to_string() }),
+            other => {
+                return Err(QuantityError::UnknownSuffix {
+                    text: text.to_string(),
+                    suffix: other.to_string(),
+                });
+            }
         };
-        total = n.checked_mul(mult).and_then(|v| total.checked_add(v)).ok_or_else(|| QuantityError::Overflow(text.to_string()))?;
+        total = n
+            .checked_mul(mult)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| QuantityError::Overflow(text.to_string()))?;
     }
     Ok(total)
 }
@@ -236,28 +287,63 @@ mod tests {
 
     #[test]
     fn cpu_table() {
-        let cases = [("500m", Ok(500)), ("1", Ok(1000)), ("1.5", Ok(1500)), ("0.25", Ok(250)), ("2", Ok(2000)), ("0", Ok(0))];
+        let cases = [
+            ("500m", Ok(500)),
+            ("1", Ok(1000)),
+            ("1.5", Ok(1500)),
+            ("0.25", Ok(250)),
+            ("2", Ok(2000)),
+            ("0", Ok(0)),
+        ];
         for (text, want) in cases {
             assert_eq!(Millicores::parse(text).map(|m| m.0), want, "{text}");
         }
-        assert!(matches!(Millicores::parse("1.0005"), Err(QuantityError::TooPrecise(..))));
-        assert!(matches!(Millicores::parse("12X"), Err(QuantityError::UnknownSuffix { .. })));
-        assert!(matches!(Millicores::parse("-1"), Err(QuantityError::Malformed(_))));
+        assert!(matches!(
+            Millicores::parse("1.0005"),
+            Err(QuantityError::TooPrecise(..))
+        ));
+        assert!(matches!(
+            Millicores::parse("12X"),
+            Err(QuantityError::UnknownSuffix { .. })
+        ));
+        assert!(matches!(
+            Millicores::parse("-1"),
+            Err(QuantityError::Malformed(_))
+        ));
         assert!(matches!(Millicores::parse(""), Err(QuantityError::Empty)));
-        assert!(matches!(Millicores::parse("1.2.3"), Err(QuantityError::Malformed(_))));
+        assert!(matches!(
+            Millicores::parse("1.2.3"),
+            Err(QuantityError::Malformed(_))
+        ));
         assert_eq!(Millicores(1500).canonical(), "1500m");
         assert_eq!(Millicores(2000).canonical(), "2");
     }
 
     #[test]
     fn memory_table() {
-        let cases = [("128Mi", 128 << 20), ("1Gi", 1 << 30), ("1.5Gi", 3 << 29), ("500M", 500_000_000), ("1000", 1000), ("1k", 1000)];
+        let cases = [
+            ("128Mi", 128 << 20),
+            ("1Gi", 1 << 30),
+            ("1.5Gi", 3 << 29),
+            ("500M", 500_000_000),
+            ("1000", 1000),
+            ("1k", 1000),
+        ];
         for (text, want) in cases {
             assert_eq!(Bytes::parse(text), Ok(Bytes(want)), "{text}");
         }
-        assert!(matches!(Bytes::parse("1.5"), Err(QuantityError::TooPrecise(..))));
-        assert!(matches!(Bytes::parse("10Q"), Err(QuantityError::UnknownSuffix { .. })));
-        assert!(matches!(Bytes::parse("99999999999999999999Ti"), Err(QuantityError::Overflow(_))));
+        assert!(matches!(
+            Bytes::parse("1.5"),
+            Err(QuantityError::TooPrecise(..))
+        ));
+        assert!(matches!(
+            Bytes::parse("10Q"),
+            Err(QuantityError::UnknownSuffix { .. })
+        ));
+        assert!(matches!(
+            Bytes::parse("99999999999999999999Ti"),
+            Err(QuantityError::Overflow(_))
+        ));
         assert_eq!(Bytes(1 << 30).canonical(), "1Gi");
         assert_eq!(Bytes(1536 << 20).canonical(), "1536Mi");
         assert_eq!(Bytes(500_000_000).canonical(), "500M");

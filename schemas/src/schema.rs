@@ -23,7 +23,13 @@ pub fn kind_schema(kind: Kind) -> Value {
     let mut value = schema.to_value();
     strip_null(&mut value);
     if let Value::Object(m) = &mut value {
-        m.insert("$id".into(), json!(format!("{SCHEMA_ID_BASE}/{}.json", kind.as_str().to_ascii_lowercase())));
+        m.insert(
+            "$id".into(),
+            json!(format!(
+                "{SCHEMA_ID_BASE}/{}.json",
+                kind.as_str().to_ascii_lowercase()
+            )),
+        );
     }
     value
 }
@@ -74,10 +80,10 @@ pub fn combined_schema() -> Value {
 fn rewrite_refs(v: &mut Value, prefix: &str) {
     match v {
         Value::Object(m) => {
-            if let Some(Value::String(r)) = m.get_mut("$ref") {
-                if let Some(name) = r.strip_prefix("#/definitions/") {
-                    *r = format!("#/definitions/{prefix}.{name}");
-                }
+            if let Some(Value::String(r)) = m.get_mut("$ref")
+                && let Some(name) = r.strip_prefix("#/definitions/")
+            {
+                *r = format!("#/definitions/{prefix}.{name}");
             }
             for (_, child) in m.iter_mut() {
                 rewrite_refs(child, prefix);
@@ -102,7 +108,11 @@ fn strip_null(v: &mut Value) {
             }
             for key in ["anyOf", "oneOf"] {
                 if let Some(Value::Array(alts)) = m.get(key) {
-                    let non_null: Vec<Value> = alts.iter().filter(|a| a.get("type") != Some(&json!("null"))).cloned().collect();
+                    let non_null: Vec<Value> = alts
+                        .iter()
+                        .filter(|a| a.get("type") != Some(&json!("null")))
+                        .cloned()
+                        .collect();
                     if non_null.len() == 1 && non_null.len() != alts.len() {
                         m.remove(key);
                         m.insert("allOf".into(), Value::Array(non_null));
@@ -132,7 +142,8 @@ pub(crate) fn compiled(kind: Kind) -> &'static Compiled {
             .iter()
             .map(|k| {
                 let schema = kind_schema(*k);
-                let validator = jsonschema::draft7::new(&schema).expect("generated schemas are valid draft-07");
+                let validator =
+                    jsonschema::draft7::new(&schema).expect("generated schemas are valid draft-07");
                 Compiled { schema, validator }
             })
             .collect()
@@ -191,7 +202,10 @@ mod tests {
             assert_eq!(s["$schema"], "http://json-schema.org/draft-07/schema#");
             assert_eq!(s["additionalProperties"], false, "{kind}");
             assert!(s["properties"]["metadata"].is_object());
-            assert!(!s.to_string().contains("\"null\""), "{kind} still allows null");
+            assert!(
+                !s.to_string().contains("\"null\""),
+                "{kind} still allows null"
+            );
             jsonschema::draft7::new(&s).unwrap();
         }
     }
@@ -228,6 +242,126 @@ mod tests {
         for kind in Kind::ALL {
             walk(&kind_schema(kind), kind.as_str(), &mut missing);
         }
-        assert!(missing.is_empty(), "fields without doc comments: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "fields without doc comments: {missing:?}"
+        );
+    }
+}
+
+/// A Markdown field reference for every kind, generated from the schemas (docs/manifests.md).
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "# Manifest reference (`apiVersion: nexus/v1`)\n\nGenerated from the JSON Schemas by `cargo test -p nexus-schemas` (see `schemas/src/kinds.rs`).\nEvery object has `apiVersion`, `kind`, `metadata` and `spec`. Quantities are Kubernetes-style\nstrings or numbers: CPU `500m`, `1.5`, `2`; memory `128Mi`, `1Gi`, `500M`.\n",
+    );
+    for kind in Kind::ALL {
+        let schema = kind_schema(kind);
+        out.push_str(&format!("\n## {}\n\n", kind.as_str()));
+        if let Some(d) = schema.get("description").and_then(Value::as_str) {
+            out.push_str(d);
+            out.push_str("\n\n");
+        }
+        out.push_str("| field | type | description |\n|---|---|---|\n");
+        let mut rows = Vec::new();
+        fields(&schema, &schema, "", &mut rows, 0);
+        for (path, ty, desc) in rows {
+            out.push_str(&format!(
+                "| `{path}` | {ty} | {} |\n",
+                desc.replace('|', "\\|").replace('\n', " ")
+            ));
+        }
+    }
+    out
+}
+
+fn fields(
+    root: &Value,
+    schema: &Value,
+    prefix: &str,
+    rows: &mut Vec<(String, String, String)>,
+    depth: usize,
+) {
+    let Some(s) = resolve(root, schema) else {
+        return;
+    };
+    let Some(props) = s.get("properties").and_then(Value::as_object) else {
+        return;
+    };
+    let required: Vec<&str> = s
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for (name, p) in props {
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        let desc = p
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let Some(target) = resolve(root, p) else {
+            continue;
+        };
+        let ty = type_name(root, target);
+        let req = if required.contains(&name.as_str()) {
+            " (required)"
+        } else {
+            ""
+        };
+        rows.push((path.clone(), format!("{ty}{req}"), desc));
+        if depth < 6 {
+            if target.get("properties").is_some() {
+                fields(root, target, &path, rows, depth + 1);
+            } else if let Some(items) = target.get("items") {
+                fields(root, items, &format!("{path}[]"), rows, depth + 1);
+            }
+        }
+    }
+}
+
+fn type_name(root: &Value, s: &Value) -> String {
+    if let Some(e) = s.get("enum").and_then(Value::as_array) {
+        return e
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(|x| format!("`{x}`"))
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .collect::<Vec<_>>()
+            .join(" \\| ");
+    }
+    match s.get("type") {
+        Some(Value::String(t)) if t == "array" => {
+            let item = s
+                .get("items")
+                .and_then(|i| resolve(root, i))
+                .map(|i| type_name(root, i))
+                .unwrap_or_default();
+            format!("list of {item}")
+        }
+        Some(Value::String(t)) if t == "object" && s.get("properties").is_none() => {
+            "map of string".into()
+        }
+        Some(Value::String(t)) => t.clone(),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" or "),
+        _ => "object".into(),
+    }
+}
+
+#[cfg(test)]
+mod reference_tests {
+    #[test]
+    fn docs_manifest_reference_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/manifests.md");
+        expect_test::expect_file![path].assert_eq(&super::reference_markdown());
     }
 }

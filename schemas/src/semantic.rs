@@ -20,7 +20,11 @@ pub struct Checker<'a> {
 impl<'a> Checker<'a> {
     /// A checker for `doc` in `file`.
     pub fn new(file: &'a SourceFile, doc: &'a Node) -> Self {
-        Checker { file, doc, diagnostics: Vec::new() }
+        Checker {
+            file,
+            doc,
+            diagnostics: Vec::new(),
+        }
     }
 
     fn span(&self, path: &Path, key: bool) -> Span {
@@ -33,14 +37,36 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn error(&mut self, code: &'static str, path: &Path, message: String, label: &str, help: String) {
+    fn error(
+        &mut self,
+        code: &'static str,
+        path: &Path,
+        message: String,
+        label: &str,
+        help: String,
+    ) {
         let span = self.span(path, false);
-        self.diagnostics.push(Diagnostic::error(code, self.file, Some(span), message).with_label(label).with_help(help));
+        self.diagnostics.push(
+            Diagnostic::error(code, self.file, Some(span), message)
+                .with_label(label)
+                .with_help(help),
+        );
     }
 
-    fn key_error(&mut self, code: &'static str, path: &Path, message: String, label: &str, help: String) {
+    fn key_error(
+        &mut self,
+        code: &'static str,
+        path: &Path,
+        message: String,
+        label: &str,
+        help: String,
+    ) {
         let span = self.span(path, true);
-        self.diagnostics.push(Diagnostic::error(code, self.file, Some(span), message).with_label(label).with_help(help));
+        self.diagnostics.push(
+            Diagnostic::error(code, self.file, Some(span), message)
+                .with_label(label)
+                .with_help(help),
+        );
     }
 }
 
@@ -76,17 +102,35 @@ pub fn check(kind: Kind, doc: &Json, c: &mut Checker<'_>) {
 
 /// A DNS-1123 label: 1-63 characters of [a-z0-9-], starting and ending alphanumeric.
 pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') && !s.starts_with('-') && !s.ends_with('-')
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 /// The nearest DNS-1123 label to `s` (lower-cased, invalid characters replaced by '-').
 pub fn suggest_dns_label(s: &str) -> String {
-    let mut out: String = s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
     while out.contains("--") {
         out = out.replace("--", "-");
     }
     let out = out.trim_matches('-');
-    out.chars().take(63).collect::<String>().trim_end_matches('-').to_string()
+    out.chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_string()
 }
 
 fn dns_label(c: &mut Checker<'_>, path: &Path, s: &str, what: &str) {
@@ -101,14 +145,25 @@ fn dns_label(c: &mut Checker<'_>, path: &Path, s: &str, what: &str) {
         "may contain only lower-case letters, digits and '-', and must start and end with a letter or digit".to_string()
     };
     let suggestion = suggest_dns_label(s);
-    let help = if suggestion.is_empty() || suggestion == s { format!("choose a {what} such as \"web\" or \"api-v2\"") } else { format!("try \"{suggestion}\"") };
-    c.error("nexus::invalid-name", path, format!("invalid {what} {s:?}: a {what} {why}"), "not a DNS-1123 label", help);
+    let help = if suggestion.is_empty() || suggestion == s {
+        format!("choose a {what} such as \"web\" or \"api-v2\"")
+    } else {
+        format!("try \"{suggestion}\"")
+    };
+    c.error(
+        "nexus::invalid-name",
+        path,
+        format!("invalid {what} {s:?}: a {what} {why}"),
+        "not a DNS-1123 label",
+        help,
+    );
 }
 
 fn is_label_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         && s.as_bytes()[0].is_ascii_alphanumeric()
         && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
 }
@@ -132,16 +187,16 @@ fn label_map(c: &mut Checker<'_>, path: &Path, labels: &serde_json::Map<String, 
                 "a label key is an optional DNS subdomain prefix and '/', then 1-63 characters of letters, digits, '-', '_' or '.', starting and ending with a letter or digit (e.g. \"app\" or \"example.com/tier\")".into(),
             );
         }
-        if let Some(v) = v.as_str() {
-            if !(v.is_empty() || is_label_name(v)) {
-                c.error(
+        if let Some(v) = v.as_str()
+            && !(v.is_empty() || is_label_name(v))
+        {
+            c.error(
                     "nexus::invalid-label",
                     &path.key(k),
                     format!("invalid label value {v:?} for {k:?}"),
                     "not a valid label value",
                     "a label value is empty or 1-63 characters of letters, digits, '-', '_' or '.', starting and ending with a letter or digit".into(),
                 );
-            }
         }
     }
 }
@@ -159,70 +214,161 @@ fn quantity_help(err: &QuantityError, kind: &str) -> String {
 
 fn workload(c: &mut Checker<'_>, spec: &Path, s: &Json) {
     let res = spec.key("resources");
-    if let Some(cpu) = get(s, "resources.cpu") {
-        if let Some(text) = quantity_text(cpu) {
-            match Millicores::parse(&text) {
-                Ok(m) if m.0 == 0 => c.error("nexus::out-of-range", &res.key("cpu"), format!("spec.resources.cpu must be greater than zero, found {text:?}"), "must be > 0", "request at least 1m of CPU, e.g. \"100m\"".into()),
-                Ok(_) => {}
-                Err(e) => {
-                    let help = quantity_help(&e, "cpu");
-                    c.error("nexus::invalid-quantity", &res.key("cpu"), format!("invalid CPU quantity {text:?}: {e}"), "not a CPU quantity", help)
-                }
+    if let Some(cpu) = get(s, "resources.cpu")
+        && let Some(text) = quantity_text(cpu)
+    {
+        match Millicores::parse(&text) {
+            Ok(m) if m.0 == 0 => c.error(
+                "nexus::out-of-range",
+                &res.key("cpu"),
+                format!("spec.resources.cpu must be greater than zero, found {text:?}"),
+                "must be > 0",
+                "request at least 1m of CPU, e.g. \"100m\"".into(),
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                let help = quantity_help(&e, "cpu");
+                c.error(
+                    "nexus::invalid-quantity",
+                    &res.key("cpu"),
+                    format!("invalid CPU quantity {text:?}: {e}"),
+                    "not a CPU quantity",
+                    help,
+                )
             }
         }
     }
-    if let Some(mem) = get(s, "resources.memory") {
-        if let Some(text) = quantity_text(mem) {
-            match Bytes::parse(&text) {
-                Ok(b) if b.0 == 0 => c.error("nexus::out-of-range", &res.key("memory"), format!("spec.resources.memory must be greater than zero, found {text:?}"), "must be > 0", "give each replica some memory, e.g. \"128Mi\"".into()),
-                Ok(_) => {}
-                Err(e) => {
-                    let help = quantity_help(&e, "memory");
-                    c.error("nexus::invalid-quantity", &res.key("memory"), format!("invalid memory quantity {text:?}: {e}"), "not a memory quantity", help)
-                }
+    if let Some(mem) = get(s, "resources.memory")
+        && let Some(text) = quantity_text(mem)
+    {
+        match Bytes::parse(&text) {
+            Ok(b) if b.0 == 0 => c.error(
+                "nexus::out-of-range",
+                &res.key("memory"),
+                format!("spec.resources.memory must be greater than zero, found {text:?}"),
+                "must be > 0",
+                "give each replica some memory, e.g. \"128Mi\"".into(),
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                let help = quantity_help(&e, "memory");
+                c.error(
+                    "nexus::invalid-quantity",
+                    &res.key("memory"),
+                    format!("invalid memory quantity {text:?}: {e}"),
+                    "not a memory quantity",
+                    help,
+                )
             }
         }
     }
     let runtime = s.get("runtime").and_then(Json::as_str).unwrap_or("process");
-    let command_empty = s.get("command").and_then(Json::as_array).is_none_or(|a| a.is_empty());
+    let command_empty = s
+        .get("command")
+        .and_then(Json::as_array)
+        .is_none_or(|a| a.is_empty());
     if runtime == "process" && command_empty && s.get("command").is_none_or(Json::is_array) {
-        let at = if s.get("command").is_some() { spec.key("command") } else { spec.clone() };
+        let at = if s.get("command").is_some() {
+            spec.key("command")
+        } else {
+            spec.clone()
+        };
         c.key_error("nexus::missing-field", &at, "the process runtime needs a command".into(), "add `command: [program, args...]`", "set spec.command, e.g. `command: [\"python3\", \"-m\", \"http.server\", \"8080\"]`, or use `runtime: oci` with an image".into());
     }
     if runtime == "oci" && s.get("image").is_none() {
-        c.key_error("nexus::missing-field", &spec.key("runtime"), "the oci runtime needs an image".into(), "add `image:`", "set spec.image, e.g. `image: registry.local/api:1.4`".into());
+        c.key_error(
+            "nexus::missing-field",
+            &spec.key("runtime"),
+            "the oci runtime needs an image".into(),
+            "add `image:`",
+            "set spec.image, e.g. `image: registry.local/api:1.4`".into(),
+        );
     }
-    if let Some(cmd) = s.get("command").and_then(Json::as_array) {
-        if cmd.first().and_then(Json::as_str).is_some_and(|p| p.trim().is_empty()) {
-            c.error("nexus::invalid-value", &spec.key("command").index(0), "the program name is empty".into(), "empty", "the first element of command is the program to run".into());
-        }
+    if let Some(cmd) = s.get("command").and_then(Json::as_array)
+        && cmd
+            .first()
+            .and_then(Json::as_str)
+            .is_some_and(|p| p.trim().is_empty())
+    {
+        c.error(
+            "nexus::invalid-value",
+            &spec.key("command").index(0),
+            "the program name is empty".into(),
+            "empty",
+            "the first element of command is the program to run".into(),
+        );
     }
     if let Some(env) = s.get("env").and_then(Json::as_object) {
         for k in env.keys() {
-            let valid = !k.is_empty() && !k.as_bytes()[0].is_ascii_digit() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            let valid = !k.is_empty()
+                && !k.as_bytes()[0].is_ascii_digit()
+                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid {
-                c.key_error("nexus::invalid-name", &spec.key("env").key(k), format!("invalid environment variable name {k:?}"), "not a variable name", "names are letters, digits and '_', not starting with a digit (e.g. LOG_LEVEL)".into());
+                c.key_error(
+                    "nexus::invalid-name",
+                    &spec.key("env").key(k),
+                    format!("invalid environment variable name {k:?}"),
+                    "not a variable name",
+                    "names are letters, digits and '_', not starting with a digit (e.g. LOG_LEVEL)"
+                        .into(),
+                );
             }
         }
     }
     ports(c, &spec.key("ports"), s.get("ports"));
     if let Some(h) = s.get("health").and_then(Json::as_object) {
-        let set: Vec<&str> = ["http", "tcp", "exec"].into_iter().filter(|k| h.contains_key(*k)).collect();
+        let set: Vec<&str> = ["http", "tcp", "exec"]
+            .into_iter()
+            .filter(|k| h.contains_key(*k))
+            .collect();
         if set.len() != 1 {
-            let found = if set.is_empty() { "none".to_string() } else { set.join(" and ") };
-            c.key_error("nexus::invalid-probe", &spec.key("health"), format!("a health probe needs exactly one of http, tcp or exec; found {found}"), "one of http, tcp, exec", "for example `health: {http: {path: /healthz, port: 8080}}`".into());
+            let found = if set.is_empty() {
+                "none".to_string()
+            } else {
+                set.join(" and ")
+            };
+            c.key_error(
+                "nexus::invalid-probe",
+                &spec.key("health"),
+                format!("a health probe needs exactly one of http, tcp or exec; found {found}"),
+                "one of http, tcp, exec",
+                "for example `health: {http: {path: /healthz, port: 8080}}`".into(),
+            );
         }
-        if let Some(cmd) = h.get("exec").and_then(|e| e.get("command")).and_then(Json::as_array) {
-            if cmd.is_empty() {
-                c.error("nexus::invalid-probe", &spec.key("health").key("exec").key("command"), "the exec probe's command is empty".into(), "empty", "give the command to run, e.g. [\"test\", \"-f\", \"/tmp/ready\"]".into());
-            }
+        if let Some(cmd) = h
+            .get("exec")
+            .and_then(|e| e.get("command"))
+            .and_then(Json::as_array)
+            && cmd.is_empty()
+        {
+            c.error(
+                "nexus::invalid-probe",
+                &spec.key("health").key("exec").key("command"),
+                "the exec probe's command is empty".into(),
+                "empty",
+                "give the command to run, e.g. [\"test\", \"-f\", \"/tmp/ready\"]".into(),
+            );
         }
     }
     let ru = s.get("rollingUpdate");
-    let unavailable = ru.and_then(|r| r.get("maxUnavailable")).and_then(Json::as_u64).unwrap_or(0);
-    let surge = ru.and_then(|r| r.get("maxSurge")).and_then(Json::as_u64).unwrap_or(1);
+    let unavailable = ru
+        .and_then(|r| r.get("maxUnavailable"))
+        .and_then(Json::as_u64)
+        .unwrap_or(0);
+    let surge = ru
+        .and_then(|r| r.get("maxSurge"))
+        .and_then(Json::as_u64)
+        .unwrap_or(1);
     if unavailable == 0 && surge == 0 && ru.is_some() {
-        c.key_error("nexus::invalid-value", &spec.key("rollingUpdate"), "maxUnavailable and maxSurge are both 0, so an update could never replace a replica".into(), "both 0", "allow at least one: `maxSurge: 1` (start a new replica first) or `maxUnavailable: 1`".into());
+        c.key_error(
+            "nexus::invalid-value",
+            &spec.key("rollingUpdate"),
+            "maxUnavailable and maxSurge are both 0, so an update could never replace a replica"
+                .into(),
+            "both 0",
+            "allow at least one: `maxSurge: 1` (start a new replica first) or `maxUnavailable: 1`"
+                .into(),
+        );
     }
 }
 
@@ -235,22 +381,40 @@ fn quantity_text(v: &Json) -> Option<String> {
 }
 
 fn port_name_ok(n: &str) -> bool {
-    !n.is_empty() && n.len() <= 15 && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') && n.bytes().any(|b| b.is_ascii_lowercase()) && !n.starts_with('-') && !n.ends_with('-')
+    !n.is_empty()
+        && n.len() <= 15
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && n.bytes().any(|b| b.is_ascii_lowercase())
+        && !n.starts_with('-')
+        && !n.ends_with('-')
 }
 
 fn ports(c: &mut Checker<'_>, path: &Path, ports: Option<&Json>) {
-    let Some(list) = ports.and_then(Json::as_array) else { return };
+    let Some(list) = ports.and_then(Json::as_array) else {
+        return;
+    };
     let mut seen: Vec<(u64, String)> = Vec::new();
     for (i, p) in list.iter().enumerate() {
-        if let Some(name) = p.get("name").and_then(Json::as_str) {
-            if !port_name_ok(name) {
-                c.error("nexus::invalid-name", &path.index(i).key("name"), format!("invalid port name {name:?}"), "not a port name", "a port name is 1-15 lower-case letters, digits and '-', with at least one letter (e.g. \"http\")".into());
-            }
+        if let Some(name) = p.get("name").and_then(Json::as_str)
+            && !port_name_ok(name)
+        {
+            c.error("nexus::invalid-name", &path.index(i).key("name"), format!("invalid port name {name:?}"), "not a port name", "a port name is 1-15 lower-case letters, digits and '-', with at least one letter (e.g. \"http\")".into());
         }
         if let Some(port) = p.get("port").and_then(Json::as_u64) {
-            let proto = p.get("protocol").and_then(Json::as_str).unwrap_or("TCP").to_string();
+            let proto = p
+                .get("protocol")
+                .and_then(Json::as_str)
+                .unwrap_or("TCP")
+                .to_string();
             if seen.contains(&(port, proto.clone())) {
-                c.error("nexus::duplicate-port", &path.index(i).key("port"), format!("port {port}/{proto} is listed twice"), "listed before", "remove the repeated port".into());
+                c.error(
+                    "nexus::duplicate-port",
+                    &path.index(i).key("port"),
+                    format!("port {port}/{proto} is listed twice"),
+                    "listed before",
+                    "remove the repeated port".into(),
+                );
             }
             seen.push((port, proto));
         }
@@ -258,14 +422,32 @@ fn ports(c: &mut Checker<'_>, path: &Path, ports: Option<&Json>) {
 }
 
 fn service(c: &mut Checker<'_>, spec: &Path, s: &Json) {
-    if s.get("selector").and_then(Json::as_object).is_some_and(|m| m.is_empty()) {
-        c.key_error("nexus::invalid-value", &spec.key("selector"), "a Service selector must not be empty".into(), "selects nothing", "select the workloads behind the service by label, e.g. `selector: {app: api}`".into());
+    if s.get("selector")
+        .and_then(Json::as_object)
+        .is_some_and(|m| m.is_empty())
+    {
+        c.key_error(
+            "nexus::invalid-value",
+            &spec.key("selector"),
+            "a Service selector must not be empty".into(),
+            "selects nothing",
+            "select the workloads behind the service by label, e.g. `selector: {app: api}`".into(),
+        );
     }
     if let Some(sel) = s.get("selector").and_then(Json::as_object) {
         label_map(c, &spec.key("selector"), sel);
     }
-    if s.get("ports").and_then(Json::as_array).is_some_and(|a| a.is_empty()) {
-        c.key_error("nexus::invalid-value", &spec.key("ports"), "a Service needs at least one port".into(), "empty", "add a port, e.g. `ports: [{port: 80, targetPort: 8080}]`".into());
+    if s.get("ports")
+        .and_then(Json::as_array)
+        .is_some_and(|a| a.is_empty())
+    {
+        c.key_error(
+            "nexus::invalid-value",
+            &spec.key("ports"),
+            "a Service needs at least one port".into(),
+            "empty",
+            "add a port, e.g. `ports: [{port: 80, targetPort: 8080}]`".into(),
+        );
     }
     ports(c, &spec.key("ports"), s.get("ports"));
 }
@@ -275,26 +457,36 @@ fn network_policy(c: &mut Checker<'_>, spec: &Path, s: &Json) {
         label_map(c, &spec.key("selector"), sel);
     }
     for (dir, peers_key) in [("ingress", "from"), ("egress", "to")] {
-        let Some(rules) = s.get(dir).and_then(Json::as_array) else { continue };
+        let Some(rules) = s.get(dir).and_then(Json::as_array) else {
+            continue;
+        };
         for (i, rule) in rules.iter().enumerate() {
             let rpath = spec.key(dir).index(i);
             if let Some(peers) = rule.get(peers_key).and_then(Json::as_array) {
                 for (j, peer) in peers.iter().enumerate() {
                     let ppath = rpath.key(peers_key).index(j);
-                    let Some(obj) = peer.as_object() else { continue };
+                    let Some(obj) = peer.as_object() else {
+                        continue;
+                    };
                     let has_sel = obj.contains_key("selector");
                     let has_cidr = obj.contains_key("cidr");
                     if has_sel == has_cidr {
                         let found = if has_sel { "both" } else { "neither" };
                         c.key_error("nexus::invalid-peer", &ppath, format!("a policy peer needs exactly one of selector or cidr; found {found}"), "selector or cidr", "write `{selector: {app: web}}` for workloads or `{cidr: 10.0.0.0/8}` for addresses".into());
                     }
-                    if let Some(cidr) = obj.get("cidr").and_then(Json::as_str) {
-                        if parse_cidr(cidr).is_none() {
-                            c.error("nexus::invalid-cidr", &ppath.key("cidr"), format!("invalid CIDR {cidr:?}"), "not an address range", "write an address and prefix length, e.g. \"10.0.0.0/8\" or \"fd00::/64\"".into());
-                        }
+                    if let Some(cidr) = obj.get("cidr").and_then(Json::as_str)
+                        && parse_cidr(cidr).is_none()
+                    {
+                        c.error("nexus::invalid-cidr", &ppath.key("cidr"), format!("invalid CIDR {cidr:?}"), "not an address range", "write an address and prefix length, e.g. \"10.0.0.0/8\" or \"fd00::/64\"".into());
                     }
                     if obj.contains_key("namespace") && has_cidr && !has_sel {
-                        c.key_error("nexus::invalid-peer", &ppath.key("namespace"), "namespace only applies to selector peers".into(), "ignored with cidr", "remove `namespace`, or use `selector`".into());
+                        c.key_error(
+                            "nexus::invalid-peer",
+                            &ppath.key("namespace"),
+                            "namespace only applies to selector peers".into(),
+                            "ignored with cidr",
+                            "remove `namespace`, or use `selector`".into(),
+                        );
                     }
                     if let Some(ns) = obj.get("namespace").and_then(Json::as_str) {
                         dns_label(c, &ppath.key("namespace"), ns, "namespace");
@@ -333,28 +525,68 @@ fn git_source(c: &mut Checker<'_>, spec: &Path, s: &Json) {
         }
     }
     if let Some(branch) = s.get("branch").and_then(Json::as_str) {
-        let bad = branch.is_empty() || branch.contains("..") || branch.contains(|ch: char| ch.is_whitespace() || "~^:?*[\\".contains(ch)) || branch.starts_with('/') || branch.ends_with('/') || branch.ends_with(".lock");
+        let bad = branch.is_empty()
+            || branch.contains("..")
+            || branch.contains(|ch: char| ch.is_whitespace() || "~^:?*[\\".contains(ch))
+            || branch.starts_with('/')
+            || branch.ends_with('/')
+            || branch.ends_with(".lock");
         if bad {
-            c.error("nexus::invalid-value", &spec.key("branch"), format!("invalid branch name {branch:?}"), "not a git branch name", "use a branch name such as \"main\" or \"release/1.4\"".into());
+            c.error(
+                "nexus::invalid-value",
+                &spec.key("branch"),
+                format!("invalid branch name {branch:?}"),
+                "not a git branch name",
+                "use a branch name such as \"main\" or \"release/1.4\"".into(),
+            );
         }
     }
-    if let Some(path) = s.get("path").and_then(Json::as_str) {
-        if path.split('/').any(|p| p == "..") || path.starts_with('/') {
-            c.error("nexus::invalid-value", &spec.key("path"), format!("path {path:?} leaves the repository"), "must stay inside the repository", "give a path relative to the repository root, e.g. \"deploy/prod\"".into());
-        }
+    if let Some(path) = s.get("path").and_then(Json::as_str)
+        && (path.split('/').any(|p| p == "..") || path.starts_with('/'))
+    {
+        c.error(
+            "nexus::invalid-value",
+            &spec.key("path"),
+            format!("path {path:?} leaves the repository"),
+            "must stay inside the repository",
+            "give a path relative to the repository root, e.g. \"deploy/prod\"".into(),
+        );
     }
     if let Some(interval) = s.get("interval").and_then(Json::as_str) {
         match parse_duration_ms(interval) {
-            Ok(ms) if ms < 1000 => c.error("nexus::out-of-range", &spec.key("interval"), format!("interval {interval:?} is shorter than 1s"), "too short", "poll at most once a second; local repositories are also watched for changes".into()),
+            Ok(ms) if ms < 1000 => c.error(
+                "nexus::out-of-range",
+                &spec.key("interval"),
+                format!("interval {interval:?} is shorter than 1s"),
+                "too short",
+                "poll at most once a second; local repositories are also watched for changes"
+                    .into(),
+            ),
             Ok(_) => {}
-            Err(e) => c.error("nexus::invalid-duration", &spec.key("interval"), format!("invalid interval {interval:?}: {e}"), "not a duration", "write a duration such as \"30s\", \"1m\" or \"1m30s\"".into()),
+            Err(e) => c.error(
+                "nexus::invalid-duration",
+                &spec.key("interval"),
+                format!("invalid interval {interval:?}: {e}"),
+                "not a duration",
+                "write a duration such as \"30s\", \"1m\" or \"1m30s\"".into(),
+            ),
         }
     }
-    if let Some(signers) = s.get("verify").and_then(|v| v.get("ssh")).and_then(Json::as_array) {
+    if let Some(signers) = s
+        .get("verify")
+        .and_then(|v| v.get("ssh"))
+        .and_then(Json::as_array)
+    {
         for (i, signer) in signers.iter().enumerate() {
-            let Some(line) = signer.as_str() else { continue };
+            let Some(line) = signer.as_str() else {
+                continue;
+            };
             let parts: Vec<&str> = line.split_whitespace().collect();
-            if parts.len() < 3 || !parts[1].starts_with("ssh-") && !parts[1].starts_with("ecdsa-") && !parts[1].starts_with("sk-") {
+            if parts.len() < 3
+                || !parts[1].starts_with("ssh-")
+                    && !parts[1].starts_with("ecdsa-")
+                    && !parts[1].starts_with("sk-")
+            {
                 c.error("nexus::invalid-value", &spec.key("verify").key("ssh").index(i), "not an allowed-signers entry".into(), "expected \"principal key-type key\"", "write entries as in git's allowed_signers file: \"alice@example.com ssh-ed25519 AAAAC3Nza...\"".into());
             }
         }

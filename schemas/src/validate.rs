@@ -80,31 +80,60 @@ pub fn validate_sources(files: &[SourceFile]) -> Validation {
     }
     cross_checks(files, &idents, &mut out);
     // Stable order: by file, then position, errors before warnings at one position.
-    let order: BTreeMap<&str, usize> = files.iter().enumerate().map(|(i, f)| (f.name.as_str(), i)).collect();
-    out.diagnostics.sort_by_key(|d| (order.get(d.file.as_str()).copied().unwrap_or(usize::MAX), d.span.map(|s| s.offset).unwrap_or(0), d.severity));
+    let order: BTreeMap<&str, usize> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.name.as_str(), i))
+        .collect();
+    out.diagnostics.sort_by_key(|d| {
+        (
+            order.get(d.file.as_str()).copied().unwrap_or(usize::MAX),
+            d.span.map(|s| s.offset).unwrap_or(0),
+            d.severity,
+        )
+    });
     out
 }
 
 fn validate_file(idx: usize, file: &SourceFile, out: &mut Validation, idents: &mut Vec<Ident>) {
     if file.size > MAX_FILE_BYTES {
         out.diagnostics.push(
-            Diagnostic::error("nexus::file-too-large", file, None, format!("file is {} bytes; manifest files are limited to {} bytes (8 MiB)", file.size, MAX_FILE_BYTES))
-                .with_help("split the manifests into several files in one directory"),
+            Diagnostic::error(
+                "nexus::file-too-large",
+                file,
+                None,
+                format!(
+                    "file is {} bytes; manifest files are limited to {} bytes (8 MiB)",
+                    file.size, MAX_FILE_BYTES
+                ),
+            )
+            .with_help("split the manifests into several files in one directory"),
         );
         return;
     }
     if let Some(at) = file.invalid_utf8_at {
         out.diagnostics.push(
-            Diagnostic::error("nexus::not-utf8", file, Some(Span { offset: at, len: 1 }), "file is not valid UTF-8")
-                .with_label("invalid byte sequence here")
-                .with_help("manifests must be UTF-8 text; re-save the file as UTF-8"),
+            Diagnostic::error(
+                "nexus::not-utf8",
+                file,
+                Some(Span { offset: at, len: 1 }),
+                "file is not valid UTF-8",
+            )
+            .with_label("invalid byte sequence here")
+            .with_help("manifests must be UTF-8 text; re-save the file as UTF-8"),
         );
         return;
     }
     let docs = match parse_documents(&file.text) {
         Ok(d) => d,
         Err(e) => {
-            let mut d = Diagnostic::error("nexus::yaml-syntax", file, e.span, format!("invalid YAML: {}", e.message)).with_label(short_label(&e.message));
+            let mut d = Diagnostic::error(
+                "nexus::yaml-syntax",
+                file,
+                e.span,
+                format!("invalid YAML: {}", e.message),
+            )
+            .with_label(short_label(&e.message));
             d.help = Some(syntax_help(&e.message, &file.text, e.span));
             out.diagnostics.push(d);
             return;
@@ -112,25 +141,35 @@ fn validate_file(idx: usize, file: &SourceFile, out: &mut Validation, idents: &m
     };
     for marker in empty_documents(&file.text) {
         out.diagnostics.push(
-            Diagnostic::warning("nexus::empty-document", file, Some(marker), "empty YAML document")
-                .with_label("this document has no content")
-                .with_help("remove the extra `---` separator"),
+            Diagnostic::warning(
+                "nexus::empty-document",
+                file,
+                Some(marker),
+                "empty YAML document",
+            )
+            .with_label("this document has no content")
+            .with_help("remove the extra `---` separator"),
         );
     }
     if docs.is_empty() {
         out.diagnostics.push(
-            Diagnostic::error("nexus::empty-file", file, Some(Span { offset: 0, len: 0 }), "no manifests in this file")
-                .with_help("add a manifest (apiVersion, kind, metadata, spec) or remove the file"),
+            Diagnostic::error(
+                "nexus::empty-file",
+                file,
+                Some(Span { offset: 0, len: 0 }),
+                "no manifests in this file",
+            )
+            .with_help("add a manifest (apiVersion, kind, metadata, spec) or remove the file"),
         );
         return;
     }
     for (doc_idx, doc) in docs.iter().enumerate() {
         let mut diags = Vec::new();
         let object = validate_document(idx, file, doc_idx, doc, &mut diags, idents);
-        if let Some(o) = object {
-            if !diags.iter().any(Diagnostic::is_error) {
-                out.objects.push(o);
-            }
+        if let Some(o) = object
+            && !diags.iter().any(Diagnostic::is_error)
+        {
+            out.objects.push(o);
         }
         out.diagnostics.extend(diags);
     }
@@ -138,27 +177,45 @@ fn validate_file(idx: usize, file: &SourceFile, out: &mut Validation, idents: &m
 
 fn short_label(msg: &str) -> String {
     let m = msg.trim();
-    if m.len() > 60 { "here".into() } else { m.to_string() }
+    if m.len() > 60 {
+        "here".into()
+    } else {
+        m.to_string()
+    }
 }
 
 fn syntax_help(msg: &str, text: &str, span: Option<Span>) -> String {
     let lower = msg.to_ascii_lowercase();
-    if lower.contains("tab") {
-        return "YAML indentation must use spaces; replace the tab characters with spaces".into();
-    }
-    if lower.contains("depth") || lower.contains("nesting") {
-        return format!("manifests may nest at most {} levels deep", crate::yaml::MAX_DEPTH);
-    }
-    if lower.contains("alias") || lower.contains("anchor") || lower.contains("budget") || lower.contains("nodes") {
-        return "the document expands to too many nodes (is it an alias bomb?); write the values out or use fewer aliases".into();
-    }
     if lower.contains("duplicate") {
         return "each key may appear once in a map; remove or merge the repeated key".into();
     }
+    if lower.contains("tab") {
+        return "YAML indentation must use spaces; replace the tab characters with spaces".into();
+    }
+    if lower.contains("nesting") {
+        return format!(
+            "manifests may nest at most {} levels deep",
+            crate::yaml::MAX_DEPTH
+        );
+    }
+    if lower.contains("alias") || lower.contains("too large") {
+        return "the document expands to too many nodes (is it an alias bomb?); write the values out or use fewer aliases".into();
+    }
     if let Some(s) = span {
-        let line_start = text[..s.offset.min(text.len())].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let offset = s.offset.min(text.len());
+        let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
         if text[line_start..].starts_with('\t') {
-            return "YAML indentation must use spaces; replace the tab characters with spaces".into();
+            return "YAML indentation must use spaces; replace the tab characters with spaces"
+                .into();
+        }
+        // An unclosed flow collection a few lines up is the usual cause of a confusing error here.
+        let before: Vec<&str> = text[..line_start].lines().collect();
+        for (i, line) in before.iter().enumerate().rev().take(5) {
+            for (open, close) in [('[', ']'), ('{', '}')] {
+                if line.matches(open).count() > line.matches(close).count() {
+                    return format!("line {} opens `{open}` without a closing `{close}`", i + 1);
+                }
+            }
         }
     }
     "check the indentation, brackets and quotes around this position".into()
@@ -181,7 +238,14 @@ fn key_span_of(root: &Node, path: &Path) -> Span {
     loc.key.map(|k| k.span).unwrap_or(loc.value.span)
 }
 
-fn validate_document(file_idx: usize, file: &SourceFile, doc_idx: usize, doc: &Node, diags: &mut Vec<Diagnostic>, idents: &mut Vec<Ident>) -> Option<ParsedObject> {
+fn validate_document(
+    file_idx: usize,
+    file: &SourceFile,
+    doc_idx: usize,
+    doc: &Node,
+    diags: &mut Vec<Diagnostic>,
+    idents: &mut Vec<Ident>,
+) -> Option<ParsedObject> {
     let Value::Map(_) = &doc.value else {
         diags.push(
             Diagnostic::error("nexus::not-a-manifest", file, Some(doc.span), format!("a manifest must be a map, found {}", doc.value.type_name()))
@@ -190,60 +254,126 @@ fn validate_document(file_idx: usize, file: &SourceFile, doc_idx: usize, doc: &N
         );
         return None;
     };
-    let doc_start = Span { offset: doc.span.offset, len: 0 };
+    let doc_start = Span {
+        offset: doc.span.offset,
+        len: 0,
+    };
     // apiVersion
     let mut ok = true;
     match doc.get("apiVersion") {
         None => {
             ok = false;
-            diags.push(Diagnostic::error("nexus::missing-field", file, Some(doc_start), "missing required field \"apiVersion\"").with_help("add `apiVersion: nexus/v1` at the top of the document"));
+            diags.push(
+                Diagnostic::error(
+                    "nexus::missing-field",
+                    file,
+                    Some(doc_start),
+                    "missing required field \"apiVersion\"",
+                )
+                .with_help("add `apiVersion: nexus/v1` at the top of the document"),
+            );
         }
         Some((_, v)) if v.as_str() == Some(API_VERSION) => {}
         Some((_, v)) => {
             ok = false;
-            let found = v.as_str().map(|s| format!("{s:?}")).unwrap_or_else(|| v.value.type_name().to_string());
+            let found = v
+                .as_str()
+                .map(|s| format!("{s:?}"))
+                .unwrap_or_else(|| v.value.type_name().to_string());
             diags.push(
-                Diagnostic::error("nexus::unknown-api-version", file, Some(v.span), format!("unknown apiVersion {found}"))
-                    .with_label("expected \"nexus/v1\"")
-                    .with_help("this release understands `apiVersion: nexus/v1`"),
+                Diagnostic::error(
+                    "nexus::unknown-api-version",
+                    file,
+                    Some(v.span),
+                    format!("unknown apiVersion {found}"),
+                )
+                .with_label("expected \"nexus/v1\"")
+                .with_help("this release understands `apiVersion: nexus/v1`"),
             );
         }
     }
     // kind
     let kind = match doc.get("kind") {
         None => {
-            diags.push(Diagnostic::error("nexus::missing-field", file, Some(doc_start), "missing required field \"kind\"").with_help("add `kind:` with one of Workload, Service, NetworkPolicy, GitSource"));
+            diags.push(
+                Diagnostic::error(
+                    "nexus::missing-field",
+                    file,
+                    Some(doc_start),
+                    "missing required field \"kind\"",
+                )
+                .with_help("add `kind:` with one of Workload, Service, NetworkPolicy, GitSource"),
+            );
             None
         }
-        Some((_, v)) => match v.as_str().and_then(|s| Kind::ALL.iter().find(|k| k.as_str() == s).copied()) {
+        Some((_, v)) => match v
+            .as_str()
+            .and_then(|s| Kind::ALL.iter().find(|k| k.as_str() == s).copied())
+        {
             Some(k) => Some(k),
             None => {
-                let found = v.as_str().map(|s| format!("{s:?}")).unwrap_or_else(|| v.value.type_name().to_string());
+                let found = v
+                    .as_str()
+                    .map(|s| format!("{s:?}"))
+                    .unwrap_or_else(|| v.value.type_name().to_string());
                 let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
                 let help = match v.as_str().and_then(|s| did_you_mean(s, &names)) {
                     Some(s) => format!("did you mean \"{s}\"?"),
                     None => match v.as_str() {
-                        Some("Deployment" | "StatefulSet" | "DaemonSet" | "Pod" | "ReplicaSet" | "Job") => "a Kubernetes Deployment, StatefulSet or Pod is a nexus Workload".to_string(),
+                        Some(
+                            "Deployment" | "StatefulSet" | "DaemonSet" | "Pod" | "ReplicaSet"
+                            | "Job",
+                        ) => "a Kubernetes Deployment, StatefulSet or Pod is a nexus Workload"
+                            .to_string(),
                         _ => format!("kinds are: {}", names.join(", ")),
                     },
                 };
-                diags.push(Diagnostic::error("nexus::unknown-kind", file, Some(v.span), format!("unknown kind {found}")).with_label("not a nexus/v1 kind").with_help(help));
+                diags.push(
+                    Diagnostic::error(
+                        "nexus::unknown-kind",
+                        file,
+                        Some(v.span),
+                        format!("unknown kind {found}"),
+                    )
+                    .with_label("not a nexus/v1 kind")
+                    .with_help(help),
+                );
                 None
             }
         },
     };
     let kind = kind?;
     // Identity for cross-file checks.
-    let name = doc.get("metadata").and_then(|(_, m)| m.get("name")).and_then(|(_, n)| n.as_str().map(|s| (s.to_string(), n.span)));
-    let namespace = doc.get("metadata").and_then(|(_, m)| m.get("namespace")).and_then(|(_, n)| n.as_str()).unwrap_or("default").to_string();
+    let name = doc
+        .get("metadata")
+        .and_then(|(_, m)| m.get("name"))
+        .and_then(|(_, n)| n.as_str().map(|s| (s.to_string(), n.span)));
+    let namespace = doc
+        .get("metadata")
+        .and_then(|(_, m)| m.get("namespace"))
+        .and_then(|(_, n)| n.as_str())
+        .unwrap_or("default")
+        .to_string();
     let json = doc.to_json();
     if let Some((name, name_span)) = &name {
-        let labels: Labels = json.pointer("/metadata/labels").and_then(|l| serde_json::from_value(l.clone()).ok()).unwrap_or_default();
+        let labels: Labels = json
+            .pointer("/metadata/labels")
+            .and_then(|l| serde_json::from_value(l.clone()).ok())
+            .unwrap_or_default();
         let selector = match kind {
-            Kind::Service | Kind::NetworkPolicy => json.pointer("/spec/selector").and_then(|l| serde_json::from_value::<Labels>(l.clone()).ok()).map(|s| (s, key_span_of(doc, &Path::parse("spec.selector")))),
+            Kind::Service | Kind::NetworkPolicy => json
+                .pointer("/spec/selector")
+                .and_then(|l| serde_json::from_value::<Labels>(l.clone()).ok())
+                .map(|s| (s, key_span_of(doc, &Path::parse("spec.selector")))),
             _ => None,
         };
-        idents.push(Ident { key: ObjectKey::new(kind, namespace, name.clone()), file: file_idx, name_span: *name_span, labels, selector });
+        idents.push(Ident {
+            key: ObjectKey::new(kind, namespace, name.clone()),
+            file: file_idx,
+            name_span: *name_span,
+            labels,
+            selector,
+        });
     }
     if !ok {
         return None;
@@ -261,17 +391,40 @@ fn validate_document(file_idx: usize, file: &SourceFile, doc_idx: usize, doc: &N
         Ok(object) => {
             let name_span = name.map(|(_, s)| s).unwrap_or(doc_start);
             let (line, _) = file.line_col(name_span.offset);
-            Some(ParsedObject { object, origin: Origin { file: file_idx, file_name: file.name.clone(), document: doc_idx, name_span, line } })
+            Some(ParsedObject {
+                object,
+                origin: Origin {
+                    file: file_idx,
+                    file_name: file.name.clone(),
+                    document: doc_idx,
+                    name_span,
+                    line,
+                },
+            })
         }
         Err(e) => {
-            diags.push(Diagnostic::error("nexus::invalid-value", file, Some(doc.span), format!("invalid {kind}: {e}")).with_help("check the field types against `nexus schema`"));
+            diags.push(
+                Diagnostic::error(
+                    "nexus::invalid-value",
+                    file,
+                    Some(doc.span),
+                    format!("invalid {kind}: {e}"),
+                )
+                .with_help("check the field types against `nexus schema`"),
+            );
             None
         }
     }
 }
 
 /// Runs the kind's JSON Schema and turns each error into a located diagnostic.
-fn schema_errors(file: &SourceFile, doc: &Node, kind: Kind, json: &Json, diags: &mut Vec<Diagnostic>) {
+fn schema_errors(
+    file: &SourceFile,
+    doc: &Node,
+    kind: Kind,
+    json: &Json,
+    diags: &mut Vec<Diagnostic>,
+) {
     let compiled = compiled(kind);
     for err in compiled.validator.iter_errors(json) {
         let path = Path(
@@ -283,11 +436,16 @@ fn schema_errors(file: &SourceFile, doc: &Node, kind: Kind, json: &Json, diags: 
                 })
                 .collect(),
         );
-        if matches!(path.0.first(), Some(Seg::Key(k)) if k == "apiVersion" || k == "kind") && path.0.len() == 1 {
+        if matches!(path.0.first(), Some(Seg::Key(k)) if k == "apiVersion" || k == "kind")
+            && path.0.len() == 1
+        {
             continue; // reported above with better wording
         }
         let field_help = || {
-            subschema_at(&compiled.schema, &path.0).and_then(|s| s.get("description")).and_then(Json::as_str).map(|d| format!("{path}: {d}"))
+            subschema_at(&compiled.schema, &path.0)
+                .and_then(|s| s.get("description"))
+                .and_then(Json::as_str)
+                .map(|d| format!("{path}: {d}"))
         };
         let instance = err.instance();
         let diag = match err.kind() {
@@ -304,64 +462,147 @@ fn schema_errors(file: &SourceFile, doc: &Node, kind: Kind, json: &Json, diags: 
                     let help = match did_you_mean(name, &allowed_refs) {
                         Some(s) => format!("did you mean \"{s}\"?"),
                         None if allowed.is_empty() => "remove this field".to_string(),
-                        None => format!("fields allowed in {}: {}", describe_parent(&path), allowed.join(", ")),
+                        None => format!(
+                            "fields allowed in {}: {}",
+                            describe_parent(&path),
+                            allowed.join(", ")
+                        ),
                     };
-                    let msg = match did_you_mean(name, &allowed_refs) {
-                        Some(s) => format!("unknown field \"{name}\"; did you mean \"{s}\"?"),
-                        None => format!("unknown field \"{name}\""),
-                    };
-                    diags.push(Diagnostic::error("nexus::unknown-field", file, Some(span), msg).with_label(format!("not a field of {}", describe_parent(&path))).with_help(help));
+                    let msg = format!("unknown field \"{name}\"");
+                    diags.push(
+                        Diagnostic::error("nexus::unknown-field", file, Some(span), msg)
+                            .with_label(format!("not a field of {}", describe_parent(&path)))
+                            .with_help(help),
+                    );
                 }
                 continue;
             }
             ValidationErrorKind::Required { property } => {
                 let prop = property.as_str().unwrap_or_default().to_string();
-                let span = if path.0.is_empty() { Span { offset: doc.span.offset, len: 0 } } else { key_span_of(doc, &path) };
-                let desc = subschema_at(&compiled.schema, &path.key(&prop).0).and_then(|s| s.get("description")).and_then(Json::as_str).map(|d| format!("{}: {d}", path.key(&prop)));
-                let mut d = Diagnostic::error("nexus::missing-field", file, Some(span), format!("missing required field \"{prop}\" in {}", describe_parent(&path))).with_label(format!("add `{prop}` to this map"));
+                let span = if path.0.is_empty() {
+                    Span {
+                        offset: doc.span.offset,
+                        len: 0,
+                    }
+                } else {
+                    key_span_of(doc, &path)
+                };
+                let desc = subschema_at(&compiled.schema, &path.key(&prop).0)
+                    .and_then(|s| s.get("description"))
+                    .and_then(Json::as_str)
+                    .map(|d| format!("{}: {d}", path.key(&prop)));
+                let mut d = Diagnostic::error(
+                    "nexus::missing-field",
+                    file,
+                    Some(span),
+                    format!(
+                        "missing required field \"{prop}\" in {}",
+                        describe_parent(&path)
+                    ),
+                )
+                .with_label(format!("add `{prop}` to this map"));
                 d.help = desc;
                 d
             }
             ValidationErrorKind::Type { kind: expected } => {
                 let expected = match expected {
                     TypeKind::Single(t) => type_phrase(&t.to_string()),
-                    TypeKind::Multiple(set) => set.iter().map(|t| type_phrase(&t.to_string())).collect::<Vec<_>>().join(" or "),
+                    TypeKind::Multiple(set) => set
+                        .iter()
+                        .map(|t| type_phrase(&t.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(" or "),
                 };
                 let found = json_type_phrase(instance);
-                let mut d = Diagnostic::error("nexus::wrong-type", file, Some(span_of(doc, &path)), format!("{path} must be {expected}, found {found}")).with_label(format!("expected {expected}"));
-                d.help = if expected.contains("string") && matches!(instance.as_ref(), Json::Number(_) | Json::Bool(_)) {
-                    Some(format!("quote the value to make it a string: \"{}\"", instance))
+                let mut d = Diagnostic::error(
+                    "nexus::wrong-type",
+                    file,
+                    Some(span_of(doc, &path)),
+                    format!("{path} must be {expected}, found {found}"),
+                )
+                .with_label(format!("expected {expected}"));
+                d.help = if expected.contains("string")
+                    && matches!(instance.as_ref(), Json::Number(_) | Json::Bool(_))
+                {
+                    Some(format!(
+                        "quote the value to make it a string: \"{}\"",
+                        instance
+                    ))
                 } else if matches!(instance.as_ref(), Json::Null) {
-                    Some(format!("give {path} a value, or remove the key to use the default"))
+                    Some(format!(
+                        "give {path} a value, or remove the key to use the default"
+                    ))
                 } else {
                     field_help()
                 };
                 d
             }
             ValidationErrorKind::Enum { options } => {
-                let opts: Vec<String> = options.as_array().map(|a| a.iter().map(|o| o.as_str().map(str::to_string).unwrap_or_else(|| o.to_string())).collect()).unwrap_or_default();
-                let found = instance.as_str().map(|s| format!("{s:?}")).unwrap_or_else(|| instance.to_string());
+                let opts: Vec<String> = options
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|o| {
+                                o.as_str()
+                                    .map(str::to_string)
+                                    .unwrap_or_else(|| o.to_string())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let found = instance
+                    .as_str()
+                    .map(|s| format!("{s:?}"))
+                    .unwrap_or_else(|| instance.to_string());
                 let opt_refs: Vec<&str> = opts.iter().map(String::as_str).collect();
                 let help = match instance.as_str().and_then(|s| did_you_mean(s, &opt_refs)) {
                     Some(s) => format!("did you mean \"{s}\"?"),
-                    None => format!("expected one of: {}", opts.join(", ")),
+                    None => field_help()
+                        .unwrap_or_else(|| format!("expected one of: {}", opts.join(", "))),
                 };
-                Diagnostic::error("nexus::invalid-value", file, Some(span_of(doc, &path)), format!("{found} is not a valid value for {path}")).with_label(format!("expected one of: {}", opts.join(", "))).with_help(help)
+                Diagnostic::error(
+                    "nexus::invalid-value",
+                    file,
+                    Some(span_of(doc, &path)),
+                    format!("{found} is not a valid value for {path}"),
+                )
+                .with_label(format!("expected one of: {}", opts.join(", ")))
+                .with_help(help)
             }
-            ValidationErrorKind::Minimum { limit } | ValidationErrorKind::ExclusiveMinimum { limit } => {
+            ValidationErrorKind::Minimum { limit }
+            | ValidationErrorKind::ExclusiveMinimum { limit } => {
                 let bound = range_phrase(&compiled.schema, &path, limit, ">=");
-                let mut d = Diagnostic::error("nexus::out-of-range", file, Some(span_of(doc, &path)), format!("{path} must be {bound}, found {instance}")).with_label(format!("must be {bound}"));
+                let mut d = Diagnostic::error(
+                    "nexus::out-of-range",
+                    file,
+                    Some(span_of(doc, &path)),
+                    format!("{path} must be {bound}, found {instance}"),
+                )
+                .with_label(format!("must be {bound}"));
                 d.help = field_help();
                 d
             }
-            ValidationErrorKind::Maximum { limit } | ValidationErrorKind::ExclusiveMaximum { limit } => {
+            ValidationErrorKind::Maximum { limit }
+            | ValidationErrorKind::ExclusiveMaximum { limit } => {
                 let bound = range_phrase(&compiled.schema, &path, limit, "<=");
-                let mut d = Diagnostic::error("nexus::out-of-range", file, Some(span_of(doc, &path)), format!("{path} must be {bound}, found {instance}")).with_label(format!("must be {bound}"));
+                let mut d = Diagnostic::error(
+                    "nexus::out-of-range",
+                    file,
+                    Some(span_of(doc, &path)),
+                    format!("{path} must be {bound}, found {instance}"),
+                )
+                .with_label(format!("must be {bound}"));
                 d.help = field_help();
                 d
             }
             _ => {
-                let mut d = Diagnostic::error("nexus::invalid-value", file, Some(span_of(doc, &path)), format!("{path}: {}", err.masked())).with_label("invalid value");
+                let mut d = Diagnostic::error(
+                    "nexus::invalid-value",
+                    file,
+                    Some(span_of(doc, &path)),
+                    format!("{path}: {}", err.masked()),
+                )
+                .with_label("invalid value");
                 d.help = field_help();
                 d
             }
@@ -371,7 +612,11 @@ fn schema_errors(file: &SourceFile, doc: &Node, kind: Kind, json: &Json, diags: 
 }
 
 fn describe_parent(path: &Path) -> String {
-    if path.0.is_empty() { "the document".to_string() } else { format!("`{path}`") }
+    if path.0.is_empty() {
+        "the document".to_string()
+    } else {
+        format!("`{path}`")
+    }
 }
 
 fn range_phrase(schema: &Json, path: &Path, limit: &Json, op: &str) -> String {
@@ -448,17 +693,28 @@ fn cross_checks(files: &[SourceFile], idents: &[Ident], out: &mut Validation) {
         }
     }
     if !dup_objects.is_empty() {
-        out.objects.retain(|o| !dup_objects.contains(&(o.origin.file, o.origin.name_span)));
+        out.objects
+            .retain(|o| !dup_objects.contains(&(o.origin.file, o.origin.name_span)));
     }
     // Selectors that match no Workload in their namespace.
     for id in idents {
-        let Some((selector, span)) = &id.selector else { continue };
+        let Some((selector, span)) = &id.selector else {
+            continue;
+        };
         if selector.is_empty() {
             continue;
         }
-        let matches = idents.iter().any(|w| w.key.kind == Kind::Workload && w.key.namespace == id.key.namespace && selector_matches(selector, &w.labels));
+        let matches = idents.iter().any(|w| {
+            w.key.kind == Kind::Workload
+                && w.key.namespace == id.key.namespace
+                && selector_matches(selector, &w.labels)
+        });
         if !matches {
-            let sel = selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+            let sel = selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
             out.diagnostics.push(
                 Diagnostic::warning("nexus::selector-matches-nothing", &files[id.file], Some(*span), format!("{} \"{}\" selects {sel}, which matches no Workload in namespace \"{}\" in these files", id.key.kind, id.key.name, id.key.namespace))
                     .with_label("matches no Workload")

@@ -11,7 +11,10 @@ pub const MAX_DEPTH: usize = 64;
 /// Most aliases (`*name`) accepted in one file.
 pub const MAX_ALIASES: usize = 1_000;
 /// Most nodes accepted in one file, counting every alias expansion.
-pub const MAX_NODES: usize = 2_000_000;
+pub const MAX_NODES: usize = 1_000_000;
+/// Most YAML events that anchors may record and aliases replay in one file: stops "billion
+/// laughs" early while leaving room for ordinary anchor use.
+pub const MAX_ALIAS_EVENTS: usize = 100_000;
 /// Most documents accepted in one file.
 pub const MAX_DOCUMENTS: usize = 100_000;
 
@@ -54,7 +57,10 @@ impl Node {
     /// Looks up a map entry by key, returning (key node, value node).
     pub fn get(&self, key: &str) -> Option<(&Node, &Node)> {
         match &self.value {
-            Value::Map(entries) => entries.iter().find(|(k, _)| matches!(&k.value, Value::Str(s) if s == key)).map(|(k, v)| (k, v)),
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| matches!(&k.value, Value::Str(s) if s == key))
+                .map(|(k, v)| (k, v)),
             _ => None,
         }
     }
@@ -75,7 +81,9 @@ impl Node {
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
             Value::UInt(u) => J::from(*u),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map(J::Number).unwrap_or(J::Null),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(J::Number)
+                .unwrap_or(J::Null),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
             Value::Map(entries) => {
@@ -108,7 +116,10 @@ impl<'de> Deserialize<'de> for Node {
         let sp = s.referenced.span();
         let offset = sp.byte_offset().unwrap_or(sp.offset()) as usize;
         let len = sp.byte_len().unwrap_or(sp.len()) as usize;
-        Ok(Node { span: Span { offset, len }, value: s.value })
+        Ok(Node {
+            span: Span { offset, len },
+            value: s.value,
+        })
     }
 }
 
@@ -144,10 +155,14 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::UInt(v))
     }
     fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Value, E> {
-        i64::try_from(v).map(Value::Int).map_err(|_| E::custom("integer out of range"))
+        i64::try_from(v)
+            .map(Value::Int)
+            .map_err(|_| E::custom("integer out of range"))
     }
     fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Value, E> {
-        u64::try_from(v).map(Value::UInt).map_err(|_| E::custom("integer out of range"))
+        u64::try_from(v)
+            .map(Value::UInt)
+            .map_err(|_| E::custom("integer out of range"))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
         Ok(Value::Float(v))
@@ -187,7 +202,7 @@ pub struct SyntaxError {
 
 /// Parses every document of a YAML stream. Empty documents are skipped (see [`empty_documents`]).
 pub fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
-    let options = serde_saphyr::options! {
+    let mut options = serde_saphyr::options! {
         strict_booleans: true,
         with_snippet: false,
         budget: serde_saphyr::budget! {
@@ -196,20 +211,31 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
             max_nodes: MAX_NODES,
             max_events: 4 * MAX_NODES,
             max_documents: MAX_DOCUMENTS,
+            max_recorded_anchor_events: MAX_ALIAS_EVENTS,
         },
     };
+    options.alias_limits.max_total_replayed_events = MAX_ALIAS_EVENTS;
     serde_saphyr::from_multiple_with_options::<Node>(text, options).map_err(|e| {
         let span = e.location().and_then(|loc| {
             let sp = loc.span();
             let offset = sp.byte_offset()? as usize;
-            Some(Span { offset, len: sp.byte_len().unwrap_or(0) as usize })
+            Some(Span {
+                offset,
+                len: sp.byte_len().unwrap_or(0) as usize,
+            })
         });
         let span = span.or_else(|| {
             let loc = e.location()?;
             let (line, col) = (loc.line() as usize, loc.column() as usize);
-            (line > 0).then(|| Span { offset: offset_of(text, line, col), len: 0 })
+            (line > 0).then(|| Span {
+                offset: offset_of(text, line, col),
+                len: 0,
+            })
         });
-        SyntaxError { message: clean_message(&e.to_string()), span }
+        SyntaxError {
+            message: clean_message(&e.to_string()),
+            span,
+        }
     })
 }
 
@@ -218,7 +244,11 @@ fn offset_of(text: &str, line: usize, col: usize) -> usize {
     let mut off = 0;
     for (i, l) in text.split_inclusive('\n').enumerate() {
         if i + 1 == line {
-            return off + l.char_indices().nth(col.saturating_sub(1)).map(|(b, _)| b).unwrap_or(l.len());
+            return off
+                + l.char_indices()
+                    .nth(col.saturating_sub(1))
+                    .map(|(b, _)| b)
+                    .unwrap_or(l.len());
         }
         off += l.len();
     }
@@ -230,11 +260,42 @@ fn offset_of(text: &str, line: usize, col: usize) -> usize {
 fn clean_message(msg: &str) -> String {
     let first = msg.lines().next().unwrap_or(msg);
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    let trimmed = match first.find(": ") {
+    let mut m = match first.find(": ") {
         Some(i) if first[..i].starts_with("line ") => &first[i + 2..],
         _ => first,
-    };
-    trimmed.trim().to_string()
+    }
+    .trim()
+    .to_string();
+    if let Some(i) = m.rfind(" at line ") {
+        m.truncate(i);
+    }
+    if let Some(rest) = m.strip_prefix("duplicate mapping key: ") {
+        let key = rest
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or(rest);
+        return format!("duplicate key {key:?}");
+    }
+    if m.contains("recursion limit") || m.contains("Depth") {
+        return format!("nesting is deeper than {MAX_DEPTH} levels");
+    }
+    if let Some(what) = m.strip_prefix("budget breached: ") {
+        let what = what.split([' ', '{']).next().unwrap_or(what);
+        return match what {
+            "Aliases"
+            | "RecordedAnchorEvents"
+            | "RecordedAnchorBytes"
+            | "AliasAnchorRatio"
+            | "Anchors" => {
+                "aliases expand to too much data (limit reached: ".to_string() + what + ")"
+            }
+            _ => format!("document is too large (limit reached: {what})"),
+        };
+    }
+    if m.contains("replay") && m.contains("limit") {
+        return format!("aliases expand to too much data ({m})");
+    }
+    m
 }
 
 /// Byte spans of the `---` markers that open documents with no content (only blank lines and
@@ -250,12 +311,14 @@ pub fn empty_documents(text: &str) -> Vec<Span> {
         let body = line.trim_end_matches(['\n', '\r']);
         let is_marker = body == "---" || body.starts_with("--- ") || body.starts_with("---\t");
         if is_marker {
-            if let Some(marker) = current.take() {
-                if !has_content {
-                    out.push(marker);
-                }
+            if let Some(marker) = current.take()
+                && !has_content
+            {
+                out.push(marker);
             }
-            let inline_content = body.len() > 3 && !body[3..].trim().is_empty() && !body[3..].trim_start().starts_with('#');
+            let inline_content = body.len() > 3
+                && !body[3..].trim().is_empty()
+                && !body[3..].trim_start().starts_with('#');
             current = Some(Span { offset, len: 3 });
             has_content = inline_content;
         } else if body == "..." {
@@ -264,16 +327,15 @@ pub fn empty_documents(text: &str) -> Vec<Span> {
             let t = body.trim();
             if !t.is_empty() && !t.starts_with('#') && !t.starts_with('%') {
                 has_content = true;
-                if current.is_none() {
-                        }
+                if current.is_none() {}
             }
         }
         offset += line.len();
     }
-    if let Some(marker) = current {
-        if !has_content {
-            out.push(marker);
-        }
+    if let Some(marker) = current
+        && !has_content
+    {
+        out.push(marker);
     }
     out
 }
@@ -290,8 +352,13 @@ mod tests {
         let (k, v) = docs[0].get("b").unwrap();
         assert_eq!(&text[k.span.offset..k.span.offset + k.span.len], "b");
         let (_, c) = v.get("c").unwrap();
-        let Value::Seq(items) = &c.value else { panic!("not a seq") };
-        assert_eq!(&text[items[0].span.offset..items[0].span.offset + items[0].span.len], "x");
+        let Value::Seq(items) = &c.value else {
+            panic!("not a seq")
+        };
+        assert_eq!(
+            &text[items[0].span.offset..items[0].span.offset + items[0].span.len],
+            "x"
+        );
     }
 
     #[test]

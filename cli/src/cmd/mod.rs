@@ -1,0 +1,46 @@
+//! The command tree. Each command lives in its own module and returns an exit code.
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub mod completion;
+pub mod diff;
+pub mod schema;
+pub mod validate;
+
+/// nexus: a BFT-replicated, GitOps-native control plane.
+#[derive(Debug, Parser)]
+#[command(name = "nexus", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format for commands that print results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Markdown,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check manifests offline: YAML syntax, kinds, fields, types, ranges, names, duplicates.
+    Validate(validate::Args),
+    /// Print or write the JSON Schemas (draft-07) of the manifest kinds, for editors.
+    Schema(schema::Args),
+    /// Show what changes between two manifest sets (files or directories).
+    Diff(diff::Args),
+    /// Print a shell completion script.
+    Completion(completion::Args),
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Validate(a) => validate::run(a),
+        Command::Schema(a) => schema::run(a),
+        Command::Diff(a) => diff::run(a),
+        Command::Completion(a) => completion::run(a),
+    }
+}
