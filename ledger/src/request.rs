@@ -1,0 +1,324 @@
+//! Client requests and their ed25519 signatures: what a user, a GitOps source or a controller asks
+//! the ledger to change, the canonical bytes that get signed, and the checks a replica runs before
+//! it accepts a request (DESIGN.md BFT rule 2).
+//!
+//! Signed bytes: `b"nexus/request/v1\n"` followed by the request as compact JSON with the keys
+//! sorted at every level ([`Request::canonical_json`]). A request that arrives in any other form
+//! re-serializes differently and fails verification, so whatever a replica stores is canonical.
+
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use nexus_schemas::ObjectKey;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::codec::{CodecError, Reader, Writer, sorted_json};
+
+/// Domain separator in front of the canonical JSON of a request.
+pub const REQUEST_DOMAIN: &[u8] = b"nexus/request/v1\n";
+
+/// Where a change came from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Source {
+    /// `nexus apply` / `nexus delete` by a person.
+    Cli,
+    /// A synced git commit (DESIGN.md BFT rule 3: replicas re-check repo, commit and tree).
+    Gitops {
+        /// The GitSource object that synced it, as `namespace/name`.
+        git_source: String,
+        repo: String,
+        commit: String,
+        tree: String,
+        author: String,
+        committer: String,
+        message: String,
+    },
+    /// A control-plane loop.
+    Controller { name: String },
+}
+
+impl Source {
+    /// `cli`, `gitops` or `controller`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Source::Cli => "cli",
+            Source::Gitops { .. } => "gitops",
+            Source::Controller { .. } => "controller",
+        }
+    }
+
+    /// Who owns objects this source creates: `apply`, `gitops:<ns/name>` or `controller:<name>`.
+    pub fn owner(&self) -> String {
+        match self {
+            Source::Cli => "apply".into(),
+            Source::Gitops { git_source, .. } => format!("gitops:{git_source}"),
+            Source::Controller { name } => format!("controller:{name}"),
+        }
+    }
+
+    /// The git commit, for git-sourced changes.
+    pub fn commit(&self) -> Option<&str> {
+        match self {
+            Source::Gitops { commit, .. } => Some(commit),
+            _ => None,
+        }
+    }
+}
+
+/// One operation of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Create or update an object (a `nexus/v1` manifest as JSON). `if_version`: the object's
+    /// current resource version must equal it; `Some(0)` means "must not exist yet".
+    Apply { object: Value, if_version: Option<u64> },
+    /// Delete an object; `if_version` as for `Apply`.
+    Delete { key: ObjectKey, if_version: Option<u64> },
+}
+
+/// A change request, as a client builds and signs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Client-chosen id (e.g. 16 random bytes as hex); a retry with the same id by the same actor
+    /// is applied once and answered with the original result.
+    pub id: String,
+    /// Identity, e.g. `user:alice`; must match the certificate the request arrived with.
+    pub actor: String,
+    pub source: Source,
+    pub ops: Vec<Op>,
+    /// The client's clock when it built the request (informational, not trusted).
+    pub created_at_ms: u64,
+}
+
+impl Request {
+    /// Compact JSON with sorted keys.
+    pub fn canonical_json(&self) -> String {
+        // Serializing our own types cannot fail: every map key is a string.
+        sorted_json(&serde_json::to_value(self).unwrap_or(Value::Null))
+    }
+
+    /// The bytes a signature covers: domain separator + canonical JSON.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        signing_bytes_of(&self.canonical_json())
+    }
+
+    /// blake3 of the signing bytes: tells a retry apart from a different request with a reused id.
+    pub fn digest(&self) -> [u8; 32] {
+        *blake3::hash(&self.signing_bytes()).as_bytes()
+    }
+}
+
+fn signing_bytes_of(json: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(REQUEST_DOMAIN.len() + json.len());
+    out.extend_from_slice(REQUEST_DOMAIN);
+    out.extend_from_slice(json.as_bytes());
+    out
+}
+
+/// The parts of a request that audit output shows, read without materializing the operations.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RequestHead {
+    pub id: String,
+    pub actor: String,
+    pub source: Source,
+    pub created_at_ms: u64,
+}
+
+impl RequestHead {
+    /// Reads the head from a request's canonical JSON (operations are skipped, not parsed).
+    pub fn from_json(json: &str) -> Result<RequestHead, CodecError> {
+        serde_json::from_str(json).map_err(|e| CodecError::Json { what: "request", message: e.to_string() })
+    }
+}
+
+impl From<&Request> for RequestHead {
+    fn from(r: &Request) -> Self {
+        RequestHead { id: r.id.clone(), actor: r.actor.clone(), source: r.source.clone(), created_at_ms: r.created_at_ms }
+    }
+}
+
+/// Why a signed request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SignatureError {
+    #[error("request {id}: the public key is not a valid ed25519 key")]
+    BadKey { id: String },
+    #[error("request {id}: the signature does not match the request and key")]
+    BadSignature { id: String },
+    #[error("request {id} claims actor {claimed:?} but the connection is authenticated as {authenticated:?}")]
+    ActorMismatch { id: String, claimed: String, authenticated: String },
+    #[error("request {id}: signed with a key that is not the certificate key of {actor:?}")]
+    KeyMismatch { id: String, actor: String },
+}
+
+/// A request with the signature of its actor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedRequest {
+    pub request: Request,
+    pub public_key: [u8; 32],
+    pub signature: [u8; 64],
+}
+
+/// Format version of the stored request record.
+const RECORD_V1: u8 = 1;
+
+impl SignedRequest {
+    /// Signs `request` with `key`.
+    pub fn sign(request: Request, key: &SigningKey) -> SignedRequest {
+        let signature = key.sign(&request.signing_bytes()).to_bytes();
+        SignedRequest { request, public_key: key.verifying_key().to_bytes(), signature }
+    }
+
+    /// Checks the signature against the embedded public key.
+    pub fn verify(&self) -> Result<(), SignatureError> {
+        verify_signature(&self.request.id, &self.public_key, &self.signature, &self.request.signing_bytes())
+    }
+
+    /// What a replica checks before accepting: the request names the authenticated actor, is
+    /// signed with that actor's certificate key, and the signature is valid.
+    pub fn verify_bound(&self, actor: &str, certificate_key: &[u8; 32]) -> Result<(), SignatureError> {
+        let id = &self.request.id;
+        if self.request.actor != actor {
+            return Err(SignatureError::ActorMismatch { id: id.clone(), claimed: self.request.actor.clone(), authenticated: actor.into() });
+        }
+        if &self.public_key != certificate_key {
+            return Err(SignatureError::KeyMismatch { id: id.clone(), actor: actor.into() });
+        }
+        self.verify()
+    }
+
+    /// The stored (and wire) form: version, canonical JSON, public key, signature.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let json = self.request.canonical_json();
+        let mut w = Writer::with_capacity(json.len() + 110);
+        w.u8(RECORD_V1).str(&json).array(&self.public_key).array(&self.signature);
+        w.finish()
+    }
+
+    /// Decodes [`SignedRequest::to_bytes`]. Does not verify the signature.
+    pub fn from_bytes(bytes: &[u8]) -> Result<SignedRequest, CodecError> {
+        let raw = RawSignedRequest::decode(bytes)?;
+        let request = serde_json::from_str(raw.json).map_err(|e| CodecError::Json { what: "request", message: e.to_string() })?;
+        Ok(SignedRequest { request, public_key: raw.public_key, signature: raw.signature })
+    }
+}
+
+/// A stored request record, borrowed and not parsed: enough to verify its signature offline.
+#[derive(Debug, Clone, Copy)]
+pub struct RawSignedRequest<'a> {
+    pub json: &'a str,
+    pub public_key: [u8; 32],
+    pub signature: [u8; 64],
+}
+
+impl<'a> RawSignedRequest<'a> {
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, CodecError> {
+        let mut r = Reader::new(bytes);
+        r.version("request record", RECORD_V1)?;
+        let json = r.str("request json")?;
+        let public_key = r.array::<32>()?;
+        let signature = r.array::<64>()?;
+        r.finish()?;
+        Ok(RawSignedRequest { json, public_key, signature })
+    }
+
+    /// Verifies the signature over exactly the stored JSON.
+    pub fn verify(&self) -> Result<(), SignatureError> {
+        verify_signature("(stored)", &self.public_key, &self.signature, &signing_bytes_of(self.json))
+    }
+
+    /// The request's id, actor, source and client time.
+    pub fn head(&self) -> Result<RequestHead, CodecError> {
+        RequestHead::from_json(self.json)
+    }
+}
+
+fn verify_signature(id: &str, public_key: &[u8; 32], signature: &[u8; 64], bytes: &[u8]) -> Result<(), SignatureError> {
+    let key = VerifyingKey::from_bytes(public_key).map_err(|_| SignatureError::BadKey { id: id.into() })?;
+    let sig = Signature::from_bytes(signature);
+    key.verify_strict(bytes, &sig).map_err(|_| SignatureError::BadSignature { id: id.into() })
+}
+
+/// A key that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("not an ed25519 key: {0}")]
+pub struct KeyError(String);
+
+/// The signing key inside a PKCS#8 DER private key (the key of a client certificate).
+pub fn signing_key_from_pkcs8_der(der: &[u8]) -> Result<SigningKey, KeyError> {
+    SigningKey::from_pkcs8_der(der).map_err(|e| KeyError(e.to_string()))
+}
+
+/// The raw public key inside a DER SubjectPublicKeyInfo (the key of a TLS certificate).
+pub fn public_key_from_spki_der(der: &[u8]) -> Result<[u8; 32], KeyError> {
+    VerifyingKey::from_public_key_der(der).map(|k| k.to_bytes()).map_err(|e| KeyError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nexus_schemas::Kind;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn request() -> Request {
+        Request {
+            id: "r1".into(),
+            actor: "user:alice".into(),
+            source: Source::Cli,
+            ops: vec![Op::Delete { key: ObjectKey::new(Kind::Service, "default", "web"), if_version: Some(3) }],
+            created_at_ms: 5,
+        }
+    }
+
+    #[test]
+    fn canonical_json_is_sorted_and_stable() {
+        let j = request().canonical_json();
+        assert_eq!(j, r#"{"actor":"user:alice","created_at_ms":5,"id":"r1","ops":[{"if_version":3,"key":{"kind":"Service","name":"web","namespace":"default"},"op":"delete"}],"source":{"type":"cli"}}"#);
+    }
+
+    #[test]
+    fn sign_verify_and_binding() {
+        let k = key(1);
+        let s = SignedRequest::sign(request(), &k);
+        s.verify().unwrap();
+        s.verify_bound("user:alice", &k.verifying_key().to_bytes()).unwrap();
+        assert!(matches!(s.verify_bound("user:bob", &s.public_key), Err(SignatureError::ActorMismatch { .. })));
+        assert!(matches!(s.verify_bound("user:alice", &key(2).verifying_key().to_bytes()), Err(SignatureError::KeyMismatch { .. })));
+        let mut forged = s.clone();
+        forged.request.ops.clear();
+        assert!(matches!(forged.verify(), Err(SignatureError::BadSignature { .. })));
+        let mut wrong_key = s.clone();
+        wrong_key.public_key = key(2).verifying_key().to_bytes();
+        assert!(wrong_key.verify().is_err());
+    }
+
+    #[test]
+    fn record_round_trip_and_raw_verify() {
+        let s = SignedRequest::sign(request(), &key(1));
+        let bytes = s.to_bytes();
+        assert_eq!(SignedRequest::from_bytes(&bytes).unwrap(), s);
+        let raw = RawSignedRequest::decode(&bytes).unwrap();
+        raw.verify().unwrap();
+        assert_eq!(raw.head().unwrap(), RequestHead::from(&s.request));
+        let mut bad = bytes.clone();
+        let n = bad.len();
+        bad[n - 70] ^= 1; // inside the JSON text
+        assert!(RawSignedRequest::decode(&bad).map(|r| r.verify().is_err()).unwrap_or(true));
+        assert!(SignedRequest::from_bytes(&bytes[..10]).is_err());
+    }
+
+    #[test]
+    fn pkcs8_keys() {
+        use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
+        let k = key(7);
+        let der = k.to_pkcs8_der().unwrap();
+        assert_eq!(signing_key_from_pkcs8_der(der.as_bytes()).unwrap().to_bytes(), k.to_bytes());
+        let spki = k.verifying_key().to_public_key_der().unwrap();
+        assert_eq!(public_key_from_spki_der(spki.as_bytes()).unwrap(), k.verifying_key().to_bytes());
+        assert!(signing_key_from_pkcs8_der(b"junk").is_err());
+    }
+}

@@ -1,0 +1,252 @@
+//! The desired state: a pure fold over entries. Objects with their generation and resource
+//! version, nodes, and the validator set. Everything a controller or `nexus get` sees is this fold.
+
+use std::collections::BTreeMap;
+
+use nexus_schemas::{ContentHash, Kind, ObjectKey};
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::entry::{Entry, EntryHash};
+use crate::event::{EventBody, NodeInfo, Validator};
+use crate::request::Source;
+
+/// An object as the log made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectState {
+    /// Canonical JSON of the object.
+    pub object: Value,
+    pub content_hash: ContentHash,
+    /// 1 at creation, +1 on each content change.
+    pub generation: u64,
+    /// Height of the last change; what `if_version` compares against.
+    pub resource_version: u64,
+    pub created_height: u64,
+    pub updated_height: u64,
+    pub last_actor: String,
+    pub last_source: Source,
+    /// Set at creation and kept across updates: `apply`, `gitops:<ns/name>` or
+    /// `controller:<name>`. A change whose source is not the owner is drift (GitOps issue).
+    pub owner: String,
+}
+
+/// A node as the log made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeState {
+    pub info: NodeInfo,
+    pub joined_height: u64,
+    /// Set by a `NodeLost` event, cleared when the node joins again.
+    pub lost_height: Option<u64>,
+}
+
+/// The state after some prefix of the log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct State {
+    /// Height of the last applied entry (0 = empty log).
+    pub height: u64,
+    /// Hash of the last applied entry.
+    pub head_hash: EntryHash,
+    pub timestamp_ms: u64,
+    pub objects: BTreeMap<ObjectKey, ObjectState>,
+    pub nodes: BTreeMap<String, NodeState>,
+    /// The validator set that decides height `self.height + 1`.
+    pub validators: Vec<Validator>,
+    /// A validator set that decides heights from the given one on (promoted into `validators`
+    /// once the state reaches the height before it).
+    pub pending_validators: Option<(u64, Vec<Validator>)>,
+}
+
+/// An entry that does not extend this state.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FoldError {
+    #[error("entry at height {found} does not follow height {expected_prev}")]
+    Gap { expected_prev: u64, found: u64 },
+    #[error("entry {height} links to {found} but the previous entry is {expected}")]
+    BrokenLink { height: u64, expected: EntryHash, found: EntryHash },
+    #[error("entry {height}: event {event} names request {request}, which does not exist")]
+    BadRequestIndex { height: u64, event: usize, request: u32 },
+}
+
+/// Read access to objects, shared by [`State`] and staged views used while planning.
+pub trait ObjectView {
+    fn object(&self, key: &ObjectKey) -> Option<&ObjectState>;
+    /// The height the next entry will have.
+    fn next_height(&self) -> u64;
+}
+
+impl ObjectView for State {
+    fn object(&self, key: &ObjectKey) -> Option<&ObjectState> {
+        self.objects.get(key)
+    }
+    fn next_height(&self) -> u64 {
+        self.height + 1
+    }
+}
+
+/// The object after an object event, or `None` when it no longer exists. Non-object events
+/// leave `prev` unchanged. Shared by the fold and the planner so both agree.
+pub(crate) fn next_object(prev: Option<&ObjectState>, body: &EventBody, height: u64, actor: &str, source: &Source) -> Option<ObjectState> {
+    match body {
+        EventBody::ObjectApplied { object, content_hash, generation, .. } => Some(ObjectState {
+            object: object.clone(),
+            content_hash: *content_hash,
+            generation: *generation,
+            resource_version: height,
+            created_height: prev.map_or(height, |p| p.created_height),
+            updated_height: height,
+            last_actor: actor.to_owned(),
+            last_source: source.clone(),
+            owner: prev.map_or_else(|| source.owner(), |p| p.owner.clone()),
+        }),
+        EventBody::ObjectDeleted { .. } => None,
+        _ => prev.cloned(),
+    }
+}
+
+impl State {
+    /// The empty state before the first entry.
+    pub fn new() -> State {
+        State::default()
+    }
+
+    /// Applies the next entry. Fails, leaving the state untouched, when the entry does not
+    /// extend this state (wrong height or previous hash) or names a missing request.
+    pub fn apply_entry(&mut self, entry: &Entry) -> Result<(), FoldError> {
+        if entry.height != self.height + 1 {
+            return Err(FoldError::Gap { expected_prev: self.height, found: entry.height });
+        }
+        if entry.prev_hash != self.head_hash {
+            return Err(FoldError::BrokenLink { height: entry.height, expected: self.head_hash, found: entry.prev_hash });
+        }
+        if let Some((event, e)) = entry.events.iter().enumerate().find(|(_, e)| e.request as usize >= entry.requests.len()) {
+            return Err(FoldError::BadRequestIndex { height: entry.height, event, request: e.request });
+        }
+        for e in &entry.events {
+            let req = &entry.requests[e.request as usize].request;
+            self.apply_event(entry.height, &req.actor, &req.source, &e.body);
+        }
+        self.height = entry.height;
+        self.head_hash = entry.hash;
+        self.timestamp_ms = entry.timestamp_ms;
+        if let Some((at, _)) = &self.pending_validators
+            && *at <= self.height + 1
+            && let Some((_, set)) = self.pending_validators.take()
+        {
+            self.validators = set;
+        }
+        Ok(())
+    }
+
+    /// Applies one event at `height` (the fold step; callers keep heights in order).
+    pub(crate) fn apply_event(&mut self, height: u64, actor: &str, source: &Source, body: &EventBody) {
+        match body {
+            EventBody::ObjectApplied { key, .. } | EventBody::ObjectDeleted { key, .. } => match next_object(self.objects.get(key), body, height, actor, source) {
+                Some(o) => {
+                    self.objects.insert(key.clone(), o);
+                }
+                None => {
+                    self.objects.remove(key);
+                }
+            },
+            EventBody::NodeJoined { node } => {
+                self.nodes.insert(node.name.clone(), NodeState { info: node.clone(), joined_height: height, lost_height: None });
+            }
+            EventBody::NodeLabelsChanged { name, labels } => {
+                if let Some(n) = self.nodes.get_mut(name) {
+                    n.info.labels = labels.clone();
+                }
+            }
+            EventBody::NodeLost { name, .. } => {
+                if let Some(n) = self.nodes.get_mut(name) {
+                    n.lost_height = Some(height);
+                }
+            }
+            EventBody::MembershipChanged { validators, effective_height } => {
+                self.pending_validators = Some((*effective_height, validators.clone()));
+            }
+        }
+    }
+
+    /// One object.
+    pub fn get(&self, key: &ObjectKey) -> Option<&ObjectState> {
+        self.objects.get(key)
+    }
+
+    /// Objects of a kind, optionally in one namespace, ordered by namespace and name.
+    pub fn list(&self, kind: Kind, namespace: Option<&str>) -> impl Iterator<Item = (&ObjectKey, &ObjectState)> {
+        let start = ObjectKey::new(kind, namespace.unwrap_or(""), "");
+        self.objects.range(start..).take_while(move |(k, _)| k.kind == kind && namespace.is_none_or(|ns| k.namespace == ns))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::build_entry;
+    use crate::event::Event;
+    use crate::request::{Op, Request, SignedRequest};
+    use ed25519_dalek::SigningKey;
+
+    fn req(actor: &str, source: Source) -> SignedRequest {
+        let r = Request { id: "x".into(), actor: actor.into(), source, ops: vec![Op::Delete { key: key("a"), if_version: None }], created_at_ms: 0 };
+        SignedRequest::sign(r, &SigningKey::from_bytes(&[1; 32]))
+    }
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new(Kind::Service, "default", name)
+    }
+
+    fn applied(name: &str, gen_: u64, v: i64) -> Event {
+        Event { request: 0, body: EventBody::ObjectApplied { key: key(name), object: serde_json::json!({ "v": v }), content_hash: ContentHash([v as u8; 32]), generation: gen_ } }
+    }
+
+    #[test]
+    fn fold_tracks_versions_owner_and_deletes() {
+        let git = Source::Gitops { git_source: "default/apps".into(), repo: "r".into(), commit: "c".into(), tree: "t".into(), author: "a".into(), committer: "c".into(), message: "m".into() };
+        let e1 = build_entry(EntryHash::ZERO, 1, 100, vec![req("git", git.clone())], vec![applied("a", 1, 1), applied("b", 1, 1)]).unwrap();
+        let e2 = build_entry(e1.hash, 2, 200, vec![req("user:alice", Source::Cli)], vec![applied("a", 2, 2)]).unwrap();
+        let e3 = build_entry(e2.hash, 3, 300, vec![req("user:bob", Source::Cli)], vec![Event { request: 0, body: EventBody::ObjectDeleted { key: key("b"), generation: 1 } }]).unwrap();
+        let mut s = State::new();
+        for e in [&e1, &e2, &e3] {
+            s.apply_entry(e).unwrap();
+        }
+        assert_eq!((s.height, s.head_hash, s.timestamp_ms), (3, e3.hash, 300));
+        let a = s.get(&key("a")).unwrap();
+        assert_eq!((a.generation, a.resource_version, a.created_height, a.updated_height), (2, 2, 1, 2));
+        assert_eq!(a.last_actor, "user:alice");
+        assert_eq!(a.owner, "gitops:default/apps");
+        assert_eq!(a.last_source, Source::Cli);
+        assert!(s.get(&key("b")).is_none());
+        assert_eq!(s.list(Kind::Service, Some("default")).count(), 1);
+        assert_eq!(s.list(Kind::Workload, None).count(), 0);
+    }
+
+    #[test]
+    fn fold_refuses_gaps_and_broken_links() {
+        let e1 = build_entry(EntryHash::ZERO, 1, 1, vec![req("a", Source::Cli)], vec![applied("a", 1, 1)]).unwrap();
+        let e2 = build_entry(EntryHash([5; 32]), 2, 1, vec![req("a", Source::Cli)], vec![]).unwrap();
+        let mut s = State::new();
+        assert!(matches!(s.apply_entry(&e2), Err(FoldError::Gap { .. })));
+        s.apply_entry(&e1).unwrap();
+        let before = s.clone();
+        assert!(matches!(s.apply_entry(&e2), Err(FoldError::BrokenLink { height: 2, .. })));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn membership_takes_effect_at_its_height() {
+        let v = vec![Validator { public_key: [1; 32], address: "a".into(), power: 1 }];
+        let ev = Event { request: 0, body: EventBody::MembershipChanged { validators: v.clone(), effective_height: 3 } };
+        let e1 = build_entry(EntryHash::ZERO, 1, 1, vec![req("a", Source::Cli)], vec![ev]).unwrap();
+        let e2 = build_entry(e1.hash, 2, 1, vec![req("a", Source::Cli)], vec![]).unwrap();
+        let e3 = build_entry(e2.hash, 3, 1, vec![req("a", Source::Cli)], vec![]).unwrap();
+        let mut s = State::new();
+        s.apply_entry(&e1).unwrap();
+        assert!(s.validators.is_empty());
+        s.apply_entry(&e2).unwrap();
+        assert_eq!(s.validators, v, "the new set decides height 3");
+        s.apply_entry(&e3).unwrap();
+        assert_eq!(s.validators, v);
+        assert!(s.pending_validators.is_none());
+    }
+}

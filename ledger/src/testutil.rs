@@ -1,0 +1,33 @@
+//! Helpers shared by the unit tests: objects, keys and signed requests.
+
+use ed25519_dalek::SigningKey;
+use nexus_schemas::{Kind, ObjectKey};
+use serde_json::{Value, json};
+
+use crate::request::{Op, Request, SignedRequest, Source};
+
+/// A valid Workload manifest as JSON.
+pub fn workload(name: &str, replicas: u64) -> Value {
+    json!({"apiVersion": "nexus/v1", "kind": "Workload", "metadata": {"name": name}, "spec": {"command": ["/bin/app"], "replicas": replicas}})
+}
+
+pub fn wkey(name: &str) -> ObjectKey {
+    ObjectKey::new(Kind::Workload, "default", name)
+}
+
+pub fn signing_key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+pub fn apply(object: Value) -> Op {
+    Op::Apply { object, if_version: None }
+}
+
+pub fn request(id: &str, actor: &str, ops: Vec<Op>) -> Request {
+    Request { id: id.into(), actor: actor.into(), source: Source::Cli, ops, created_at_ms: 0 }
+}
+
+/// A request signed with the key of seed 1.
+pub fn signed(id: &str, actor: &str, ops: Vec<Op>) -> SignedRequest {
+    SignedRequest::sign(request(id, actor, ops), &signing_key(1))
+}
