@@ -1,7 +1,14 @@
 //! nexus-transport: QUIC endpoints (quinn), PKI (cluster CA, node and user certificates, join
 //! tokens) and framed typed RPC over QUIC streams. No business logic lives here.
 
+pub mod error;
+pub mod join;
 pub mod pki;
+pub mod quic;
+pub mod rpc;
+
+pub use error::{CERT_REQUIRED_MESSAGE, ErrorCode, RpcError, TransportError};
+pub use pki::{Identity, Role};
 
 use std::sync::{Arc, OnceLock};
 
