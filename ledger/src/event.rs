@@ -93,8 +93,43 @@ const TAG_NODE_LABELS: u8 = 4;
 const TAG_NODE_LOST: u8 = 5;
 const TAG_MEMBERSHIP: u8 = 6;
 
-fn put_key(w: &mut Writer, key: &ObjectKey) {
+pub(crate) fn put_key(w: &mut Writer, key: &ObjectKey) {
     w.str(key.kind.as_str()).str(&key.namespace).str(&key.name);
+}
+
+pub(crate) fn get_key(r: &mut Reader<'_>) -> Result<ObjectKey, CodecError> {
+    let kind = kind_from_str(r.str("kind")?)?;
+    Ok(ObjectKey::new(kind, r.string("namespace")?, r.string("name")?))
+}
+
+pub(crate) fn put_node(w: &mut Writer, node: &NodeInfo) {
+    w.str(&node.name).str(&node.address).array(&node.public_key);
+    put_labels(w, &node.labels);
+    w.u64(node.cpu_millis).u64(node.memory_bytes).u32(node.gpus);
+}
+
+pub(crate) fn get_node(r: &mut Reader<'_>) -> Result<NodeInfo, CodecError> {
+    let name = r.string("node name")?;
+    let address = r.string("node address")?;
+    let public_key = r.array::<32>()?;
+    let labels = get_labels(r)?;
+    Ok(NodeInfo { name, address, public_key, labels, cpu_millis: r.u64()?, memory_bytes: r.u64()?, gpus: r.u32()? })
+}
+
+pub(crate) fn put_validators(w: &mut Writer, validators: &[Validator]) {
+    w.u32(validators.len() as u32);
+    for v in validators {
+        w.array(&v.public_key).str(&v.address).u64(v.power);
+    }
+}
+
+pub(crate) fn get_validators(r: &mut Reader<'_>) -> Result<Vec<Validator>, CodecError> {
+    let n = r.u32()?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(Validator { public_key: r.array::<32>()?, address: r.string("validator address")?, power: r.u64()? });
+    }
+    Ok(out)
 }
 
 fn put_labels(w: &mut Writer, labels: &BTreeMap<String, String>) {
@@ -160,9 +195,8 @@ impl Event {
                 w.u64(*generation);
             }
             EventBody::NodeJoined { node } => {
-                w.u8(TAG_NODE_JOINED).str(&node.name).str(&node.address).array(&node.public_key);
-                put_labels(&mut w, &node.labels);
-                w.u64(node.cpu_millis).u64(node.memory_bytes).u32(node.gpus);
+                w.u8(TAG_NODE_JOINED);
+                put_node(&mut w, node);
             }
             EventBody::NodeLabelsChanged { name, labels } => {
                 w.u8(TAG_NODE_LABELS).str(name);
@@ -175,10 +209,8 @@ impl Event {
                 }
             }
             EventBody::MembershipChanged { validators, effective_height } => {
-                w.u8(TAG_MEMBERSHIP).u64(*effective_height).u32(validators.len() as u32);
-                for v in validators {
-                    w.array(&v.public_key).str(&v.address).u64(v.power);
-                }
+                w.u8(TAG_MEMBERSHIP).u64(*effective_height);
+                put_validators(&mut w, validators);
             }
         }
         w.finish()
@@ -192,8 +224,7 @@ impl Event {
         let tag = r.u8()?;
         let body = match tag {
             TAG_APPLIED | TAG_DELETED => {
-                let kind = kind_from_str(r.str("kind")?)?;
-                let key = ObjectKey::new(kind, r.string("namespace")?, r.string("name")?);
+                let key = get_key(&mut r)?;
                 let generation = r.u64()?;
                 if tag == TAG_APPLIED {
                     let content_hash = ContentHash(r.array::<32>()?);
@@ -203,14 +234,7 @@ impl Event {
                     EventBody::ObjectDeleted { key, generation }
                 }
             }
-            TAG_NODE_JOINED => {
-                let name = r.string("node name")?;
-                let address = r.string("node address")?;
-                let public_key = r.array::<32>()?;
-                let labels = get_labels(&mut r)?;
-                let node = NodeInfo { name, address, public_key, labels, cpu_millis: r.u64()?, memory_bytes: r.u64()?, gpus: r.u32()? };
-                EventBody::NodeJoined { node }
-            }
+            TAG_NODE_JOINED => EventBody::NodeJoined { node: get_node(&mut r)? },
             TAG_NODE_LABELS => EventBody::NodeLabelsChanged { name: r.string("node name")?, labels: get_labels(&mut r)? },
             TAG_NODE_LOST => {
                 let name = r.string("node name")?;
@@ -223,12 +247,7 @@ impl Event {
             }
             TAG_MEMBERSHIP => {
                 let effective_height = r.u64()?;
-                let n = r.u32()?;
-                let mut validators = Vec::new();
-                for _ in 0..n {
-                    validators.push(Validator { public_key: r.array::<32>()?, address: r.string("validator address")?, power: r.u64()? });
-                }
-                EventBody::MembershipChanged { validators, effective_height }
+                EventBody::MembershipChanged { validators: get_validators(&mut r)?, effective_height }
             }
             tag => return Err(CodecError::Tag { what: "event", tag }),
         };

@@ -8,15 +8,24 @@
 pub mod codec;
 pub mod entry;
 pub mod event;
+pub mod execute;
+pub mod ledger;
 pub mod plan;
 pub mod request;
+pub mod sequencer;
+pub mod snapshot;
 pub mod state;
+pub mod store;
 
 #[cfg(test)]
 mod testutil;
 
 pub use entry::{Entry, EntryHash, build_entry};
+pub use execute::{Execution, execute};
 pub use event::{Event, EventBody, NodeInfo, Validator};
+pub use ledger::{Applied, Caller, Ledger, LedgerConfig, SubmitError};
 pub use plan::{Action, ObjectOutcome, Plan, RequestError, Staged, plan_request};
 pub use request::{Op, Request, SignatureError, SignedRequest, Source};
+pub use sequencer::{Decision, Proposal, Sequencer, SingleNode};
 pub use state::{ObjectState, ObjectView, State};
+pub use store::{Commit, Store, StoreConfig, StoreError};

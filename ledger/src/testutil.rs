@@ -31,3 +31,17 @@ pub fn request(id: &str, actor: &str, ops: Vec<Op>) -> Request {
 pub fn signed(id: &str, actor: &str, ops: Vec<Op>) -> SignedRequest {
     SignedRequest::sign(request(id, actor, ops), &signing_key(1))
 }
+
+/// A unique, cleaned-up directory for a test store.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("nexus-ledger-").tempdir().expect("temp dir")
+}
+
+/// Executes `requests` on `state`, appends the entry, and folds it into `state`.
+pub fn commit_requests(store: &crate::store::Store, state: &mut crate::state::State, ts: u64, requests: Vec<SignedRequest>) -> crate::entry::Entry {
+    let ex = crate::execute::execute(state, &requests);
+    let commit = ex.into_commit(state.head_hash, state.height + 1, ts, None).expect("build");
+    store.append(std::slice::from_ref(&commit)).expect("append");
+    state.apply_entry(&commit.entry).expect("fold");
+    commit.entry
+}

@@ -1,0 +1,204 @@
+//! The ledger front: thread-safe `submit` with group commit, reads of the current state, and
+//! subscriptions to committed entries.
+//!
+//! Many threads call [`Ledger::submit`]; each verifies its request's signature on its own thread,
+//! then hands it to the single writer thread. The writer takes everything queued, asks the
+//! [`Sequencer`] to decide the next height, plans the decided requests, builds ONE entry and
+//! appends it in ONE durable transaction, then folds it into the state and answers every caller.
+//! While one batch is being fsynced the next one queues up, so under load each fsync covers many
+//! requests. A caller is answered only after its entry is durable.
+
+mod writer;
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::thread::JoinHandle;
+
+use nexus_schemas::ObjectKey;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::entry::Entry;
+use crate::plan::{ObjectOutcome, Plan, RequestError, plan_request};
+use crate::request::{Request, SignatureError, SignedRequest};
+use crate::sequencer::{Sequencer, SingleNode};
+use crate::state::{ObjectState, State};
+use crate::store::{LoadReport, Store, StoreConfig, StoreError};
+
+/// Milliseconds since the Unix epoch; injectable for tests and simulation.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+}
+
+/// Ledger settings.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    pub store: StoreConfig,
+    /// Most requests in one entry.
+    pub max_batch: usize,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig { store: StoreConfig::default(), max_batch: 4096 }
+    }
+}
+
+/// Who is submitting: the identity and key of the client certificate the request arrived with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub actor: String,
+    pub public_key: [u8; 32],
+}
+
+/// The answer to a committed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Height of the entry that holds the request.
+    pub height: u64,
+    pub request_id: String,
+    /// One per operation, in order.
+    pub outcomes: Vec<ObjectOutcome>,
+    /// True when this was a retry of an already committed request (the original answer).
+    pub duplicate: bool,
+}
+
+/// Why a submission was not committed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("storage failed, nothing was committed: {0}")]
+    Storage(String),
+    #[error("{0}")]
+    Ordering(String),
+    #[error("the ledger is shut down")]
+    Closed,
+}
+
+/// Opening failed.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start the writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+pub(crate) struct Job {
+    pub request: SignedRequest,
+    pub reply: mpsc::SyncSender<Result<Applied, SubmitError>>,
+}
+
+type Subscribers = Arc<Mutex<Vec<mpsc::Sender<Arc<Entry>>>>>;
+
+/// The single-replica ledger (or one replica's view of the replicated one).
+pub struct Ledger {
+    store: Arc<Store>,
+    state: Arc<RwLock<State>>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    subscribers: Subscribers,
+    load_report: LoadReport,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("store", &self.store).finish()
+    }
+}
+
+impl Ledger {
+    /// Opens a single-replica ledger with the system clock.
+    pub fn open(path: impl AsRef<Path>, config: LedgerConfig) -> Result<Ledger, OpenError> {
+        Ledger::open_with(path, config, Box::new(SingleNode), system_clock())
+    }
+
+    /// Opens a ledger ordered by `sequencer`, timestamping entries with `clock`.
+    pub fn open_with(path: impl AsRef<Path>, config: LedgerConfig, sequencer: Box<dyn Sequencer>, clock: Clock) -> Result<Ledger, OpenError> {
+        let store = Arc::new(Store::open(path, config.store.clone())?);
+        let (state, load_report) = store.load_state()?;
+        let state = Arc::new(RwLock::new(state));
+        let subscribers: Subscribers = Arc::default();
+        let (tx, rx) = mpsc::channel();
+        let w = writer::Writer { store: store.clone(), state: state.clone(), sequencer, clock, subscribers: subscribers.clone(), max_batch: config.max_batch.max(1) };
+        let handle = std::thread::Builder::new().name("nexus-ledger-writer".into()).spawn(move || w.run(rx)).map_err(OpenError::Thread)?;
+        Ok(Ledger { store, state, jobs: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)), subscribers, load_report })
+    }
+
+    /// Verifies `request` against the caller's certificate identity and key, then commits it.
+    /// Returns after the entry holding it is durable. A retry (same actor and id, same content)
+    /// gets the original answer with `duplicate: true`.
+    ///
+    /// A request that changes nothing (every object unchanged) is answered without writing an
+    /// entry; `height` is then the height it was evaluated at. Such a request leaves no trace, so
+    /// a retry of it is simply evaluated again.
+    pub fn submit(&self, request: SignedRequest, caller: &Caller) -> Result<Applied, SubmitError> {
+        request.verify_bound(&caller.actor, &caller.public_key)?;
+        let (reply, answer) = mpsc::sync_channel(1);
+        {
+            let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            let tx = jobs.as_ref().ok_or(SubmitError::Closed)?;
+            tx.send(Job { request, reply }).map_err(|_| SubmitError::Closed)?;
+        }
+        answer.recv().map_err(|_| SubmitError::Closed)?
+    }
+
+    /// What `request` would do now, without committing it (`apply --dry-run`).
+    pub fn dry_run(&self, request: &Request) -> Result<Plan, RequestError> {
+        plan_request(&*self.state(), request)
+    }
+
+    /// The current state (committed entries only). Hold the guard briefly: the writer waits for
+    /// it to fold the next entry.
+    pub fn state(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One object, cloned.
+    pub fn get(&self, key: &ObjectKey) -> Option<ObjectState> {
+        self.state().get(key).cloned()
+    }
+
+    /// Height of the last committed entry.
+    pub fn height(&self) -> u64 {
+        self.state().height
+    }
+
+    /// The store, for audit queries and catch-up.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// How the state was rebuilt when the ledger opened.
+    pub fn load_report(&self) -> &LoadReport {
+        &self.load_report
+    }
+
+    /// Every entry committed from now on, in order (for watches and controllers).
+    pub fn subscribe(&self) -> mpsc::Receiver<Arc<Entry>> {
+        let (tx, rx) = mpsc::channel();
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+        rx
+    }
+
+    /// Stops the writer after the queued requests and waits for it.
+    pub fn shutdown(&self) {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

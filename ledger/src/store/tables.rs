@@ -1,0 +1,135 @@
+//! The redb tables of the store and the encodings of their derived values.
+//!
+//! Authoritative (covered by the entry hashes): `headers`, `requests`, `events`.
+//! Beside the chain: `certificates`. Derived, rebuilt from the log if ever needed: the indexes,
+//! `request_ids` (retry answers) and `snapshots`.
+
+use redb::TableDefinition;
+
+use crate::codec::{CodecError, Reader, Writer};
+use crate::event::{get_key, put_key};
+use crate::plan::{Action, ObjectOutcome};
+
+/// `"head"` -> `height u64 | hash [32] | timestamp u64`; `"format"` -> `u8`.
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// height -> entry header record.
+pub(crate) const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("headers");
+/// (height, request index) -> signed request record.
+pub(crate) const REQUESTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("requests");
+/// (height, event index) -> event record.
+pub(crate) const EVENTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("events");
+/// height -> commit certificate bytes (opaque to the store).
+pub(crate) const CERTIFICATES: TableDefinition<u64, &[u8]> = TableDefinition::new("certificates");
+/// (kind, namespace, name, height, event index).
+pub(crate) const BY_OBJECT: TableDefinition<(&str, &str, &str, u64, u32), ()> = TableDefinition::new("by_object");
+/// (actor, height, request index) -> (first event index, event count).
+pub(crate) const BY_ACTOR: TableDefinition<(&str, u64, u32), (u32, u32)> = TableDefinition::new("by_actor");
+/// (source type, height, request index) -> (first event index, event count).
+pub(crate) const BY_SOURCE: TableDefinition<(&str, u64, u32), (u32, u32)> = TableDefinition::new("by_source");
+/// (git commit, height, request index) -> (first event index, event count).
+pub(crate) const BY_COMMIT: TableDefinition<(&str, u64, u32), (u32, u32)> = TableDefinition::new("by_commit");
+/// (timestamp ms, height).
+pub(crate) const BY_TIME: TableDefinition<(u64, u64), ()> = TableDefinition::new("by_time");
+/// (actor, request id) -> [`RequestRecord`].
+pub(crate) const REQUEST_IDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("request_ids");
+/// height -> snapshot of the state after that height.
+pub(crate) const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
+
+/// Version of the table layout, stored under `meta["format"]`.
+pub(crate) const FORMAT: u8 = 1;
+
+/// Where a request was committed and what it did: the answer to a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub height: u64,
+    pub index: u32,
+    /// blake3 of the request's signing bytes.
+    pub digest: [u8; 32],
+    pub outcomes: Vec<ObjectOutcome>,
+}
+
+fn action_tag(a: Action) -> u8 {
+    match a {
+        Action::Created => 1,
+        Action::Configured => 2,
+        Action::Unchanged => 3,
+        Action::Deleted => 4,
+    }
+}
+
+impl RequestRecord {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(64 + self.outcomes.len() * 48);
+        w.u8(1).u64(self.height).u32(self.index).array(&self.digest).u32(self.outcomes.len() as u32);
+        for o in &self.outcomes {
+            put_key(&mut w, &o.key);
+            w.u8(action_tag(o.action)).u64(o.generation).u64(o.resource_version);
+        }
+        w.finish()
+    }
+
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<RequestRecord, CodecError> {
+        let mut r = Reader::new(bytes);
+        r.version("request id record", 1)?;
+        let (height, index, digest) = (r.u64()?, r.u32()?, r.array()?);
+        let mut outcomes = Vec::new();
+        for _ in 0..r.u32()? {
+            let key = get_key(&mut r)?;
+            let action = match r.u8()? {
+                1 => Action::Created,
+                2 => Action::Configured,
+                3 => Action::Unchanged,
+                4 => Action::Deleted,
+                tag => return Err(CodecError::Tag { what: "action", tag }),
+            };
+            outcomes.push(ObjectOutcome { key, action, generation: r.u64()?, resource_version: r.u64()? });
+        }
+        r.finish()?;
+        Ok(RequestRecord { height, index, digest, outcomes })
+    }
+}
+
+/// The head of the log as stored in `meta`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub height: u64,
+    pub hash: crate::entry::EntryHash,
+    pub timestamp_ms: u64,
+}
+
+impl Head {
+    pub(crate) fn to_bytes(self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(48);
+        w.u64(self.height).array(&self.hash.0).u64(self.timestamp_ms);
+        w.finish()
+    }
+
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Head, CodecError> {
+        let mut r = Reader::new(bytes);
+        let head = Head { height: r.u64()?, hash: crate::entry::EntryHash(r.array()?), timestamp_ms: r.u64()? };
+        r.finish()?;
+        Ok(head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::wkey;
+
+    #[test]
+    fn request_record_round_trip() {
+        let rec = RequestRecord {
+            height: 5,
+            index: 2,
+            digest: [9; 32],
+            outcomes: vec![
+                ObjectOutcome { key: wkey("a"), action: Action::Unchanged, generation: 3, resource_version: 4 },
+                ObjectOutcome { key: wkey("b"), action: Action::Deleted, generation: 1, resource_version: 5 },
+            ],
+        };
+        assert_eq!(RequestRecord::from_bytes(&rec.to_bytes()).unwrap(), rec);
+        let head = Head { height: 3, hash: crate::entry::EntryHash([1; 32]), timestamp_ms: 8 };
+        assert_eq!(Head::from_bytes(&head.to_bytes()).unwrap(), head);
+    }
+}
