@@ -426,6 +426,9 @@ fn schema_errors(
     diags: &mut Vec<Diagnostic>,
 ) {
     let compiled = compiled(kind);
+    if compiled.validator.is_valid(json) {
+        return;
+    }
     for err in compiled.validator.iter_errors(json) {
         let path = Path(
             err.instance_path()
@@ -696,19 +699,31 @@ fn cross_checks(files: &[SourceFile], idents: &[Ident], out: &mut Validation) {
         out.objects
             .retain(|o| !dup_objects.contains(&(o.origin.file, o.origin.name_span)));
     }
-    // Selectors that match no Workload in their namespace.
+    // Selectors that match no Workload in their namespace. Workloads are indexed by
+    // (namespace, label key, label value) so this stays linear in the number of objects.
+    let mut by_label: BTreeMap<(&str, &str, &str), Vec<&Labels>> = BTreeMap::new();
+    for w in idents.iter().filter(|w| w.key.kind == Kind::Workload) {
+        for (k, v) in &w.labels {
+            by_label
+                .entry((w.key.namespace.as_str(), k.as_str(), v.as_str()))
+                .or_default()
+                .push(&w.labels);
+        }
+    }
     for id in idents {
         let Some((selector, span)) = &id.selector else {
             continue;
         };
-        if selector.is_empty() {
+        let Some((k0, v0)) = selector.iter().next() else {
             continue;
-        }
-        let matches = idents.iter().any(|w| {
-            w.key.kind == Kind::Workload
-                && w.key.namespace == id.key.namespace
-                && selector_matches(selector, &w.labels)
-        });
+        };
+        let matches = by_label
+            .get(&(id.key.namespace.as_str(), k0.as_str(), v0.as_str()))
+            .is_some_and(|cands| {
+                cands
+                    .iter()
+                    .any(|labels| selector_matches(selector, labels))
+            });
         if !matches {
             let sel = selector
                 .iter()

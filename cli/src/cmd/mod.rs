@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod bench;
 pub mod completion;
 pub mod diff;
 pub mod schema;
@@ -33,6 +34,8 @@ pub enum Command {
     Diff(diff::Args),
     /// Print a shell completion script.
     Completion(completion::Args),
+    /// Run a benchmark and print a table of measured figures.
+    Bench(bench::Args),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -42,5 +45,6 @@ pub fn run(cli: Cli) -> u8 {
         Command::Schema(a) => schema::run(a),
         Command::Diff(a) => diff::run(a),
         Command::Completion(a) => completion::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
