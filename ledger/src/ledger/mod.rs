@@ -202,3 +202,6 @@ impl Drop for Ledger {
         self.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests;
