@@ -283,3 +283,35 @@ pub(crate) fn connection_error(e: quinn::ConnectionError) -> TransportError {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_unknown_codes_survive() {
+        for c in ErrorCode::ALL {
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), c);
+        }
+        assert_eq!(
+            serde_json::from_str::<ErrorCode>("\"from_the_future\"").unwrap(),
+            ErrorCode::Unknown
+        );
+        let e = RpcError::unauthenticated();
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            serde_json::json!({"code": "unauthenticated", "message": CERT_REQUIRED_MESSAGE})
+        );
+    }
+
+    #[test]
+    fn tls_alert_codes_are_named() {
+        assert_eq!(alert_name(0x100 + 48).as_deref(), Some("UnknownCA"));
+        assert_eq!(
+            alert_name(0x100 + 116).as_deref(),
+            Some("CertificateRequired")
+        );
+        assert_eq!(alert_name(0x0a), None);
+    }
+}

@@ -333,3 +333,45 @@ fn io_error(e: io::Error) -> TransportError {
         reason: e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_frames_map_to_typed_errors() {
+        let too_large = RpcError::new(ErrorCode::FrameTooLarge, "too big")
+            .with_details(serde_json::json!({"size": 10, "limit": 5}));
+        assert!(matches!(
+            remote_error(too_large),
+            TransportError::FrameTooLarge {
+                size: 10,
+                limit: 5,
+                remote: true
+            }
+        ));
+        let version = RpcError::new(ErrorCode::UnsupportedVersion, "v9")
+            .with_details(serde_json::json!({"supported": [2, 3]}));
+        assert!(matches!(
+            remote_error(version),
+            TransportError::VersionMismatch { ours: 1, theirs } if theirs == vec![2, 3]
+        ));
+        let other = RpcError::not_found("x");
+        assert!(matches!(remote_error(other.clone()), TransportError::Remote(e) if e == other));
+    }
+
+    #[test]
+    fn reply_frames_decode() {
+        let item: ServerFrame<u32> = decode_frame("k", br#"{"item":7}"#).unwrap();
+        assert!(matches!(item, ServerFrame::Item(7)));
+        let end: ServerFrame<u32> = decode_frame("k", br#""end""#).unwrap();
+        assert!(matches!(end, ServerFrame::End));
+        let err: ServerFrame<u32> =
+            decode_frame("k", br#"{"error":{"code":"brand_new_code","message":"m"}}"#).unwrap();
+        assert!(matches!(err, ServerFrame::Error(e) if e.code == ErrorCode::Unknown));
+        assert!(matches!(
+            decode_frame::<u32>("k", b"{\"item\":\"x\"}"),
+            Err(TransportError::Decode { .. })
+        ));
+    }
+}

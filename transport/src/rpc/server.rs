@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -367,11 +368,13 @@ impl ServerHandle {
     pub fn stats(&self) -> ServerStats {
         self.shared.counters.snapshot()
     }
-    /// Closes every connection and stops accepting.
+    /// Closes every connection (in-flight calls fail with a lost connection) and stops
+    /// accepting. Waits up to 500 ms for close frames to go out, so a process exiting right
+    /// after still tells its peers (draining connections can otherwise linger for 3 PTOs).
     pub async fn shutdown(self) {
         self.endpoint.close();
         let _ = self.task.await;
-        self.endpoint.wait_idle().await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.endpoint.wait_idle()).await;
     }
 }
 
