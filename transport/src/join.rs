@@ -113,18 +113,26 @@ fn verify_issued_by(cert: &LeafCert, ca_der: &[u8]) -> Result<(), JoinError> {
         .map_err(|_| JoinError::BadResponse("the node certificate is not signed by the CA".into()))
 }
 
-/// Server side of `nexus.join`: finds the token record with `lookup(token_id)`, verifies the
-/// token at `now`, and signs the CSR as `node:<CN>` with `validity` (plus `extra_ips` SANs,
-/// e.g. the address the node connected from). Returns the reply and the new node's identity.
-/// Errors are ready to send back; the precise token failure is logged, not revealed.
-pub fn sign_join(
+/// A join request whose token and CSR passed the checks; nothing is signed yet, so the server
+/// can apply its own policy to `node_name` (uniqueness, naming rules) before `issue`.
+#[derive(Clone, Debug)]
+pub struct JoinApproval {
+    pub node_name: String,
+    pub public_key: [u8; 32],
+    /// Id of the token used (e.g. to delete a single-use token).
+    pub token_id: String,
+    csr_pem: String,
+}
+
+/// Server side of `nexus.join`, step 1: finds the token record with `lookup(token_id)`,
+/// verifies the token at `now` and checks the CSR. Errors are ready to send back; the precise
+/// token failure is logged, not revealed.
+pub fn verify_join(
     ca: &CertificateAuthority,
     lookup: impl FnOnce(&str) -> Option<JoinTokenRecord>,
     req: &JoinRequest,
     now: SystemTime,
-    validity: Validity,
-    extra_ips: Vec<IpAddr>,
-) -> Result<(JoinResponse, Identity), RpcError> {
+) -> Result<JoinApproval, RpcError> {
     let denied = |why: &TokenError| {
         info!("join refused: {why}");
         let msg = match why {
@@ -142,16 +150,93 @@ pub fn sign_join(
     }
     let info = inspect_csr(&req.csr_pem)
         .map_err(|e| RpcError::invalid_argument(format!("bad CSR: {e}")))?;
-    let mut leaf = LeafRequest::new(Role::Node, info.name, validity);
-    leaf.ip_addrs = extra_ips;
-    let signed = ca
-        .sign_csr(&req.csr_pem, &leaf)
-        .map_err(|e| RpcError::invalid_argument(format!("bad CSR: {e}")))?;
-    Ok((
-        JoinResponse {
-            cert_pem: signed.cert_pem,
-            ca_pem: ca.cert_pem().to_owned(),
-        },
-        signed.identity,
-    ))
+    Ok(JoinApproval {
+        node_name: info.name,
+        public_key: info.public_key,
+        token_id: token.id(),
+        csr_pem: req.csr_pem.clone(),
+    })
+}
+
+impl JoinApproval {
+    /// Step 2: signs the CSR as `node:<node_name>` with `validity`, adding `extra_ips` as SANs
+    /// (e.g. the address the node connected from).
+    pub fn issue(
+        self,
+        ca: &CertificateAuthority,
+        validity: Validity,
+        extra_ips: Vec<IpAddr>,
+    ) -> Result<(JoinResponse, Identity), RpcError> {
+        let mut leaf = LeafRequest::new(Role::Node, self.node_name, validity);
+        leaf.ip_addrs = extra_ips;
+        let signed = ca
+            .sign_csr(&self.csr_pem, &leaf)
+            .map_err(|e| RpcError::invalid_argument(format!("bad CSR: {e}")))?;
+        Ok((
+            JoinResponse {
+                cert_pem: signed.cert_pem,
+                ca_pem: ca.cert_pem().to_owned(),
+            },
+            signed.identity,
+        ))
+    }
+}
+
+/// `verify_join` then `issue`, for servers without a naming policy.
+pub fn sign_join(
+    ca: &CertificateAuthority,
+    lookup: impl FnOnce(&str) -> Option<JoinTokenRecord>,
+    req: &JoinRequest,
+    now: SystemTime,
+    validity: Validity,
+    extra_ips: Vec<IpAddr>,
+) -> Result<(JoinResponse, Identity), RpcError> {
+    verify_join(ca, lookup, req, now)?.issue(ca, validity, extra_ips)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn server_side_join_checks() {
+        let now = SystemTime::now();
+        let ca = CertificateAuthority::generate("t", Validity::ca_default(now)).unwrap();
+        let token = JoinToken::generate(ca.fingerprint()).unwrap();
+        let record = token.record(Some(now + Duration::from_secs(60)));
+        let csr = NodeCsr::generate("n1").unwrap();
+        let req = JoinRequest {
+            token: token.to_string(),
+            csr_pem: csr.csr_pem().to_owned(),
+        };
+        let lookup = |id: &str| (id == record.id).then(|| record.clone());
+        let approval = verify_join(&ca, lookup, &req, now).unwrap();
+        assert_eq!(approval.node_name, "n1");
+        assert_eq!(approval.token_id, token.id());
+        let (resp, id) = approval
+            .issue(
+                &ca,
+                Validity::leaf_default(now),
+                vec!["10.1.2.3".parse().unwrap()],
+            )
+            .unwrap();
+        assert_eq!(id.to_string(), "node:n1");
+        assert_eq!(csr.into_leaf(&resp.cert_pem).unwrap().identity(), &id);
+
+        let expired = verify_join(&ca, lookup, &req, now + Duration::from_secs(61)).unwrap_err();
+        assert!(expired.message.contains("expired"), "{expired:?}");
+        let unknown = verify_join(&ca, |_| None, &req, now).unwrap_err();
+        assert_eq!(unknown.code, ErrorCode::PermissionDenied);
+        // A token for another cluster's CA, even with a matching record, is refused.
+        let other = CertificateAuthority::generate("o", Validity::ca_default(now)).unwrap();
+        let err = verify_join(&other, lookup, &req, now).unwrap_err();
+        assert_eq!(err.code, ErrorCode::PermissionDenied);
+        let bad_csr = JoinRequest {
+            csr_pem: "garbage".into(),
+            ..req.clone()
+        };
+        let err = verify_join(&ca, lookup, &bad_csr, now).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+    }
 }

@@ -67,8 +67,10 @@ pub struct RpcConfig {
     pub call_timeout: Duration,
     /// Server: deadline for receiving each request frame (header, body).
     pub request_read_timeout: Duration,
-    /// Server: streams handled at once across all connections; more wait in QUIC flow control.
-    pub max_concurrent_streams: usize,
+    /// Server: requests being read or handled at once across all connections (unary calls,
+    /// one-way messages, stream set-up; established response streams do not count). When
+    /// reached, further streams wait in QUIC flow control.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for RpcConfig {
@@ -77,7 +79,7 @@ impl Default for RpcConfig {
             max_frame: DEFAULT_MAX_FRAME,
             call_timeout: Duration::from_secs(30),
             request_read_timeout: Duration::from_secs(10),
-            max_concurrent_streams: 1024,
+            max_concurrent_requests: 1024,
         }
     }
 }

@@ -15,7 +15,7 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
 use super::frame::{FrameError, encode_frame, read_frame};
@@ -298,7 +298,7 @@ impl std::fmt::Debug for RpcServer {
 
 impl RpcServer {
     pub fn new(endpoint: Endpoint, router: Router, cfg: RpcConfig) -> Self {
-        let limit = Arc::new(Semaphore::new(cfg.max_concurrent_streams.max(1)));
+        let limit = Arc::new(Semaphore::new(cfg.max_concurrent_requests.max(1)));
         RpcServer {
             endpoint,
             shared: Arc::new(Shared {
@@ -340,7 +340,7 @@ impl RpcServer {
     }
 }
 
-/// A running server.
+/// A running server. Dropping the handle leaves it running; call `shutdown` to stop it.
 pub struct ServerHandle {
     endpoint: Endpoint,
     shared: Arc<Shared>,
@@ -389,17 +389,14 @@ async fn serve_connection(conn: Connection, shared: Arc<Shared>) {
         kind: String::new(),
     };
     loop {
-        let Ok(permit) = shared.limit.clone().acquire_owned().await else {
-            return;
-        };
+        // Accept first, then wait for a request slot: an idle connection holds no slot, and
+        // while the server is saturated this connection's new streams wait in QUIC flow control.
         tokio::select! {
             bi = conn.quinn().accept_bi() => match bi {
                 Ok((send, recv)) => {
+                    let Ok(permit) = shared.limit.clone().acquire_owned().await else { return };
                     let (shared, ctx) = (shared.clone(), base.clone());
-                    tokio::spawn(async move {
-                        serve_bi(&shared, ctx, send, recv).await;
-                        drop(permit);
-                    });
+                    tokio::spawn(async move { serve_bi(&shared, ctx, send, recv, permit).await });
                 }
                 Err(e) => {
                     debug!(peer = %peer_label, "connection ended: {e}");
@@ -408,6 +405,7 @@ async fn serve_connection(conn: Connection, shared: Arc<Shared>) {
             },
             uni = conn.quinn().accept_uni() => match uni {
                 Ok(recv) => {
+                    let Ok(permit) = shared.limit.clone().acquire_owned().await else { return };
                     let (shared, ctx) = (shared.clone(), base.clone());
                     tokio::spawn(async move {
                         serve_uni(&shared, ctx, recv).await;
@@ -551,8 +549,10 @@ async fn serve_bi(
     mut ctx: Context,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
+    permit: OwnedSemaphorePermit,
 ) {
-    let result = run_bi(shared, &mut ctx, &mut send, &mut recv).await;
+    let mut permit = Some(permit);
+    let result = run_bi(shared, &mut ctx, &mut send, &mut recv, &mut permit).await;
     let peer = ctx
         .peer
         .as_ref()
@@ -578,6 +578,7 @@ async fn run_bi(
     ctx: &mut Context,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
+    permit: &mut Option<OwnedSemaphorePermit>,
 ) -> Result<(), Fail> {
     let cfg = &shared.cfg;
     let header = read_part(recv, cfg, "request header").await?;
@@ -605,6 +606,8 @@ async fn run_bi(
                 .catch_unwind()
                 .await
                 .map_err(|_| RpcError::internal("the handler panicked"))??;
+            // An established stream (a watch) is not work in progress: free the request slot.
+            permit.take();
             let stopped = send.stopped();
             tokio::pin!(stopped);
             loop {

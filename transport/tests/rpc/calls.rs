@@ -251,3 +251,28 @@ async fn timeouts_and_connect_failures_are_typed() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn open_watches_do_not_use_up_request_slots() {
+    let f = fixture(RpcConfig {
+        max_concurrent_requests: 1,
+        ..RpcConfig::default()
+    })
+    .await;
+    let node = issue(&f.ca, Role::Node, "n1");
+    let c = connect(&f, Some(&node)).await;
+    let mut watches = Vec::new();
+    for _ in 0..3 {
+        let mut w = c.call_stream::<_, u64>("ticks", &()).await.unwrap();
+        assert_eq!(w.next().await.unwrap().unwrap(), 0);
+        watches.push(w);
+    }
+    // With one request slot and three live watches, unary calls still get through.
+    for i in 0..5 {
+        let r: EchoReply = c.call("echo", &echo(&format!("{i}"))).await.unwrap();
+        assert_eq!(r.text, format!("{i}"));
+    }
+    for w in &mut watches {
+        assert!(w.next().await.unwrap().unwrap() >= 1);
+    }
+}
