@@ -32,7 +32,9 @@ pub struct Writer {
 impl Writer {
     /// An empty writer with room for `n` bytes.
     pub fn with_capacity(n: usize) -> Self {
-        Writer { buf: Vec::with_capacity(n) }
+        Writer {
+            buf: Vec::with_capacity(n),
+        }
     }
     pub fn u8(&mut self, v: u8) -> &mut Self {
         self.buf.push(v);
@@ -88,7 +90,10 @@ impl<'a> Reader<'a> {
                 self.pos = end;
                 Ok(s)
             }
-            None => Err(CodecError::Truncated { offset: self.pos, needed: n.saturating_sub(self.buf.len() - self.pos) }),
+            None => Err(CodecError::Truncated {
+                offset: self.pos,
+                needed: n.saturating_sub(self.buf.len() - self.pos),
+            }),
         }
     }
     pub fn u8(&mut self) -> Result<u8, CodecError> {
@@ -129,7 +134,11 @@ impl<'a> Reader<'a> {
     /// Checks the version byte of a record.
     pub fn version(&mut self, what: &'static str, expected: u8) -> Result<(), CodecError> {
         let found = self.u8()?;
-        if found == expected { Ok(()) } else { Err(CodecError::Version { what, found }) }
+        if found == expected {
+            Ok(())
+        } else {
+            Err(CodecError::Version { what, found })
+        }
     }
     /// Fails when bytes are left over.
     pub fn finish(self) -> Result<(), CodecError> {
@@ -142,7 +151,10 @@ impl<'a> Reader<'a> {
 
 /// Parses JSON text into a value.
 pub fn parse_json(what: &'static str, text: &str) -> Result<serde_json::Value, CodecError> {
-    serde_json::from_str(text).map_err(|e| CodecError::Json { what, message: e.to_string() })
+    serde_json::from_str(text).map_err(|e| CodecError::Json {
+        what,
+        message: e.to_string(),
+    })
 }
 
 /// Compact JSON with keys sorted at every level (the canonical text).
@@ -159,7 +171,12 @@ mod tests {
     #[test]
     fn round_trip_and_truncation() {
         let mut w = Writer::default();
-        w.u8(1).u32(7).u64(u64::MAX).array(&[9; 4]).str("héllo").bool(true);
+        w.u8(1)
+            .u32(7)
+            .u64(u64::MAX)
+            .array(&[9; 4])
+            .str("héllo")
+            .bool(true);
         let bytes = w.finish();
         let mut r = Reader::new(&bytes);
         assert_eq!(r.u8().unwrap(), 1);
@@ -189,6 +206,9 @@ mod tests {
         let mut w = Writer::default();
         w.u32(u32::MAX).u8(1);
         let bytes = w.finish();
-        assert!(matches!(Reader::new(&bytes).bytes(), Err(CodecError::Truncated { .. })));
+        assert!(matches!(
+            Reader::new(&bytes).bytes(),
+            Err(CodecError::Truncated { .. })
+        ));
     }
 }

@@ -71,7 +71,11 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EntryError {
     #[error("event {event} names request {request} but the entry has {requests} requests")]
-    BadRequestIndex { event: usize, request: u32, requests: usize },
+    BadRequestIndex {
+        event: usize,
+        request: u32,
+        requests: usize,
+    },
     #[error("event {event} is out of order: events must be grouped by request")]
     OutOfOrder { event: usize },
     #[error("height must be at least 1")]
@@ -83,7 +87,13 @@ pub enum EntryError {
 pub struct EntryHasher(blake3::Hasher);
 
 impl EntryHasher {
-    pub fn new(height: u64, prev_hash: &EntryHash, timestamp_ms: u64, n_requests: u32, n_events: u32) -> Self {
+    pub fn new(
+        height: u64,
+        prev_hash: &EntryHash,
+        timestamp_ms: u64,
+        n_requests: u32,
+        n_events: u32,
+    ) -> Self {
         let mut h = blake3::Hasher::new();
         h.update(ENTRY_DOMAIN);
         h.update(&height.to_le_bytes());
@@ -132,8 +142,13 @@ const HEADER_V1: u8 = 1;
 impl EntryHeader {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(93);
-        w.u8(HEADER_V1).u64(self.height).array(&self.prev_hash.0).u64(self.timestamp_ms);
-        w.u32(self.n_requests).u32(self.n_events).array(&self.hash.0);
+        w.u8(HEADER_V1)
+            .u64(self.height)
+            .array(&self.prev_hash.0)
+            .u64(self.timestamp_ms);
+        w.u32(self.n_requests)
+            .u32(self.n_events)
+            .array(&self.hash.0);
         w.finish()
     }
 
@@ -154,27 +169,50 @@ impl EntryHeader {
 
     /// A hasher primed with this header's fields.
     pub fn hasher(&self) -> EntryHasher {
-        EntryHasher::new(self.height, &self.prev_hash, self.timestamp_ms, self.n_requests, self.n_events)
+        EntryHasher::new(
+            self.height,
+            &self.prev_hash,
+            self.timestamp_ms,
+            self.n_requests,
+            self.n_events,
+        )
     }
 }
 
 /// Builds the entry at `height` on top of `prev_hash` and computes its hash. Pure: consensus
 /// decides the requests and timestamp, every replica plans the same events and gets the same hash.
-pub fn build_entry(prev_hash: EntryHash, height: u64, timestamp_ms: u64, requests: Vec<SignedRequest>, events: Vec<Event>) -> Result<Entry, EntryError> {
+pub fn build_entry(
+    prev_hash: EntryHash,
+    height: u64,
+    timestamp_ms: u64,
+    requests: Vec<SignedRequest>,
+    events: Vec<Event>,
+) -> Result<Entry, EntryError> {
     if height == 0 {
         return Err(EntryError::ZeroHeight);
     }
     let mut last = 0;
     for (i, e) in events.iter().enumerate() {
         if e.request as usize >= requests.len() {
-            return Err(EntryError::BadRequestIndex { event: i, request: e.request, requests: requests.len() });
+            return Err(EntryError::BadRequestIndex {
+                event: i,
+                request: e.request,
+                requests: requests.len(),
+            });
         }
         if e.request < last {
             return Err(EntryError::OutOfOrder { event: i });
         }
         last = e.request;
     }
-    let mut entry = Entry { height, prev_hash, timestamp_ms, requests, events, hash: EntryHash::ZERO };
+    let mut entry = Entry {
+        height,
+        prev_hash,
+        timestamp_ms,
+        requests,
+        events,
+        hash: EntryHash::ZERO,
+    };
     entry.hash = entry.encode().header.hash;
     Ok(entry)
 }
@@ -193,9 +231,16 @@ impl Entry {
             hash: EntryHash::ZERO,
         };
         let mut hasher = header.hasher();
-        requests.iter().chain(events.iter()).for_each(|r| hasher.record(r));
+        requests
+            .iter()
+            .chain(events.iter())
+            .for_each(|r| hasher.record(r));
         header.hash = hasher.finish();
-        EncodedEntry { header, requests, events }
+        EncodedEntry {
+            header,
+            requests,
+            events,
+        }
     }
 
     /// Recomputes the hash from the content.
@@ -204,8 +249,13 @@ impl Entry {
     }
 
     /// Decodes stored rows. Does not check the hash (see [`EncodedEntry::check_hash`]).
-    pub fn decode(header: &EntryHeader, requests: &[impl AsRef<[u8]>], events: &[impl AsRef<[u8]>]) -> Result<Entry, CodecError> {
-        if requests.len() != header.n_requests as usize || events.len() != header.n_events as usize {
+    pub fn decode(
+        header: &EntryHeader,
+        requests: &[impl AsRef<[u8]>],
+        events: &[impl AsRef<[u8]>],
+    ) -> Result<Entry, CodecError> {
+        if requests.len() != header.n_requests as usize || events.len() != header.n_events as usize
+        {
             return Err(CodecError::Invalid(format!(
                 "header says {} requests and {} events, found {} and {}",
                 header.n_requests,
@@ -214,9 +264,22 @@ impl Entry {
                 events.len()
             )));
         }
-        let requests = requests.iter().map(|r| SignedRequest::from_bytes(r.as_ref())).collect::<Result<Vec<_>, _>>()?;
-        let events = events.iter().map(|e| Event::from_bytes(e.as_ref())).collect::<Result<Vec<_>, _>>()?;
-        Ok(Entry { height: header.height, prev_hash: header.prev_hash, timestamp_ms: header.timestamp_ms, requests, events, hash: header.hash })
+        let requests = requests
+            .iter()
+            .map(|r| SignedRequest::from_bytes(r.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let events = events
+            .iter()
+            .map(|e| Event::from_bytes(e.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Entry {
+            height: header.height,
+            prev_hash: header.prev_hash,
+            timestamp_ms: header.timestamp_ms,
+            requests,
+            events,
+            hash: header.hash,
+        })
     }
 
     /// The events caused by request `index`.
@@ -229,7 +292,10 @@ impl EncodedEntry {
     /// Whether the header's hash matches the rows.
     pub fn check_hash(&self) -> bool {
         let mut hasher = self.header.hasher();
-        self.requests.iter().chain(self.events.iter()).for_each(|r| hasher.record(r));
+        self.requests
+            .iter()
+            .chain(self.events.iter())
+            .for_each(|r| hasher.record(r));
         hasher.finish() == self.header.hash
     }
 }
@@ -244,30 +310,96 @@ mod tests {
 
     fn signed(id: &str) -> SignedRequest {
         let key = ObjectKey::new(Kind::Service, "default", id);
-        let req = Request { id: id.into(), actor: "user:alice".into(), source: Source::Cli, ops: vec![Op::Delete { key, if_version: None }], created_at_ms: 1 };
+        let req = Request {
+            id: id.into(),
+            actor: "user:alice".into(),
+            source: Source::Cli,
+            ops: vec![Op::Delete {
+                key,
+                if_version: None,
+            }],
+            created_at_ms: 1,
+        };
         SignedRequest::sign(req, &SigningKey::from_bytes(&[1; 32]))
     }
 
     fn deleted(request: u32, name: &str) -> Event {
-        Event { request, body: EventBody::ObjectDeleted { key: ObjectKey::new(Kind::Service, "default", name), generation: 1 } }
+        Event {
+            request,
+            body: EventBody::ObjectDeleted {
+                key: ObjectKey::new(Kind::Service, "default", name),
+                generation: 1,
+            },
+        }
     }
 
     #[test]
     fn chain_links_and_hash_is_deterministic() {
-        let a = build_entry(EntryHash::ZERO, 1, 10, vec![signed("a")], vec![deleted(0, "a")]).unwrap();
-        let a2 = build_entry(EntryHash::ZERO, 1, 10, vec![signed("a")], vec![deleted(0, "a")]).unwrap();
+        let a = build_entry(
+            EntryHash::ZERO,
+            1,
+            10,
+            vec![signed("a")],
+            vec![deleted(0, "a")],
+        )
+        .unwrap();
+        let a2 = build_entry(
+            EntryHash::ZERO,
+            1,
+            10,
+            vec![signed("a")],
+            vec![deleted(0, "a")],
+        )
+        .unwrap();
         assert_eq!(a.hash, a2.hash);
         assert_ne!(a.hash, EntryHash::ZERO);
-        let b = build_entry(a.hash, 2, 11, vec![signed("b"), signed("c")], vec![deleted(0, "b"), deleted(1, "c")]).unwrap();
+        let b = build_entry(
+            a.hash,
+            2,
+            11,
+            vec![signed("b"), signed("c")],
+            vec![deleted(0, "b"), deleted(1, "c")],
+        )
+        .unwrap();
         assert_eq!(b.prev_hash, a.hash);
         assert_eq!(b.compute_hash(), b.hash);
         // Every field is covered by the hash.
         let variants = [
-            build_entry(EntryHash::ZERO, 2, 10, vec![signed("a")], vec![deleted(0, "a")]),
-            build_entry(EntryHash([1; 32]), 1, 10, vec![signed("a")], vec![deleted(0, "a")]),
-            build_entry(EntryHash::ZERO, 1, 11, vec![signed("a")], vec![deleted(0, "a")]),
-            build_entry(EntryHash::ZERO, 1, 10, vec![signed("x")], vec![deleted(0, "a")]),
-            build_entry(EntryHash::ZERO, 1, 10, vec![signed("a")], vec![deleted(0, "x")]),
+            build_entry(
+                EntryHash::ZERO,
+                2,
+                10,
+                vec![signed("a")],
+                vec![deleted(0, "a")],
+            ),
+            build_entry(
+                EntryHash([1; 32]),
+                1,
+                10,
+                vec![signed("a")],
+                vec![deleted(0, "a")],
+            ),
+            build_entry(
+                EntryHash::ZERO,
+                1,
+                11,
+                vec![signed("a")],
+                vec![deleted(0, "a")],
+            ),
+            build_entry(
+                EntryHash::ZERO,
+                1,
+                10,
+                vec![signed("x")],
+                vec![deleted(0, "a")],
+            ),
+            build_entry(
+                EntryHash::ZERO,
+                1,
+                10,
+                vec![signed("a")],
+                vec![deleted(0, "x")],
+            ),
             build_entry(EntryHash::ZERO, 1, 10, vec![signed("a")], vec![]),
         ];
         for v in variants {
@@ -277,11 +409,24 @@ mod tests {
 
     #[test]
     fn encode_decode_round_trip() {
-        let b = build_entry(EntryHash([9; 32]), 7, 11, vec![signed("b"), signed("c")], vec![deleted(0, "b"), deleted(1, "c")]).unwrap();
+        let b = build_entry(
+            EntryHash([9; 32]),
+            7,
+            11,
+            vec![signed("b"), signed("c")],
+            vec![deleted(0, "b"), deleted(1, "c")],
+        )
+        .unwrap();
         let enc = b.encode();
         assert!(enc.check_hash());
-        assert_eq!(EntryHeader::from_bytes(&enc.header.to_bytes()).unwrap(), enc.header);
-        assert_eq!(Entry::decode(&enc.header, &enc.requests, &enc.events).unwrap(), b);
+        assert_eq!(
+            EntryHeader::from_bytes(&enc.header.to_bytes()).unwrap(),
+            enc.header
+        );
+        assert_eq!(
+            Entry::decode(&enc.header, &enc.requests, &enc.events).unwrap(),
+            b
+        );
         let mut bad = enc.clone();
         bad.events[1][10] ^= 1;
         assert!(!bad.check_hash());
@@ -290,8 +435,29 @@ mod tests {
 
     #[test]
     fn bad_event_references_are_refused() {
-        assert!(matches!(build_entry(EntryHash::ZERO, 1, 0, vec![signed("a")], vec![deleted(1, "a")]), Err(EntryError::BadRequestIndex { .. })));
-        assert!(matches!(build_entry(EntryHash::ZERO, 1, 0, vec![signed("a"), signed("b")], vec![deleted(1, "a"), deleted(0, "b")]), Err(EntryError::OutOfOrder { event: 1 })));
-        assert!(matches!(build_entry(EntryHash::ZERO, 0, 0, vec![], vec![]), Err(EntryError::ZeroHeight)));
+        assert!(matches!(
+            build_entry(
+                EntryHash::ZERO,
+                1,
+                0,
+                vec![signed("a")],
+                vec![deleted(1, "a")]
+            ),
+            Err(EntryError::BadRequestIndex { .. })
+        ));
+        assert!(matches!(
+            build_entry(
+                EntryHash::ZERO,
+                1,
+                0,
+                vec![signed("a"), signed("b")],
+                vec![deleted(1, "a"), deleted(0, "b")]
+            ),
+            Err(EntryError::OutOfOrder { event: 1 })
+        ));
+        assert!(matches!(
+            build_entry(EntryHash::ZERO, 0, 0, vec![], vec![]),
+            Err(EntryError::ZeroHeight)
+        ));
     }
 }

@@ -45,22 +45,43 @@ pub struct Validator {
 pub enum EventBody {
     /// An object was created or its canonical content changed. `generation` starts at 1 on
     /// creation (also after a delete) and bumps on each content change.
-    ObjectApplied { key: ObjectKey, object: Value, content_hash: ContentHash, generation: u64 },
+    ObjectApplied {
+        key: ObjectKey,
+        object: Value,
+        content_hash: ContentHash,
+        generation: u64,
+    },
     /// An object was deleted; `generation` is the last one it had.
-    ObjectDeleted { key: ObjectKey, generation: u64 },
-    NodeJoined { node: NodeInfo },
-    NodeLabelsChanged { name: String, labels: BTreeMap<String, String> },
+    ObjectDeleted {
+        key: ObjectKey,
+        generation: u64,
+    },
+    NodeJoined {
+        node: NodeInfo,
+    },
+    NodeLabelsChanged {
+        name: String,
+        labels: BTreeMap<String, String>,
+    },
     /// A node was declared lost; takes effect only with f+1 attestations (BFT rule 5).
-    NodeLost { name: String, attested_by: Vec<String> },
+    NodeLost {
+        name: String,
+        attested_by: Vec<String>,
+    },
     /// The validator set changes at `effective_height`.
-    MembershipChanged { validators: Vec<Validator>, effective_height: u64 },
+    MembershipChanged {
+        validators: Vec<Validator>,
+        effective_height: u64,
+    },
 }
 
 impl EventBody {
     /// The object this event is about, if any.
     pub fn object_key(&self) -> Option<&ObjectKey> {
         match self {
-            EventBody::ObjectApplied { key, .. } | EventBody::ObjectDeleted { key, .. } => Some(key),
+            EventBody::ObjectApplied { key, .. } | EventBody::ObjectDeleted { key, .. } => {
+                Some(key)
+            }
             _ => None,
         }
     }
@@ -99,7 +120,11 @@ pub(crate) fn put_key(w: &mut Writer, key: &ObjectKey) {
 
 pub(crate) fn get_key(r: &mut Reader<'_>) -> Result<ObjectKey, CodecError> {
     let kind = kind_from_str(r.str("kind")?)?;
-    Ok(ObjectKey::new(kind, r.string("namespace")?, r.string("name")?))
+    Ok(ObjectKey::new(
+        kind,
+        r.string("namespace")?,
+        r.string("name")?,
+    ))
 }
 
 pub(crate) fn put_node(w: &mut Writer, node: &NodeInfo) {
@@ -113,7 +138,15 @@ pub(crate) fn get_node(r: &mut Reader<'_>) -> Result<NodeInfo, CodecError> {
     let address = r.string("node address")?;
     let public_key = r.array::<32>()?;
     let labels = get_labels(r)?;
-    Ok(NodeInfo { name, address, public_key, labels, cpu_millis: r.u64()?, memory_bytes: r.u64()?, gpus: r.u32()? })
+    Ok(NodeInfo {
+        name,
+        address,
+        public_key,
+        labels,
+        cpu_millis: r.u64()?,
+        memory_bytes: r.u64()?,
+        gpus: r.u32()?,
+    })
 }
 
 pub(crate) fn put_validators(w: &mut Writer, validators: &[Validator]) {
@@ -127,7 +160,11 @@ pub(crate) fn get_validators(r: &mut Reader<'_>) -> Result<Vec<Validator>, Codec
     let n = r.u32()?;
     let mut out = Vec::new();
     for _ in 0..n {
-        out.push(Validator { public_key: r.array::<32>()?, address: r.string("validator address")?, power: r.u64()? });
+        out.push(Validator {
+            public_key: r.array::<32>()?,
+            address: r.string("validator address")?,
+            power: r.u64()?,
+        });
     }
     Ok(out)
 }
@@ -150,7 +187,10 @@ fn get_labels(r: &mut Reader<'_>) -> Result<BTreeMap<String, String>, CodecError
 
 /// Parses a kind name as stored.
 pub(crate) fn kind_from_str(s: &str) -> Result<Kind, CodecError> {
-    Kind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| CodecError::Invalid(format!("unknown kind {s:?}")))
+    Kind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| CodecError::Invalid(format!("unknown kind {s:?}")))
 }
 
 /// The borrowed start of an event record: enough to filter without parsing the object.
@@ -170,7 +210,9 @@ impl<'a> EventHead<'a> {
         let request = r.u32()?;
         let tag = r.u8()?;
         let key = match tag {
-            TAG_APPLIED | TAG_DELETED => Some((r.str("kind")?, r.str("namespace")?, r.str("name")?)),
+            TAG_APPLIED | TAG_DELETED => {
+                Some((r.str("kind")?, r.str("namespace")?, r.str("name")?))
+            }
             TAG_NODE_JOINED..=TAG_MEMBERSHIP => None,
             tag => return Err(CodecError::Tag { what: "event", tag }),
         };
@@ -184,10 +226,17 @@ impl Event {
         let mut w = Writer::with_capacity(256);
         w.u8(EVENT_V1).u32(self.request);
         match &self.body {
-            EventBody::ObjectApplied { key, object, content_hash, generation } => {
+            EventBody::ObjectApplied {
+                key,
+                object,
+                content_hash,
+                generation,
+            } => {
                 w.u8(TAG_APPLIED);
                 put_key(&mut w, key);
-                w.u64(*generation).array(&content_hash.0).str(&sorted_json(object));
+                w.u64(*generation)
+                    .array(&content_hash.0)
+                    .str(&sorted_json(object));
             }
             EventBody::ObjectDeleted { key, generation } => {
                 w.u8(TAG_DELETED);
@@ -208,7 +257,10 @@ impl Event {
                     w.str(a);
                 }
             }
-            EventBody::MembershipChanged { validators, effective_height } => {
+            EventBody::MembershipChanged {
+                validators,
+                effective_height,
+            } => {
                 w.u8(TAG_MEMBERSHIP).u64(*effective_height);
                 put_validators(&mut w, validators);
             }
@@ -229,13 +281,23 @@ impl Event {
                 if tag == TAG_APPLIED {
                     let content_hash = ContentHash(r.array::<32>()?);
                     let object = parse_json("object", r.str("object")?)?;
-                    EventBody::ObjectApplied { key, object, content_hash, generation }
+                    EventBody::ObjectApplied {
+                        key,
+                        object,
+                        content_hash,
+                        generation,
+                    }
                 } else {
                     EventBody::ObjectDeleted { key, generation }
                 }
             }
-            TAG_NODE_JOINED => EventBody::NodeJoined { node: get_node(&mut r)? },
-            TAG_NODE_LABELS => EventBody::NodeLabelsChanged { name: r.string("node name")?, labels: get_labels(&mut r)? },
+            TAG_NODE_JOINED => EventBody::NodeJoined {
+                node: get_node(&mut r)?,
+            },
+            TAG_NODE_LABELS => EventBody::NodeLabelsChanged {
+                name: r.string("node name")?,
+                labels: get_labels(&mut r)?,
+            },
             TAG_NODE_LOST => {
                 let name = r.string("node name")?;
                 let n = r.u32()?;
@@ -247,7 +309,10 @@ impl Event {
             }
             TAG_MEMBERSHIP => {
                 let effective_height = r.u64()?;
-                EventBody::MembershipChanged { validators: get_validators(&mut r)?, effective_height }
+                EventBody::MembershipChanged {
+                    validators: get_validators(&mut r)?,
+                    effective_height,
+                }
             }
             tag => return Err(CodecError::Tag { what: "event", tag }),
         };
@@ -264,12 +329,58 @@ mod tests {
         let key = ObjectKey::new(Kind::Workload, "default", "api");
         let labels: BTreeMap<String, String> = [("zone".to_string(), "a".to_string())].into();
         vec![
-            Event { request: 0, body: EventBody::ObjectApplied { key: key.clone(), object: serde_json::json!({"b": 1, "a": [true, null]}), content_hash: ContentHash([7; 32]), generation: 2 } },
-            Event { request: 1, body: EventBody::ObjectDeleted { key, generation: 4 } },
-            Event { request: 1, body: EventBody::NodeJoined { node: NodeInfo { name: "n1".into(), address: "127.0.0.1:1".into(), public_key: [3; 32], labels: labels.clone(), cpu_millis: 4000, memory_bytes: 1 << 33, gpus: 1 } } },
-            Event { request: 2, body: EventBody::NodeLabelsChanged { name: "n1".into(), labels } },
-            Event { request: 2, body: EventBody::NodeLost { name: "n1".into(), attested_by: vec!["r1".into(), "r2".into()] } },
-            Event { request: 3, body: EventBody::MembershipChanged { validators: vec![Validator { public_key: [1; 32], address: "a:1".into(), power: 10 }], effective_height: 9 } },
+            Event {
+                request: 0,
+                body: EventBody::ObjectApplied {
+                    key: key.clone(),
+                    object: serde_json::json!({"b": 1, "a": [true, null]}),
+                    content_hash: ContentHash([7; 32]),
+                    generation: 2,
+                },
+            },
+            Event {
+                request: 1,
+                body: EventBody::ObjectDeleted { key, generation: 4 },
+            },
+            Event {
+                request: 1,
+                body: EventBody::NodeJoined {
+                    node: NodeInfo {
+                        name: "n1".into(),
+                        address: "127.0.0.1:1".into(),
+                        public_key: [3; 32],
+                        labels: labels.clone(),
+                        cpu_millis: 4000,
+                        memory_bytes: 1 << 33,
+                        gpus: 1,
+                    },
+                },
+            },
+            Event {
+                request: 2,
+                body: EventBody::NodeLabelsChanged {
+                    name: "n1".into(),
+                    labels,
+                },
+            },
+            Event {
+                request: 2,
+                body: EventBody::NodeLost {
+                    name: "n1".into(),
+                    attested_by: vec!["r1".into(), "r2".into()],
+                },
+            },
+            Event {
+                request: 3,
+                body: EventBody::MembershipChanged {
+                    validators: vec![Validator {
+                        public_key: [1; 32],
+                        address: "a:1".into(),
+                        power: 10,
+                    }],
+                    effective_height: 9,
+                },
+            },
         ]
     }
 
@@ -298,8 +409,14 @@ mod tests {
     fn unknown_tag_and_version_are_errors() {
         let mut bytes = samples()[1].to_bytes();
         bytes[5] = 99;
-        assert!(matches!(Event::from_bytes(&bytes), Err(CodecError::Tag { tag: 99, .. })));
+        assert!(matches!(
+            Event::from_bytes(&bytes),
+            Err(CodecError::Tag { tag: 99, .. })
+        ));
         bytes[0] = 2;
-        assert!(matches!(Event::from_bytes(&bytes), Err(CodecError::Version { found: 2, .. })));
+        assert!(matches!(
+            Event::from_bytes(&bytes),
+            Err(CodecError::Version { found: 2, .. })
+        ));
     }
 }

@@ -30,9 +30,19 @@ impl Execution {
     }
 
     /// The entry (with what the store keeps beside it) at `height` on top of `prev_hash`.
-    pub fn into_commit(self, prev_hash: EntryHash, height: u64, timestamp_ms: u64, certificate: Option<Vec<u8>>) -> Result<Commit, EntryError> {
+    pub fn into_commit(
+        self,
+        prev_hash: EntryHash,
+        height: u64,
+        timestamp_ms: u64,
+        certificate: Option<Vec<u8>>,
+    ) -> Result<Commit, EntryError> {
         let entry = build_entry(prev_hash, height, timestamp_ms, self.requests, self.events)?;
-        Ok(Commit { entry, certificate, outcomes: self.outcomes })
+        Ok(Commit {
+            entry,
+            certificate,
+            outcomes: self.outcomes,
+        })
     }
 }
 
@@ -46,7 +56,10 @@ pub fn execute(state: &State, requests: &[SignedRequest]) -> Execution {
                 if !plan.events.is_empty() {
                     staged.stage(&req.request.actor, &req.request.source, &plan.events);
                     let index = out.requests.len() as u32;
-                    out.events.extend(plan.events.into_iter().map(|body| Event { request: index, body }));
+                    out.events.extend(plan.events.into_iter().map(|body| Event {
+                        request: index,
+                        body,
+                    }));
                     out.outcomes.push(plan.outcomes.clone());
                     out.requests.push(req.clone());
                 }
@@ -71,15 +84,44 @@ mod tests {
         let reqs = vec![
             signed("1", "user:a", vec![apply(workload("a", 1))]),
             signed("2", "user:a", vec![apply(workload("a", 1))]),
-            signed("3", "user:a", vec![apply(workload("b", 1)), Op::Delete { key: wkey("zz"), if_version: None }]),
-            signed("4", "user:a", vec![apply(workload("a", 2)), apply(workload("c", 1))]),
+            signed(
+                "3",
+                "user:a",
+                vec![
+                    apply(workload("b", 1)),
+                    Op::Delete {
+                        key: wkey("zz"),
+                        if_version: None,
+                    },
+                ],
+            ),
+            signed(
+                "4",
+                "user:a",
+                vec![apply(workload("a", 2)), apply(workload("c", 1))],
+            ),
         ];
         let ex = execute(&state, &reqs);
-        assert_eq!(ex.requests.len(), 2, "unchanged and failed requests are not in the entry");
+        assert_eq!(
+            ex.requests.len(),
+            2,
+            "unchanged and failed requests are not in the entry"
+        );
         assert_eq!(ex.results[1].as_ref().unwrap()[0].action, Action::Unchanged);
         assert!(matches!(ex.results[2], Err(RequestError::NotFound { .. })));
-        assert_eq!(ex.results[3].as_ref().unwrap().iter().map(|o| o.action).collect::<Vec<_>>(), [Action::Configured, Action::Created]);
-        assert_eq!(ex.events.iter().map(|e| e.request).collect::<Vec<_>>(), [0, 1, 1]);
+        assert_eq!(
+            ex.results[3]
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|o| o.action)
+                .collect::<Vec<_>>(),
+            [Action::Configured, Action::Created]
+        );
+        assert_eq!(
+            ex.events.iter().map(|e| e.request).collect::<Vec<_>>(),
+            [0, 1, 1]
+        );
         let commit = ex.into_commit(EntryHash::ZERO, 1, 5, None).unwrap();
         state.apply_entry(&commit.entry).unwrap();
         assert_eq!(state.get(&wkey("a")).unwrap().generation, 2);

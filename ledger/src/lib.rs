@@ -5,6 +5,7 @@
 //! the state ([`plan_request`]), built into an [`Entry`] ([`build_entry`]), appended durably by the
 //! [`Store`], and folded into the [`State`]. [`audit`] reads the log back and verifies it.
 
+pub mod audit;
 pub mod codec;
 pub mod entry;
 pub mod event;
@@ -21,8 +22,8 @@ pub mod store;
 mod testutil;
 
 pub use entry::{Entry, EntryHash, build_entry};
-pub use execute::{Execution, execute};
 pub use event::{Event, EventBody, NodeInfo, Validator};
+pub use execute::{Execution, execute};
 pub use ledger::{Applied, Caller, Ledger, LedgerConfig, SubmitError};
 pub use plan::{Action, ObjectOutcome, Plan, RequestError, Staged, plan_request};
 pub use request::{Op, Request, SignatureError, SignedRequest, Source};

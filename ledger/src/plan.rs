@@ -78,7 +78,11 @@ pub enum RequestError {
     #[error("{key} appears more than once in the request")]
     DuplicateObject { key: ObjectKey },
     #[error("conflict on {key}: {}", conflict_text(*.expected, *.current))]
-    Conflict { key: ObjectKey, expected: u64, current: Option<u64> },
+    Conflict {
+        key: ObjectKey,
+        expected: u64,
+        current: Option<u64>,
+    },
     #[error("{key} not found")]
     NotFound { key: ObjectKey },
     #[error("request id {id:?} was already used by {actor} for a different request")]
@@ -103,7 +107,10 @@ pub struct Staged<'a> {
 
 impl<'a> Staged<'a> {
     pub fn new(base: &'a State) -> Self {
-        Staged { base, changes: HashMap::new() }
+        Staged {
+            base,
+            changes: HashMap::new(),
+        }
     }
 
     /// Layers the events of a planned request on top.
@@ -133,7 +140,9 @@ impl ObjectView for Staged<'_> {
 /// Checks shape limits that do not depend on state.
 fn check_shape(req: &Request) -> Result<(), RequestError> {
     if req.id.is_empty() || req.id.len() > MAX_ID_LEN {
-        return Err(RequestError::Invalid(format!("the request id must be 1 to {MAX_ID_LEN} bytes")));
+        return Err(RequestError::Invalid(format!(
+            "the request id must be 1 to {MAX_ID_LEN} bytes"
+        )));
     }
     if req.actor.is_empty() {
         return Err(RequestError::Invalid("the actor is empty".into()));
@@ -142,19 +151,32 @@ fn check_shape(req: &Request) -> Result<(), RequestError> {
         return Err(RequestError::Empty);
     }
     if req.ops.len() > MAX_OPS {
-        return Err(RequestError::Invalid(format!("{} operations; at most {MAX_OPS} per request", req.ops.len())));
+        return Err(RequestError::Invalid(format!(
+            "{} operations; at most {MAX_OPS} per request",
+            req.ops.len()
+        )));
     }
     Ok(())
 }
 
 /// An apply operation, parsed and canonicalized.
-fn parse_object(op: usize, value: &serde_json::Value) -> Result<(ObjectKey, serde_json::Value, ContentHash), RequestError> {
+fn parse_object(
+    op: usize,
+    value: &serde_json::Value,
+) -> Result<(ObjectKey, serde_json::Value, ContentHash), RequestError> {
     let invalid = |message: String| RequestError::InvalidObject { op, message };
-    let obj = <Object as serde::Deserialize>::deserialize(value).map_err(|e| invalid(e.to_string()))?;
+    let obj =
+        <Object as serde::Deserialize>::deserialize(value).map_err(|e| invalid(e.to_string()))?;
     if obj.api_version != API_VERSION {
-        return Err(invalid(format!("apiVersion is {:?}, expected {API_VERSION:?}", obj.api_version)));
+        return Err(invalid(format!(
+            "apiVersion is {:?}, expected {API_VERSION:?}",
+            obj.api_version
+        )));
     }
-    for (what, v) in [("metadata.name", &obj.metadata.name), ("metadata.namespace", &obj.metadata.namespace)] {
+    for (what, v) in [
+        ("metadata.name", &obj.metadata.name),
+        ("metadata.namespace", &obj.metadata.namespace),
+    ] {
         if !is_dns_label(v) {
             return Err(invalid(format!("{what} {v:?} is not a DNS-1123 label")));
         }
@@ -165,14 +187,28 @@ fn parse_object(op: usize, value: &serde_json::Value) -> Result<(ObjectKey, serd
     Ok((obj.key(), canonical, hash))
 }
 
-fn check_version(key: &ObjectKey, if_version: Option<u64>, current: Option<&ObjectState>) -> Result<(), RequestError> {
-    let Some(expected) = if_version else { return Ok(()) };
+fn check_version(
+    key: &ObjectKey,
+    if_version: Option<u64>,
+    current: Option<&ObjectState>,
+) -> Result<(), RequestError> {
+    let Some(expected) = if_version else {
+        return Ok(());
+    };
     let current_rv = current.map(|c| c.resource_version);
     let ok = match current_rv {
         Some(rv) => rv == expected,
         None => expected == 0,
     };
-    if ok { Ok(()) } else { Err(RequestError::Conflict { key: key.clone(), expected, current: current_rv }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(RequestError::Conflict {
+            key: key.clone(),
+            expected,
+            current: current_rv,
+        })
+    }
 }
 
 /// Plans `req` against `view`: the events it makes and the per-object outcomes, or the first
@@ -181,7 +217,10 @@ pub fn plan_request<V: ObjectView + ?Sized>(view: &V, req: &Request) -> Result<P
     check_shape(req)?;
     let height = view.next_height();
     let mut seen = std::collections::HashSet::new();
-    let mut plan = Plan { events: Vec::new(), outcomes: Vec::with_capacity(req.ops.len()) };
+    let mut plan = Plan {
+        events: Vec::new(),
+        outcomes: Vec::with_capacity(req.ops.len()),
+    };
     for (i, op) in req.ops.iter().enumerate() {
         let (key, outcome, event) = match op {
             Op::Apply { object, if_version } => {
@@ -190,7 +229,12 @@ pub fn plan_request<V: ObjectView + ?Sized>(view: &V, req: &Request) -> Result<P
                 check_version(&key, *if_version, current)?;
                 match current {
                     Some(c) if c.content_hash == content_hash => {
-                        let o = ObjectOutcome { key: key.clone(), action: Action::Unchanged, generation: c.generation, resource_version: c.resource_version };
+                        let o = ObjectOutcome {
+                            key: key.clone(),
+                            action: Action::Unchanged,
+                            generation: c.generation,
+                            resource_version: c.resource_version,
+                        };
                         (key, o, None)
                     }
                     _ => {
@@ -198,8 +242,18 @@ pub fn plan_request<V: ObjectView + ?Sized>(view: &V, req: &Request) -> Result<P
                             Some(c) => (Action::Configured, c.generation + 1),
                             None => (Action::Created, 1),
                         };
-                        let o = ObjectOutcome { key: key.clone(), action, generation, resource_version: height };
-                        let e = EventBody::ObjectApplied { key: key.clone(), object, content_hash, generation };
+                        let o = ObjectOutcome {
+                            key: key.clone(),
+                            action,
+                            generation,
+                            resource_version: height,
+                        };
+                        let e = EventBody::ObjectApplied {
+                            key: key.clone(),
+                            object,
+                            content_hash,
+                            generation,
+                        };
                         (key, o, Some(e))
                     }
                 }
@@ -207,9 +261,23 @@ pub fn plan_request<V: ObjectView + ?Sized>(view: &V, req: &Request) -> Result<P
             Op::Delete { key, if_version } => {
                 let current = view.object(key);
                 check_version(key, *if_version, current)?;
-                let Some(c) = current else { return Err(RequestError::NotFound { key: key.clone() }) };
-                let o = ObjectOutcome { key: key.clone(), action: Action::Deleted, generation: c.generation, resource_version: height };
-                (key.clone(), o, Some(EventBody::ObjectDeleted { key: key.clone(), generation: c.generation }))
+                let Some(c) = current else {
+                    return Err(RequestError::NotFound { key: key.clone() });
+                };
+                let o = ObjectOutcome {
+                    key: key.clone(),
+                    action: Action::Deleted,
+                    generation: c.generation,
+                    resource_version: height,
+                };
+                (
+                    key.clone(),
+                    o,
+                    Some(EventBody::ObjectDeleted {
+                        key: key.clone(),
+                        generation: c.generation,
+                    }),
+                )
             }
         };
         if !seen.insert(key.clone()) {
@@ -257,16 +325,32 @@ mod tests {
         let p = run(&s, vec![apply(same), apply(workload("b", 3))]).unwrap();
         assert_eq!(actions(&p), [Action::Unchanged, Action::Configured]);
         assert_eq!(p.events.len(), 1, "no event for the unchanged object");
-        assert_eq!((p.outcomes[0].generation, p.outcomes[0].resource_version), (1, 1));
-        assert_eq!((p.outcomes[1].generation, p.outcomes[1].resource_version), (2, 2));
+        assert_eq!(
+            (p.outcomes[0].generation, p.outcomes[0].resource_version),
+            (1, 1)
+        );
+        assert_eq!(
+            (p.outcomes[1].generation, p.outcomes[1].resource_version),
+            (2, 2)
+        );
         commit(&mut s, &p);
-        let p = run(&s, vec![Op::Delete { key: wkey("a"), if_version: None }]).unwrap();
+        let p = run(
+            &s,
+            vec![Op::Delete {
+                key: wkey("a"),
+                if_version: None,
+            }],
+        )
+        .unwrap();
         assert_eq!(actions(&p), [Action::Deleted]);
         commit(&mut s, &p);
         assert!(s.get(&wkey("a")).is_none());
         // Re-created objects start again at generation 1.
         let p = run(&s, vec![apply(workload("a", 2))]).unwrap();
-        assert_eq!((p.outcomes[0].action, p.outcomes[0].generation), (Action::Created, 1));
+        assert_eq!(
+            (p.outcomes[0].action, p.outcomes[0].generation),
+            (Action::Created, 1)
+        );
     }
 
     #[test]
@@ -274,7 +358,9 @@ mod tests {
         let v = workload("a", 2);
         let obj: nexus_schemas::Object = serde_json::from_value(v.clone()).unwrap();
         let p = run(&State::new(), vec![apply(v)]).unwrap();
-        let EventBody::ObjectApplied { content_hash, .. } = &p.events[0] else { panic!() };
+        let EventBody::ObjectApplied { content_hash, .. } = &p.events[0] else {
+            panic!()
+        };
         assert_eq!(*content_hash, nexus_schemas::content_hash(&obj));
     }
 
@@ -287,16 +373,74 @@ mod tests {
         commit(&mut s, &p);
         let rv = s.get(&wkey("a")).unwrap().resource_version;
         assert_eq!(rv, 2);
-        let err = run(&s, vec![Op::Apply { object: workload("a", 3), if_version: Some(1) }]).unwrap_err();
-        assert_eq!(err, RequestError::Conflict { key: wkey("a"), expected: 1, current: Some(2) });
-        assert_eq!(err.to_string(), "conflict on Workload default/a: expected resource version 1, current resource version is 2");
-        assert!(run(&s, vec![Op::Apply { object: workload("a", 3), if_version: Some(2) }]).is_ok());
+        let err = run(
+            &s,
+            vec![Op::Apply {
+                object: workload("a", 3),
+                if_version: Some(1),
+            }],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            RequestError::Conflict {
+                key: wkey("a"),
+                expected: 1,
+                current: Some(2)
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "conflict on Workload default/a: expected resource version 1, current resource version is 2"
+        );
+        assert!(
+            run(
+                &s,
+                vec![Op::Apply {
+                    object: workload("a", 3),
+                    if_version: Some(2)
+                }]
+            )
+            .is_ok()
+        );
         // 0 = create only.
-        let err = run(&s, vec![Op::Apply { object: workload("a", 3), if_version: Some(0) }]).unwrap_err();
-        assert!(err.to_string().contains("expected it not to exist"), "{err}");
-        assert!(run(&s, vec![Op::Apply { object: workload("new", 1), if_version: Some(0) }]).is_ok());
-        let err = run(&s, vec![Op::Delete { key: wkey("a"), if_version: Some(7) }]).unwrap_err();
-        assert!(matches!(err, RequestError::Conflict { current: Some(2), .. }));
+        let err = run(
+            &s,
+            vec![Op::Apply {
+                object: workload("a", 3),
+                if_version: Some(0),
+            }],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("expected it not to exist"),
+            "{err}"
+        );
+        assert!(
+            run(
+                &s,
+                vec![Op::Apply {
+                    object: workload("new", 1),
+                    if_version: Some(0)
+                }]
+            )
+            .is_ok()
+        );
+        let err = run(
+            &s,
+            vec![Op::Delete {
+                key: wkey("a"),
+                if_version: Some(7),
+            }],
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            RequestError::Conflict {
+                current: Some(2),
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -306,17 +450,60 @@ mod tests {
         commit(&mut s, &p);
         let before = s.clone();
         let cases = vec![
-            (vec![apply(workload("b", 1)), Op::Delete { key: wkey("missing"), if_version: None }], "not found"),
-            (vec![apply(workload("b", 1)), apply(json!({"apiVersion": "nexus/v1", "kind": "Workload", "metadata": {"name": "c"}, "spec": {"replicas": "x"}}))], "operation 1"),
-            (vec![apply(workload("b", 1)), apply(json!({"apiVersion": "nexus/v2", "kind": "Workload", "metadata": {"name": "c"}, "spec": {"command": ["x"]}}))], "apiVersion"),
-            (vec![apply(workload("b", 1)), apply(workload("Bad_Name", 1))], "DNS-1123"),
-            (vec![apply(workload("b", 1)), apply(workload("b", 2))], "more than once"),
-            (vec![apply(workload("b", 1)), Op::Apply { object: workload("a", 5), if_version: Some(9) }], "conflict"),
+            (
+                vec![
+                    apply(workload("b", 1)),
+                    Op::Delete {
+                        key: wkey("missing"),
+                        if_version: None,
+                    },
+                ],
+                "not found",
+            ),
+            (
+                vec![
+                    apply(workload("b", 1)),
+                    apply(
+                        json!({"apiVersion": "nexus/v1", "kind": "Workload", "metadata": {"name": "c"}, "spec": {"replicas": "x"}}),
+                    ),
+                ],
+                "operation 1",
+            ),
+            (
+                vec![
+                    apply(workload("b", 1)),
+                    apply(
+                        json!({"apiVersion": "nexus/v2", "kind": "Workload", "metadata": {"name": "c"}, "spec": {"command": ["x"]}}),
+                    ),
+                ],
+                "apiVersion",
+            ),
+            (
+                vec![apply(workload("b", 1)), apply(workload("Bad_Name", 1))],
+                "DNS-1123",
+            ),
+            (
+                vec![apply(workload("b", 1)), apply(workload("b", 2))],
+                "more than once",
+            ),
+            (
+                vec![
+                    apply(workload("b", 1)),
+                    Op::Apply {
+                        object: workload("a", 5),
+                        if_version: Some(9),
+                    },
+                ],
+                "conflict",
+            ),
             (vec![], "no operations"),
         ];
         for (ops, needle) in cases {
             let err = run(&s, ops).unwrap_err();
-            assert!(err.to_string().contains(needle), "{err} should contain {needle}");
+            assert!(
+                err.to_string().contains(needle),
+                "{err} should contain {needle}"
+            );
         }
         assert_eq!(s, before);
     }
@@ -327,10 +514,35 @@ mod tests {
         let mut staged = Staged::new(&s);
         let p1 = plan_request(&staged, &request("1", "u", vec![apply(workload("a", 1))])).unwrap();
         staged.stage("u", &Source::Cli, &p1.events);
-        let p2 = plan_request(&staged, &request("2", "u", vec![apply(workload("a", 1)), apply(workload("b", 1))])).unwrap();
+        let p2 = plan_request(
+            &staged,
+            &request(
+                "2",
+                "u",
+                vec![apply(workload("a", 1)), apply(workload("b", 1))],
+            ),
+        )
+        .unwrap();
         assert_eq!(actions(&p2), [Action::Unchanged, Action::Created]);
-        let err = plan_request(&staged, &request("3", "u", vec![Op::Apply { object: workload("a", 2), if_version: Some(0) }])).unwrap_err();
-        assert!(matches!(err, RequestError::Conflict { current: Some(1), .. }));
+        let err = plan_request(
+            &staged,
+            &request(
+                "3",
+                "u",
+                vec![Op::Apply {
+                    object: workload("a", 2),
+                    if_version: Some(0),
+                }],
+            ),
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            RequestError::Conflict {
+                current: Some(1),
+                ..
+            }
+        ));
         assert!(s.objects.is_empty(), "the committed state is untouched");
     }
 }

@@ -73,9 +73,15 @@ impl Source {
 pub enum Op {
     /// Create or update an object (a `nexus/v1` manifest as JSON). `if_version`: the object's
     /// current resource version must equal it; `Some(0)` means "must not exist yet".
-    Apply { object: Value, if_version: Option<u64> },
+    Apply {
+        object: Value,
+        if_version: Option<u64>,
+    },
     /// Delete an object; `if_version` as for `Apply`.
-    Delete { key: ObjectKey, if_version: Option<u64> },
+    Delete {
+        key: ObjectKey,
+        if_version: Option<u64>,
+    },
 }
 
 /// A change request, as a client builds and signs it.
@@ -129,13 +135,21 @@ pub struct RequestHead {
 impl RequestHead {
     /// Reads the head from a request's canonical JSON (operations are skipped, not parsed).
     pub fn from_json(json: &str) -> Result<RequestHead, CodecError> {
-        serde_json::from_str(json).map_err(|e| CodecError::Json { what: "request", message: e.to_string() })
+        serde_json::from_str(json).map_err(|e| CodecError::Json {
+            what: "request",
+            message: e.to_string(),
+        })
     }
 }
 
 impl From<&Request> for RequestHead {
     fn from(r: &Request) -> Self {
-        RequestHead { id: r.id.clone(), actor: r.actor.clone(), source: r.source.clone(), created_at_ms: r.created_at_ms }
+        RequestHead {
+            id: r.id.clone(),
+            actor: r.actor.clone(),
+            source: r.source.clone(),
+            created_at_ms: r.created_at_ms,
+        }
     }
 }
 
@@ -146,8 +160,14 @@ pub enum SignatureError {
     BadKey { id: String },
     #[error("request {id}: the signature does not match the request and key")]
     BadSignature { id: String },
-    #[error("request {id} claims actor {claimed:?} but the connection is authenticated as {authenticated:?}")]
-    ActorMismatch { id: String, claimed: String, authenticated: String },
+    #[error(
+        "request {id} claims actor {claimed:?} but the connection is authenticated as {authenticated:?}"
+    )]
+    ActorMismatch {
+        id: String,
+        claimed: String,
+        authenticated: String,
+    },
     #[error("request {id}: signed with a key that is not the certificate key of {actor:?}")]
     KeyMismatch { id: String, actor: String },
 }
@@ -167,23 +187,43 @@ impl SignedRequest {
     /// Signs `request` with `key`.
     pub fn sign(request: Request, key: &SigningKey) -> SignedRequest {
         let signature = key.sign(&request.signing_bytes()).to_bytes();
-        SignedRequest { request, public_key: key.verifying_key().to_bytes(), signature }
+        SignedRequest {
+            request,
+            public_key: key.verifying_key().to_bytes(),
+            signature,
+        }
     }
 
     /// Checks the signature against the embedded public key.
     pub fn verify(&self) -> Result<(), SignatureError> {
-        verify_signature(&self.request.id, &self.public_key, &self.signature, &self.request.signing_bytes())
+        verify_signature(
+            &self.request.id,
+            &self.public_key,
+            &self.signature,
+            &self.request.signing_bytes(),
+        )
     }
 
     /// What a replica checks before accepting: the request names the authenticated actor, is
     /// signed with that actor's certificate key, and the signature is valid.
-    pub fn verify_bound(&self, actor: &str, certificate_key: &[u8; 32]) -> Result<(), SignatureError> {
+    pub fn verify_bound(
+        &self,
+        actor: &str,
+        certificate_key: &[u8; 32],
+    ) -> Result<(), SignatureError> {
         let id = &self.request.id;
         if self.request.actor != actor {
-            return Err(SignatureError::ActorMismatch { id: id.clone(), claimed: self.request.actor.clone(), authenticated: actor.into() });
+            return Err(SignatureError::ActorMismatch {
+                id: id.clone(),
+                claimed: self.request.actor.clone(),
+                authenticated: actor.into(),
+            });
         }
         if &self.public_key != certificate_key {
-            return Err(SignatureError::KeyMismatch { id: id.clone(), actor: actor.into() });
+            return Err(SignatureError::KeyMismatch {
+                id: id.clone(),
+                actor: actor.into(),
+            });
         }
         self.verify()
     }
@@ -192,15 +232,25 @@ impl SignedRequest {
     pub fn to_bytes(&self) -> Vec<u8> {
         let json = self.request.canonical_json();
         let mut w = Writer::with_capacity(json.len() + 110);
-        w.u8(RECORD_V1).str(&json).array(&self.public_key).array(&self.signature);
+        w.u8(RECORD_V1)
+            .str(&json)
+            .array(&self.public_key)
+            .array(&self.signature);
         w.finish()
     }
 
     /// Decodes [`SignedRequest::to_bytes`]. Does not verify the signature.
     pub fn from_bytes(bytes: &[u8]) -> Result<SignedRequest, CodecError> {
         let raw = RawSignedRequest::decode(bytes)?;
-        let request = serde_json::from_str(raw.json).map_err(|e| CodecError::Json { what: "request", message: e.to_string() })?;
-        Ok(SignedRequest { request, public_key: raw.public_key, signature: raw.signature })
+        let request = serde_json::from_str(raw.json).map_err(|e| CodecError::Json {
+            what: "request",
+            message: e.to_string(),
+        })?;
+        Ok(SignedRequest {
+            request,
+            public_key: raw.public_key,
+            signature: raw.signature,
+        })
     }
 }
 
@@ -220,12 +270,21 @@ impl<'a> RawSignedRequest<'a> {
         let public_key = r.array::<32>()?;
         let signature = r.array::<64>()?;
         r.finish()?;
-        Ok(RawSignedRequest { json, public_key, signature })
+        Ok(RawSignedRequest {
+            json,
+            public_key,
+            signature,
+        })
     }
 
     /// Verifies the signature over exactly the stored JSON.
     pub fn verify(&self) -> Result<(), SignatureError> {
-        verify_signature("(stored)", &self.public_key, &self.signature, &signing_bytes_of(self.json))
+        verify_signature(
+            "(stored)",
+            &self.public_key,
+            &self.signature,
+            &signing_bytes_of(self.json),
+        )
     }
 
     /// The request's id, actor, source and client time.
@@ -234,10 +293,17 @@ impl<'a> RawSignedRequest<'a> {
     }
 }
 
-fn verify_signature(id: &str, public_key: &[u8; 32], signature: &[u8; 64], bytes: &[u8]) -> Result<(), SignatureError> {
-    let key = VerifyingKey::from_bytes(public_key).map_err(|_| SignatureError::BadKey { id: id.into() })?;
+fn verify_signature(
+    id: &str,
+    public_key: &[u8; 32],
+    signature: &[u8; 64],
+    bytes: &[u8],
+) -> Result<(), SignatureError> {
+    let key = VerifyingKey::from_bytes(public_key)
+        .map_err(|_| SignatureError::BadKey { id: id.into() })?;
     let sig = Signature::from_bytes(signature);
-    key.verify_strict(bytes, &sig).map_err(|_| SignatureError::BadSignature { id: id.into() })
+    key.verify_strict(bytes, &sig)
+        .map_err(|_| SignatureError::BadSignature { id: id.into() })
 }
 
 /// A key that could not be read.
@@ -252,7 +318,9 @@ pub fn signing_key_from_pkcs8_der(der: &[u8]) -> Result<SigningKey, KeyError> {
 
 /// The raw public key inside a DER SubjectPublicKeyInfo (the key of a TLS certificate).
 pub fn public_key_from_spki_der(der: &[u8]) -> Result<[u8; 32], KeyError> {
-    VerifyingKey::from_public_key_der(der).map(|k| k.to_bytes()).map_err(|e| KeyError(e.to_string()))
+    VerifyingKey::from_public_key_der(der)
+        .map(|k| k.to_bytes())
+        .map_err(|e| KeyError(e.to_string()))
 }
 
 #[cfg(test)]
@@ -269,7 +337,10 @@ mod tests {
             id: "r1".into(),
             actor: "user:alice".into(),
             source: Source::Cli,
-            ops: vec![Op::Delete { key: ObjectKey::new(Kind::Service, "default", "web"), if_version: Some(3) }],
+            ops: vec![Op::Delete {
+                key: ObjectKey::new(Kind::Service, "default", "web"),
+                if_version: Some(3),
+            }],
             created_at_ms: 5,
         }
     }
@@ -277,7 +348,10 @@ mod tests {
     #[test]
     fn canonical_json_is_sorted_and_stable() {
         let j = request().canonical_json();
-        assert_eq!(j, r#"{"actor":"user:alice","created_at_ms":5,"id":"r1","ops":[{"if_version":3,"key":{"kind":"Service","name":"web","namespace":"default"},"op":"delete"}],"source":{"type":"cli"}}"#);
+        assert_eq!(
+            j,
+            r#"{"actor":"user:alice","created_at_ms":5,"id":"r1","ops":[{"if_version":3,"key":{"kind":"Service","name":"web","namespace":"default"},"op":"delete"}],"source":{"type":"cli"}}"#
+        );
     }
 
     #[test]
@@ -285,12 +359,22 @@ mod tests {
         let k = key(1);
         let s = SignedRequest::sign(request(), &k);
         s.verify().unwrap();
-        s.verify_bound("user:alice", &k.verifying_key().to_bytes()).unwrap();
-        assert!(matches!(s.verify_bound("user:bob", &s.public_key), Err(SignatureError::ActorMismatch { .. })));
-        assert!(matches!(s.verify_bound("user:alice", &key(2).verifying_key().to_bytes()), Err(SignatureError::KeyMismatch { .. })));
+        s.verify_bound("user:alice", &k.verifying_key().to_bytes())
+            .unwrap();
+        assert!(matches!(
+            s.verify_bound("user:bob", &s.public_key),
+            Err(SignatureError::ActorMismatch { .. })
+        ));
+        assert!(matches!(
+            s.verify_bound("user:alice", &key(2).verifying_key().to_bytes()),
+            Err(SignatureError::KeyMismatch { .. })
+        ));
         let mut forged = s.clone();
         forged.request.ops.clear();
-        assert!(matches!(forged.verify(), Err(SignatureError::BadSignature { .. })));
+        assert!(matches!(
+            forged.verify(),
+            Err(SignatureError::BadSignature { .. })
+        ));
         let mut wrong_key = s.clone();
         wrong_key.public_key = key(2).verifying_key().to_bytes();
         assert!(wrong_key.verify().is_err());
@@ -307,7 +391,11 @@ mod tests {
         let mut bad = bytes.clone();
         let n = bad.len();
         bad[n - 70] ^= 1; // inside the JSON text
-        assert!(RawSignedRequest::decode(&bad).map(|r| r.verify().is_err()).unwrap_or(true));
+        assert!(
+            RawSignedRequest::decode(&bad)
+                .map(|r| r.verify().is_err())
+                .unwrap_or(true)
+        );
         assert!(SignedRequest::from_bytes(&bytes[..10]).is_err());
     }
 
@@ -316,9 +404,17 @@ mod tests {
         use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
         let k = key(7);
         let der = k.to_pkcs8_der().unwrap();
-        assert_eq!(signing_key_from_pkcs8_der(der.as_bytes()).unwrap().to_bytes(), k.to_bytes());
+        assert_eq!(
+            signing_key_from_pkcs8_der(der.as_bytes())
+                .unwrap()
+                .to_bytes(),
+            k.to_bytes()
+        );
         let spki = k.verifying_key().to_public_key_der().unwrap();
-        assert_eq!(public_key_from_spki_der(spki.as_bytes()).unwrap(), k.verifying_key().to_bytes());
+        assert_eq!(
+            public_key_from_spki_der(spki.as_bytes()).unwrap(),
+            k.verifying_key().to_bytes()
+        );
         assert!(signing_key_from_pkcs8_der(b"junk").is_err());
     }
 }

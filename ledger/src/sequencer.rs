@@ -48,6 +48,10 @@ pub struct SingleNode;
 
 impl Sequencer for SingleNode {
     fn decide(&mut self, _height: u64, proposal: Proposal) -> Result<Decision, SequencerError> {
-        Ok(Decision { requests: proposal.requests, timestamp_ms: proposal.timestamp_ms, certificate: None })
+        Ok(Decision {
+            requests: proposal.requests,
+            timestamp_ms: proposal.timestamp_ms,
+            certificate: None,
+        })
     }
 }

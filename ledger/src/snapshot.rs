@@ -17,22 +17,33 @@ use crate::state::{NodeState, ObjectState, State};
 const SNAPSHOT_V1: u8 = 1;
 
 fn put_source(w: &mut Writer, source: &Source) {
-    w.str(&sorted_json(&serde_json::to_value(source).unwrap_or_default()));
+    w.str(&sorted_json(
+        &serde_json::to_value(source).unwrap_or_default(),
+    ));
 }
 
 fn get_source(r: &mut Reader<'_>) -> Result<Source, CodecError> {
-    serde_json::from_str(r.str("source")?).map_err(|e| CodecError::Json { what: "source", message: e.to_string() })
+    serde_json::from_str(r.str("source")?).map_err(|e| CodecError::Json {
+        what: "source",
+        message: e.to_string(),
+    })
 }
 
 /// Encodes a state.
 pub fn encode(state: &State) -> Vec<u8> {
     let mut w = Writer::with_capacity(64 + state.objects.len() * 600);
-    w.u8(SNAPSHOT_V1).u64(state.height).array(&state.head_hash.0).u64(state.timestamp_ms);
+    w.u8(SNAPSHOT_V1)
+        .u64(state.height)
+        .array(&state.head_hash.0)
+        .u64(state.timestamp_ms);
     w.u32(state.objects.len() as u32);
     for (key, o) in &state.objects {
         put_key(&mut w, key);
         w.str(&sorted_json(&o.object)).array(&o.content_hash.0);
-        w.u64(o.generation).u64(o.resource_version).u64(o.created_height).u64(o.updated_height);
+        w.u64(o.generation)
+            .u64(o.resource_version)
+            .u64(o.created_height)
+            .u64(o.updated_height);
         w.str(&o.last_actor);
         put_source(&mut w, &o.last_source);
         w.str(&o.owner);
@@ -65,7 +76,10 @@ pub fn encode(state: &State) -> Vec<u8> {
 /// Decodes a snapshot, checking its checksum first.
 pub fn decode(bytes: &[u8]) -> Result<State, CodecError> {
     let Some(body_len) = bytes.len().checked_sub(32) else {
-        return Err(CodecError::Truncated { offset: 0, needed: 32 - bytes.len() });
+        return Err(CodecError::Truncated {
+            offset: 0,
+            needed: 32 - bytes.len(),
+        });
     };
     let (body, sum) = bytes.split_at(body_len);
     if blake3::hash(body).as_bytes() != sum {
@@ -73,7 +87,12 @@ pub fn decode(bytes: &[u8]) -> Result<State, CodecError> {
     }
     let mut r = Reader::new(body);
     r.version("snapshot", SNAPSHOT_V1)?;
-    let mut state = State { height: r.u64()?, head_hash: EntryHash(r.array()?), timestamp_ms: r.u64()?, ..State::default() };
+    let mut state = State {
+        height: r.u64()?,
+        head_hash: EntryHash(r.array()?),
+        timestamp_ms: r.u64()?,
+        ..State::default()
+    };
     for _ in 0..r.u32()? {
         let key = get_key(&mut r)?;
         let o = ObjectState {
@@ -93,7 +112,14 @@ pub fn decode(bytes: &[u8]) -> Result<State, CodecError> {
         let info = get_node(&mut r)?;
         let joined_height = r.u64()?;
         let lost_height = if r.bool()? { Some(r.u64()?) } else { None };
-        state.nodes.insert(info.name.clone(), NodeState { info, joined_height, lost_height });
+        state.nodes.insert(
+            info.name.clone(),
+            NodeState {
+                info,
+                joined_height,
+                lost_height,
+            },
+        );
     }
     state.validators = get_validators(&mut r)?;
     if r.bool()? {
@@ -111,9 +137,31 @@ mod tests {
     use crate::testutil::*;
 
     fn sample() -> State {
-        let mut s = State { height: 9, head_hash: EntryHash([4; 32]), timestamp_ms: 77, ..State::default() };
-        let git = Source::Gitops { git_source: "ns/src".into(), repo: "r".into(), commit: "c".into(), tree: "t".into(), author: "a".into(), committer: "c".into(), message: "m\nx".into() };
-        for (i, src) in [Source::Cli, git, Source::Controller { name: "sched".into() }].into_iter().enumerate() {
+        let mut s = State {
+            height: 9,
+            head_hash: EntryHash([4; 32]),
+            timestamp_ms: 77,
+            ..State::default()
+        };
+        let git = Source::Gitops {
+            git_source: "ns/src".into(),
+            repo: "r".into(),
+            commit: "c".into(),
+            tree: "t".into(),
+            author: "a".into(),
+            committer: "c".into(),
+            message: "m\nx".into(),
+        };
+        for (i, src) in [
+            Source::Cli,
+            git,
+            Source::Controller {
+                name: "sched".into(),
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let o = ObjectState {
                 object: workload(&format!("w{i}"), 1),
                 content_hash: ContentHash([i as u8; 32]),
@@ -127,9 +175,28 @@ mod tests {
             };
             s.objects.insert(wkey(&format!("w{i}")), o);
         }
-        let info = NodeInfo { name: "n1".into(), address: "a".into(), public_key: [1; 32], labels: [("k".into(), "v".into())].into(), cpu_millis: 1, memory_bytes: 2, gpus: 3 };
-        s.nodes.insert("n1".into(), NodeState { info, joined_height: 2, lost_height: Some(4) });
-        s.validators = vec![Validator { public_key: [2; 32], address: "v".into(), power: 1 }];
+        let info = NodeInfo {
+            name: "n1".into(),
+            address: "a".into(),
+            public_key: [1; 32],
+            labels: [("k".into(), "v".into())].into(),
+            cpu_millis: 1,
+            memory_bytes: 2,
+            gpus: 3,
+        };
+        s.nodes.insert(
+            "n1".into(),
+            NodeState {
+                info,
+                joined_height: 2,
+                lost_height: Some(4),
+            },
+        );
+        s.validators = vec![Validator {
+            public_key: [2; 32],
+            address: "v".into(),
+            power: 1,
+        }];
         s.pending_validators = Some((20, vec![]));
         s
     }

@@ -62,9 +62,17 @@ pub enum FoldError {
     #[error("entry at height {found} does not follow height {expected_prev}")]
     Gap { expected_prev: u64, found: u64 },
     #[error("entry {height} links to {found} but the previous entry is {expected}")]
-    BrokenLink { height: u64, expected: EntryHash, found: EntryHash },
+    BrokenLink {
+        height: u64,
+        expected: EntryHash,
+        found: EntryHash,
+    },
     #[error("entry {height}: event {event} names request {request}, which does not exist")]
-    BadRequestIndex { height: u64, event: usize, request: u32 },
+    BadRequestIndex {
+        height: u64,
+        event: usize,
+        request: u32,
+    },
 }
 
 /// Read access to objects, shared by [`State`] and staged views used while planning.
@@ -85,9 +93,20 @@ impl ObjectView for State {
 
 /// The object after an object event, or `None` when it no longer exists. Non-object events
 /// leave `prev` unchanged. Shared by the fold and the planner so both agree.
-pub(crate) fn next_object(prev: Option<&ObjectState>, body: &EventBody, height: u64, actor: &str, source: &Source) -> Option<ObjectState> {
+pub(crate) fn next_object(
+    prev: Option<&ObjectState>,
+    body: &EventBody,
+    height: u64,
+    actor: &str,
+    source: &Source,
+) -> Option<ObjectState> {
     match body {
-        EventBody::ObjectApplied { object, content_hash, generation, .. } => Some(ObjectState {
+        EventBody::ObjectApplied {
+            object,
+            content_hash,
+            generation,
+            ..
+        } => Some(ObjectState {
             object: object.clone(),
             content_hash: *content_hash,
             generation: *generation,
@@ -113,13 +132,29 @@ impl State {
     /// extend this state (wrong height or previous hash) or names a missing request.
     pub fn apply_entry(&mut self, entry: &Entry) -> Result<(), FoldError> {
         if entry.height != self.height + 1 {
-            return Err(FoldError::Gap { expected_prev: self.height, found: entry.height });
+            return Err(FoldError::Gap {
+                expected_prev: self.height,
+                found: entry.height,
+            });
         }
         if entry.prev_hash != self.head_hash {
-            return Err(FoldError::BrokenLink { height: entry.height, expected: self.head_hash, found: entry.prev_hash });
+            return Err(FoldError::BrokenLink {
+                height: entry.height,
+                expected: self.head_hash,
+                found: entry.prev_hash,
+            });
         }
-        if let Some((event, e)) = entry.events.iter().enumerate().find(|(_, e)| e.request as usize >= entry.requests.len()) {
-            return Err(FoldError::BadRequestIndex { height: entry.height, event, request: e.request });
+        if let Some((event, e)) = entry
+            .events
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.request as usize >= entry.requests.len())
+        {
+            return Err(FoldError::BadRequestIndex {
+                height: entry.height,
+                event,
+                request: e.request,
+            });
         }
         for e in &entry.events {
             let req = &entry.requests[e.request as usize].request;
@@ -138,18 +173,33 @@ impl State {
     }
 
     /// Applies one event at `height` (the fold step; callers keep heights in order).
-    pub(crate) fn apply_event(&mut self, height: u64, actor: &str, source: &Source, body: &EventBody) {
+    pub(crate) fn apply_event(
+        &mut self,
+        height: u64,
+        actor: &str,
+        source: &Source,
+        body: &EventBody,
+    ) {
         match body {
-            EventBody::ObjectApplied { key, .. } | EventBody::ObjectDeleted { key, .. } => match next_object(self.objects.get(key), body, height, actor, source) {
-                Some(o) => {
-                    self.objects.insert(key.clone(), o);
+            EventBody::ObjectApplied { key, .. } | EventBody::ObjectDeleted { key, .. } => {
+                match next_object(self.objects.get(key), body, height, actor, source) {
+                    Some(o) => {
+                        self.objects.insert(key.clone(), o);
+                    }
+                    None => {
+                        self.objects.remove(key);
+                    }
                 }
-                None => {
-                    self.objects.remove(key);
-                }
-            },
+            }
             EventBody::NodeJoined { node } => {
-                self.nodes.insert(node.name.clone(), NodeState { info: node.clone(), joined_height: height, lost_height: None });
+                self.nodes.insert(
+                    node.name.clone(),
+                    NodeState {
+                        info: node.clone(),
+                        joined_height: height,
+                        lost_height: None,
+                    },
+                );
             }
             EventBody::NodeLabelsChanged { name, labels } => {
                 if let Some(n) = self.nodes.get_mut(name) {
@@ -161,7 +211,10 @@ impl State {
                     n.lost_height = Some(height);
                 }
             }
-            EventBody::MembershipChanged { validators, effective_height } => {
+            EventBody::MembershipChanged {
+                validators,
+                effective_height,
+            } => {
                 self.pending_validators = Some((*effective_height, validators.clone()));
             }
         }
@@ -173,9 +226,15 @@ impl State {
     }
 
     /// Objects of a kind, optionally in one namespace, ordered by namespace and name.
-    pub fn list(&self, kind: Kind, namespace: Option<&str>) -> impl Iterator<Item = (&ObjectKey, &ObjectState)> {
+    pub fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+    ) -> impl Iterator<Item = (&ObjectKey, &ObjectState)> {
         let start = ObjectKey::new(kind, namespace.unwrap_or(""), "");
-        self.objects.range(start..).take_while(move |(k, _)| k.kind == kind && namespace.is_none_or(|ns| k.namespace == ns))
+        self.objects.range(start..).take_while(move |(k, _)| {
+            k.kind == kind && namespace.is_none_or(|ns| k.namespace == ns)
+        })
     }
 }
 
@@ -188,7 +247,16 @@ mod tests {
     use ed25519_dalek::SigningKey;
 
     fn req(actor: &str, source: Source) -> SignedRequest {
-        let r = Request { id: "x".into(), actor: actor.into(), source, ops: vec![Op::Delete { key: key("a"), if_version: None }], created_at_ms: 0 };
+        let r = Request {
+            id: "x".into(),
+            actor: actor.into(),
+            source,
+            ops: vec![Op::Delete {
+                key: key("a"),
+                if_version: None,
+            }],
+            created_at_ms: 0,
+        };
         SignedRequest::sign(r, &SigningKey::from_bytes(&[1; 32]))
     }
 
@@ -197,22 +265,73 @@ mod tests {
     }
 
     fn applied(name: &str, gen_: u64, v: i64) -> Event {
-        Event { request: 0, body: EventBody::ObjectApplied { key: key(name), object: serde_json::json!({ "v": v }), content_hash: ContentHash([v as u8; 32]), generation: gen_ } }
+        Event {
+            request: 0,
+            body: EventBody::ObjectApplied {
+                key: key(name),
+                object: serde_json::json!({ "v": v }),
+                content_hash: ContentHash([v as u8; 32]),
+                generation: gen_,
+            },
+        }
     }
 
     #[test]
     fn fold_tracks_versions_owner_and_deletes() {
-        let git = Source::Gitops { git_source: "default/apps".into(), repo: "r".into(), commit: "c".into(), tree: "t".into(), author: "a".into(), committer: "c".into(), message: "m".into() };
-        let e1 = build_entry(EntryHash::ZERO, 1, 100, vec![req("git", git.clone())], vec![applied("a", 1, 1), applied("b", 1, 1)]).unwrap();
-        let e2 = build_entry(e1.hash, 2, 200, vec![req("user:alice", Source::Cli)], vec![applied("a", 2, 2)]).unwrap();
-        let e3 = build_entry(e2.hash, 3, 300, vec![req("user:bob", Source::Cli)], vec![Event { request: 0, body: EventBody::ObjectDeleted { key: key("b"), generation: 1 } }]).unwrap();
+        let git = Source::Gitops {
+            git_source: "default/apps".into(),
+            repo: "r".into(),
+            commit: "c".into(),
+            tree: "t".into(),
+            author: "a".into(),
+            committer: "c".into(),
+            message: "m".into(),
+        };
+        let e1 = build_entry(
+            EntryHash::ZERO,
+            1,
+            100,
+            vec![req("git", git.clone())],
+            vec![applied("a", 1, 1), applied("b", 1, 1)],
+        )
+        .unwrap();
+        let e2 = build_entry(
+            e1.hash,
+            2,
+            200,
+            vec![req("user:alice", Source::Cli)],
+            vec![applied("a", 2, 2)],
+        )
+        .unwrap();
+        let e3 = build_entry(
+            e2.hash,
+            3,
+            300,
+            vec![req("user:bob", Source::Cli)],
+            vec![Event {
+                request: 0,
+                body: EventBody::ObjectDeleted {
+                    key: key("b"),
+                    generation: 1,
+                },
+            }],
+        )
+        .unwrap();
         let mut s = State::new();
         for e in [&e1, &e2, &e3] {
             s.apply_entry(e).unwrap();
         }
         assert_eq!((s.height, s.head_hash, s.timestamp_ms), (3, e3.hash, 300));
         let a = s.get(&key("a")).unwrap();
-        assert_eq!((a.generation, a.resource_version, a.created_height, a.updated_height), (2, 2, 1, 2));
+        assert_eq!(
+            (
+                a.generation,
+                a.resource_version,
+                a.created_height,
+                a.updated_height
+            ),
+            (2, 2, 1, 2)
+        );
         assert_eq!(a.last_actor, "user:alice");
         assert_eq!(a.owner, "gitops:default/apps");
         assert_eq!(a.last_source, Source::Cli);
@@ -223,20 +342,47 @@ mod tests {
 
     #[test]
     fn fold_refuses_gaps_and_broken_links() {
-        let e1 = build_entry(EntryHash::ZERO, 1, 1, vec![req("a", Source::Cli)], vec![applied("a", 1, 1)]).unwrap();
-        let e2 = build_entry(EntryHash([5; 32]), 2, 1, vec![req("a", Source::Cli)], vec![]).unwrap();
+        let e1 = build_entry(
+            EntryHash::ZERO,
+            1,
+            1,
+            vec![req("a", Source::Cli)],
+            vec![applied("a", 1, 1)],
+        )
+        .unwrap();
+        let e2 = build_entry(
+            EntryHash([5; 32]),
+            2,
+            1,
+            vec![req("a", Source::Cli)],
+            vec![],
+        )
+        .unwrap();
         let mut s = State::new();
         assert!(matches!(s.apply_entry(&e2), Err(FoldError::Gap { .. })));
         s.apply_entry(&e1).unwrap();
         let before = s.clone();
-        assert!(matches!(s.apply_entry(&e2), Err(FoldError::BrokenLink { height: 2, .. })));
+        assert!(matches!(
+            s.apply_entry(&e2),
+            Err(FoldError::BrokenLink { height: 2, .. })
+        ));
         assert_eq!(s, before);
     }
 
     #[test]
     fn membership_takes_effect_at_its_height() {
-        let v = vec![Validator { public_key: [1; 32], address: "a".into(), power: 1 }];
-        let ev = Event { request: 0, body: EventBody::MembershipChanged { validators: v.clone(), effective_height: 3 } };
+        let v = vec![Validator {
+            public_key: [1; 32],
+            address: "a".into(),
+            power: 1,
+        }];
+        let ev = Event {
+            request: 0,
+            body: EventBody::MembershipChanged {
+                validators: v.clone(),
+                effective_height: 3,
+            },
+        };
         let e1 = build_entry(EntryHash::ZERO, 1, 1, vec![req("a", Source::Cli)], vec![ev]).unwrap();
         let e2 = build_entry(e1.hash, 2, 1, vec![req("a", Source::Cli)], vec![]).unwrap();
         let e3 = build_entry(e2.hash, 3, 1, vec![req("a", Source::Cli)], vec![]).unwrap();

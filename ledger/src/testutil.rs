@@ -20,11 +20,20 @@ pub fn signing_key(seed: u8) -> SigningKey {
 }
 
 pub fn apply(object: Value) -> Op {
-    Op::Apply { object, if_version: None }
+    Op::Apply {
+        object,
+        if_version: None,
+    }
 }
 
 pub fn request(id: &str, actor: &str, ops: Vec<Op>) -> Request {
-    Request { id: id.into(), actor: actor.into(), source: Source::Cli, ops, created_at_ms: 0 }
+    Request {
+        id: id.into(),
+        actor: actor.into(),
+        source: Source::Cli,
+        ops,
+        created_at_ms: 0,
+    }
 }
 
 /// A request signed with the key of seed 1.
@@ -34,13 +43,23 @@ pub fn signed(id: &str, actor: &str, ops: Vec<Op>) -> SignedRequest {
 
 /// A unique, cleaned-up directory for a test store.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("nexus-ledger-").tempdir().expect("temp dir")
+    tempfile::Builder::new()
+        .prefix("nexus-ledger-")
+        .tempdir()
+        .expect("temp dir")
 }
 
 /// Executes `requests` on `state`, appends the entry, and folds it into `state`.
-pub fn commit_requests(store: &crate::store::Store, state: &mut crate::state::State, ts: u64, requests: Vec<SignedRequest>) -> crate::entry::Entry {
+pub fn commit_requests(
+    store: &crate::store::Store,
+    state: &mut crate::state::State,
+    ts: u64,
+    requests: Vec<SignedRequest>,
+) -> crate::entry::Entry {
     let ex = crate::execute::execute(state, &requests);
-    let commit = ex.into_commit(state.head_hash, state.height + 1, ts, None).expect("build");
+    let commit = ex
+        .into_commit(state.head_hash, state.height + 1, ts, None)
+        .expect("build");
     store.append(std::slice::from_ref(&commit)).expect("append");
     state.apply_entry(&commit.entry).expect("fold");
     commit.entry

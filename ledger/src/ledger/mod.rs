@@ -31,7 +31,11 @@ pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// The system clock.
 pub fn system_clock() -> Clock {
-    Arc::new(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    })
 }
 
 /// Ledger settings.
@@ -44,7 +48,10 @@ pub struct LedgerConfig {
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        LedgerConfig { store: StoreConfig::default(), max_batch: 4096 }
+        LedgerConfig {
+            store: StoreConfig::default(),
+            max_batch: 4096,
+        }
     }
 }
 
@@ -110,7 +117,9 @@ pub struct Ledger {
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ledger").field("store", &self.store).finish()
+        f.debug_struct("Ledger")
+            .field("store", &self.store)
+            .finish()
     }
 }
 
@@ -121,15 +130,37 @@ impl Ledger {
     }
 
     /// Opens a ledger ordered by `sequencer`, timestamping entries with `clock`.
-    pub fn open_with(path: impl AsRef<Path>, config: LedgerConfig, sequencer: Box<dyn Sequencer>, clock: Clock) -> Result<Ledger, OpenError> {
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        config: LedgerConfig,
+        sequencer: Box<dyn Sequencer>,
+        clock: Clock,
+    ) -> Result<Ledger, OpenError> {
         let store = Arc::new(Store::open(path, config.store.clone())?);
         let (state, load_report) = store.load_state()?;
         let state = Arc::new(RwLock::new(state));
         let subscribers: Subscribers = Arc::default();
         let (tx, rx) = mpsc::channel();
-        let w = writer::Writer { store: store.clone(), state: state.clone(), sequencer, clock, subscribers: subscribers.clone(), max_batch: config.max_batch.max(1) };
-        let handle = std::thread::Builder::new().name("nexus-ledger-writer".into()).spawn(move || w.run(rx)).map_err(OpenError::Thread)?;
-        Ok(Ledger { store, state, jobs: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)), subscribers, load_report })
+        let w = writer::Writer {
+            store: store.clone(),
+            state: state.clone(),
+            sequencer,
+            clock,
+            subscribers: subscribers.clone(),
+            max_batch: config.max_batch.max(1),
+        };
+        let handle = std::thread::Builder::new()
+            .name("nexus-ledger-writer".into())
+            .spawn(move || w.run(rx))
+            .map_err(OpenError::Thread)?;
+        Ok(Ledger {
+            store,
+            state,
+            jobs: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            subscribers,
+            load_report,
+        })
     }
 
     /// Verifies `request` against the caller's certificate identity and key, then commits it.
@@ -145,7 +176,8 @@ impl Ledger {
         {
             let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
             let tx = jobs.as_ref().ok_or(SubmitError::Closed)?;
-            tx.send(Job { request, reply }).map_err(|_| SubmitError::Closed)?;
+            tx.send(Job { request, reply })
+                .map_err(|_| SubmitError::Closed)?;
         }
         answer.recv().map_err(|_| SubmitError::Closed)?
     }
@@ -184,7 +216,10 @@ impl Ledger {
     /// Every entry committed from now on, in order (for watches and controllers).
     pub fn subscribe(&self) -> mpsc::Receiver<Arc<Entry>> {
         let (tx, rx) = mpsc::channel();
-        self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
         rx
     }
 

@@ -15,7 +15,14 @@ fn test_clock() -> Clock {
 }
 
 fn config() -> LedgerConfig {
-    LedgerConfig { store: StoreConfig { snapshot_every: 50, cache_bytes: 16 << 20, ..StoreConfig::default() }, ..LedgerConfig::default() }
+    LedgerConfig {
+        store: StoreConfig {
+            snapshot_every: 50,
+            cache_bytes: 16 << 20,
+            ..StoreConfig::default()
+        },
+        ..LedgerConfig::default()
+    }
 }
 
 fn open(path: &Path) -> Ledger {
@@ -23,7 +30,10 @@ fn open(path: &Path) -> Ledger {
 }
 
 fn caller(actor: &str, seed: u8) -> Caller {
-    Caller { actor: actor.into(), public_key: signing_key(seed).verifying_key().to_bytes() }
+    Caller {
+        actor: actor.into(),
+        public_key: signing_key(seed).verifying_key().to_bytes(),
+    }
 }
 
 fn sign(id: &str, actor: &str, seed: u8, ops: Vec<Op>) -> SignedRequest {
@@ -39,17 +49,77 @@ fn submit_reports_kubectl_outcomes_and_is_idempotent() {
     let dir = tempdir();
     let l = open(&dir.path().join("l.redb"));
     let alice = caller("user:alice", 1);
-    let a = l.submit(sign("1", "user:alice", 1, vec![apply(workload("a", 1)), apply(workload("b", 1))]), &alice).unwrap();
-    assert_eq!((a.height, actions(&a)), (1, vec![Action::Created, Action::Created]));
-    let a = l.submit(sign("2", "user:alice", 1, vec![apply(workload("a", 1)), apply(workload("b", 2))]), &alice).unwrap();
-    assert_eq!((a.height, actions(&a)), (2, vec![Action::Unchanged, Action::Configured]));
+    let a = l
+        .submit(
+            sign(
+                "1",
+                "user:alice",
+                1,
+                vec![apply(workload("a", 1)), apply(workload("b", 1))],
+            ),
+            &alice,
+        )
+        .unwrap();
+    assert_eq!(
+        (a.height, actions(&a)),
+        (1, vec![Action::Created, Action::Created])
+    );
+    let a = l
+        .submit(
+            sign(
+                "2",
+                "user:alice",
+                1,
+                vec![apply(workload("a", 1)), apply(workload("b", 2))],
+            ),
+            &alice,
+        )
+        .unwrap();
+    assert_eq!(
+        (a.height, actions(&a)),
+        (2, vec![Action::Unchanged, Action::Configured])
+    );
     // Nothing changes: no entry, no event.
-    let a = l.submit(sign("3", "user:alice", 1, vec![apply(workload("a", 1)), apply(workload("b", 2))]), &alice).unwrap();
-    assert_eq!((a.height, actions(&a)), (2, vec![Action::Unchanged, Action::Unchanged]));
+    let a = l
+        .submit(
+            sign(
+                "3",
+                "user:alice",
+                1,
+                vec![apply(workload("a", 1)), apply(workload("b", 2))],
+            ),
+            &alice,
+        )
+        .unwrap();
+    assert_eq!(
+        (a.height, actions(&a)),
+        (2, vec![Action::Unchanged, Action::Unchanged])
+    );
     assert_eq!(l.height(), 2);
     let b = l.get(&wkey("b")).unwrap();
-    assert_eq!((b.generation, b.resource_version, b.last_actor.as_str(), b.owner.as_str()), (2, 2, "user:alice", "apply"));
-    let a = l.submit(sign("4", "user:alice", 1, vec![Op::Delete { key: wkey("a"), if_version: Some(1) }]), &alice).unwrap();
+    assert_eq!(
+        (
+            b.generation,
+            b.resource_version,
+            b.last_actor.as_str(),
+            b.owner.as_str()
+        ),
+        (2, 2, "user:alice", "apply")
+    );
+    let a = l
+        .submit(
+            sign(
+                "4",
+                "user:alice",
+                1,
+                vec![Op::Delete {
+                    key: wkey("a"),
+                    if_version: Some(1),
+                }],
+            ),
+            &alice,
+        )
+        .unwrap();
     assert_eq!(actions(&a), [Action::Deleted]);
     assert!(l.get(&wkey("a")).is_none());
 }
@@ -59,11 +129,54 @@ fn conflicts_and_failed_operations_write_nothing() {
     let dir = tempdir();
     let l = open(&dir.path().join("l.redb"));
     let alice = caller("user:alice", 1);
-    l.submit(sign("1", "user:alice", 1, vec![apply(workload("a", 1))]), &alice).unwrap();
-    let err = l.submit(sign("2", "user:alice", 1, vec![Op::Apply { object: workload("a", 2), if_version: Some(7) }]), &alice).unwrap_err();
-    assert_eq!(err, SubmitError::Request(RequestError::Conflict { key: wkey("a"), expected: 7, current: Some(1) }));
-    let err = l.submit(sign("3", "user:alice", 1, vec![apply(workload("b", 1)), Op::Delete { key: wkey("nope"), if_version: None }]), &alice).unwrap_err();
-    assert!(matches!(err, SubmitError::Request(RequestError::NotFound { .. })));
+    l.submit(
+        sign("1", "user:alice", 1, vec![apply(workload("a", 1))]),
+        &alice,
+    )
+    .unwrap();
+    let err = l
+        .submit(
+            sign(
+                "2",
+                "user:alice",
+                1,
+                vec![Op::Apply {
+                    object: workload("a", 2),
+                    if_version: Some(7),
+                }],
+            ),
+            &alice,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        SubmitError::Request(RequestError::Conflict {
+            key: wkey("a"),
+            expected: 7,
+            current: Some(1)
+        })
+    );
+    let err = l
+        .submit(
+            sign(
+                "3",
+                "user:alice",
+                1,
+                vec![
+                    apply(workload("b", 1)),
+                    Op::Delete {
+                        key: wkey("nope"),
+                        if_version: None,
+                    },
+                ],
+            ),
+            &alice,
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        SubmitError::Request(RequestError::NotFound { .. })
+    ));
     assert!(l.get(&wkey("b")).is_none(), "the whole request failed");
     assert_eq!(l.height(), 1);
     assert_eq!(l.store().head().unwrap().unwrap().height, 1);
@@ -75,13 +188,31 @@ fn signatures_are_checked_against_the_callers_certificate() {
     let l = open(&dir.path().join("l.redb"));
     let req = sign("1", "user:alice", 1, vec![apply(workload("a", 1))]);
     let err = l.submit(req.clone(), &caller("user:bob", 1)).unwrap_err();
-    assert!(matches!(err, SubmitError::Signature(SignatureError::ActorMismatch { .. })), "{err}");
+    assert!(
+        matches!(
+            err,
+            SubmitError::Signature(SignatureError::ActorMismatch { .. })
+        ),
+        "{err}"
+    );
     let err = l.submit(req.clone(), &caller("user:alice", 2)).unwrap_err();
-    assert!(matches!(err, SubmitError::Signature(SignatureError::KeyMismatch { .. })), "{err}");
+    assert!(
+        matches!(
+            err,
+            SubmitError::Signature(SignatureError::KeyMismatch { .. })
+        ),
+        "{err}"
+    );
     let mut forged = req.clone();
     forged.request.ops = vec![apply(workload("evil", 1))];
     let err = l.submit(forged, &caller("user:alice", 1)).unwrap_err();
-    assert!(matches!(err, SubmitError::Signature(SignatureError::BadSignature { .. })), "{err}");
+    assert!(
+        matches!(
+            err,
+            SubmitError::Signature(SignatureError::BadSignature { .. })
+        ),
+        "{err}"
+    );
     assert_eq!(l.height(), 0);
 }
 
@@ -93,17 +224,44 @@ fn a_retried_request_id_is_applied_once() {
     let req = sign("req-1", "user:alice", 1, vec![apply(workload("a", 1))]);
     let first = l.submit(req.clone(), &alice).unwrap();
     // Someone else changes the object; the retry must not revert it.
-    l.submit(sign("other", "user:alice", 1, vec![apply(workload("a", 5))]), &alice).unwrap();
+    l.submit(
+        sign("other", "user:alice", 1, vec![apply(workload("a", 5))]),
+        &alice,
+    )
+    .unwrap();
     let retry = l.submit(req.clone(), &alice).unwrap();
-    assert_eq!(retry, Applied { duplicate: true, ..first.clone() });
+    assert_eq!(
+        retry,
+        Applied {
+            duplicate: true,
+            ..first.clone()
+        }
+    );
     assert_eq!(l.height(), 2);
     assert_eq!(l.get(&wkey("a")).unwrap().generation, 2);
-    let err = l.submit(sign("req-1", "user:alice", 1, vec![apply(workload("zzz", 1))]), &alice).unwrap_err();
-    assert!(matches!(err, SubmitError::Request(RequestError::RequestIdReused { .. })), "{err}");
+    let err = l
+        .submit(
+            sign("req-1", "user:alice", 1, vec![apply(workload("zzz", 1))]),
+            &alice,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SubmitError::Request(RequestError::RequestIdReused { .. })
+        ),
+        "{err}"
+    );
     // Also after a restart.
     drop(l);
     let l = open(&dir.path().join("l.redb"));
-    assert_eq!(l.submit(req, &alice).unwrap(), Applied { duplicate: true, ..first });
+    assert_eq!(
+        l.submit(req, &alice).unwrap(),
+        Applied {
+            duplicate: true,
+            ..first
+        }
+    );
 }
 
 #[test]
@@ -118,12 +276,20 @@ fn concurrent_submitters_share_entries() {
             let l = l.clone();
             std::thread::spawn(move || {
                 let actor = format!("user:t{t}");
-                let who = Caller { actor: actor.clone(), public_key: signing_key(t as u8 + 1).verifying_key().to_bytes() };
+                let who = Caller {
+                    actor: actor.clone(),
+                    public_key: signing_key(t as u8 + 1).verifying_key().to_bytes(),
+                };
                 let mut heights = Vec::new();
                 for i in 0..per_thread {
                     // Each thread creates its own objects and keeps updating a shared one.
-                    let ops = vec![apply(workload(&format!("t{t}-{i}"), 1)), apply(workload("shared", (t * 1000 + i) as u64 + 1))];
-                    let a = l.submit(sign(&format!("{t}-{i}"), &actor, t as u8 + 1, ops), &who).unwrap();
+                    let ops = vec![
+                        apply(workload(&format!("t{t}-{i}"), 1)),
+                        apply(workload("shared", (t * 1000 + i) as u64 + 1)),
+                    ];
+                    let a = l
+                        .submit(sign(&format!("{t}-{i}"), &actor, t as u8 + 1, ops), &who)
+                        .unwrap();
                     heights.push(a.height);
                 }
                 heights
@@ -133,12 +299,18 @@ fn concurrent_submitters_share_entries() {
     let mut all_heights = Vec::new();
     for h in handles {
         let heights = h.join().unwrap();
-        assert!(heights.windows(2).all(|w| w[0] < w[1]), "each caller sees its own requests in order");
+        assert!(
+            heights.windows(2).all(|w| w[0] < w[1]),
+            "each caller sees its own requests in order"
+        );
         all_heights.extend(heights);
     }
     let total = threads * per_thread;
     let height = l.height();
-    assert!(height < total as u64, "group commit: {height} entries for {total} requests");
+    assert!(
+        height < total as u64,
+        "group commit: {height} entries for {total} requests"
+    );
     let state = l.state().clone();
     assert_eq!(state.objects.len(), total + 1);
     assert_eq!(state.get(&wkey("shared")).unwrap().generation, total as u64);
@@ -159,19 +331,49 @@ impl Sequencer for Foreign {
     fn decide(&mut self, _height: u64, proposal: Proposal) -> Result<Decision, SequencerError> {
         let mut requests: Vec<SignedRequest> = self.foreign.take().into_iter().collect();
         requests.extend(proposal.requests.into_iter().take(1));
-        Ok(Decision { requests, timestamp_ms: proposal.timestamp_ms, certificate: Some(b"cert".to_vec()) })
+        Ok(Decision {
+            requests,
+            timestamp_ms: proposal.timestamp_ms,
+            certificate: Some(b"cert".to_vec()),
+        })
     }
 }
 
 #[test]
 fn the_sequencer_seam_requeues_undecided_requests() {
     let dir = tempdir();
-    let foreign = sign("f", "user:zed", 9, vec![apply(workload("from-elsewhere", 1))]);
-    let l = Arc::new(Ledger::open_with(dir.path().join("l.redb"), config(), Box::new(Foreign { foreign: Some(foreign) }), test_clock()).unwrap());
+    let foreign = sign(
+        "f",
+        "user:zed",
+        9,
+        vec![apply(workload("from-elsewhere", 1))],
+    );
+    let l = Arc::new(
+        Ledger::open_with(
+            dir.path().join("l.redb"),
+            config(),
+            Box::new(Foreign {
+                foreign: Some(foreign),
+            }),
+            test_clock(),
+        )
+        .unwrap(),
+    );
     let handles: Vec<_> = (0..4)
         .map(|i| {
             let l = l.clone();
-            std::thread::spawn(move || l.submit(sign(&format!("r{i}"), "user:alice", 1, vec![apply(workload(&format!("w{i}"), 1))]), &caller("user:alice", 1)).unwrap())
+            std::thread::spawn(move || {
+                l.submit(
+                    sign(
+                        &format!("r{i}"),
+                        "user:alice",
+                        1,
+                        vec![apply(workload(&format!("w{i}"), 1))],
+                    ),
+                    &caller("user:alice", 1),
+                )
+                .unwrap()
+            })
         })
         .collect();
     for h in handles {
@@ -179,7 +381,10 @@ fn the_sequencer_seam_requeues_undecided_requests() {
     }
     let s = l.state().clone();
     assert_eq!(s.objects.len(), 5);
-    assert_eq!(s.get(&wkey("from-elsewhere")).unwrap().last_actor, "user:zed");
+    assert_eq!(
+        s.get(&wkey("from-elsewhere")).unwrap().last_actor,
+        "user:zed"
+    );
     assert!(s.height >= 4);
     assert_eq!(l.store().certificate(1).unwrap(), Some(b"cert".to_vec()));
 }
@@ -192,7 +397,16 @@ fn reopening_after_drop_restores_state() {
         let l = open(&path);
         let alice = caller("user:alice", 1);
         for i in 0..120u64 {
-            l.submit(sign(&format!("{i}"), "user:alice", 1, vec![apply(workload(&format!("w{}", i % 7), i + 1))]), &alice).unwrap();
+            l.submit(
+                sign(
+                    &format!("{i}"),
+                    "user:alice",
+                    1,
+                    vec![apply(workload(&format!("w{}", i % 7), i + 1))],
+                ),
+                &alice,
+            )
+            .unwrap();
         }
         l.state().clone()
     };
@@ -209,7 +423,9 @@ const CRASH_ENV: &str = "NEXUS_LEDGER_CRASH_CHILD";
 /// printing `ACK <actor> <id> <height>` after each acknowledgement.
 #[test]
 fn crash_child() {
-    let Ok(path) = std::env::var(CRASH_ENV) else { return };
+    let Ok(path) = std::env::var(CRASH_ENV) else {
+        return;
+    };
     let l = Arc::new(Ledger::open(&path, config()).unwrap());
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let handles: Vec<_> = (0..4u8)
@@ -217,10 +433,15 @@ fn crash_child() {
             let (l, out) = (l.clone(), out.clone());
             std::thread::spawn(move || {
                 let actor = format!("user:c{t}");
-                let who = Caller { actor: actor.clone(), public_key: signing_key(t + 1).verifying_key().to_bytes() };
+                let who = Caller {
+                    actor: actor.clone(),
+                    public_key: signing_key(t + 1).verifying_key().to_bytes(),
+                };
                 for i in 0u64.. {
                     let ops = vec![apply(workload(&format!("c{t}-{}", i % 50), i + 1))];
-                    let a = l.submit(sign(&format!("{t}-{i}"), &actor, t + 1, ops), &who).unwrap();
+                    let a = l
+                        .submit(sign(&format!("{t}-{i}"), &actor, t + 1, ops), &who)
+                        .unwrap();
                     use std::io::Write;
                     let mut o = out.lock().unwrap();
                     writeln!(o, "ACK {actor} {t}-{i} {}", a.height).unwrap();
@@ -240,7 +461,12 @@ fn acknowledged_applies_survive_kill_9() {
     let dir = tempdir();
     let path = dir.path().join("l.redb");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "ledger::tests::crash_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "ledger::tests::crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CRASH_ENV, &path)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -252,7 +478,11 @@ fn acknowledged_applies_survive_kill_9() {
         let line = line.unwrap();
         let parts: Vec<&str> = line.split(' ').collect();
         if let ["ACK", actor, id, height] = parts[..] {
-            acked.push((actor.to_string(), id.to_string(), height.parse::<u64>().unwrap()));
+            acked.push((
+                actor.to_string(),
+                id.to_string(),
+                height.parse::<u64>().unwrap(),
+            ));
         }
         if acked.len() == 300 {
             child.kill().unwrap(); // SIGKILL: no clean shutdown
@@ -264,17 +494,27 @@ fn acknowledged_applies_survive_kill_9() {
 
     let l = open(&path);
     for (actor, id, height) in &acked {
-        let rec = l.store().request_record(actor, id).unwrap().unwrap_or_else(|| panic!("acknowledged {actor} {id} is missing"));
+        let rec = l
+            .store()
+            .request_record(actor, id)
+            .unwrap()
+            .unwrap_or_else(|| panic!("acknowledged {actor} {id} is missing"));
         assert_eq!(rec.height, *height);
     }
     // The state equals a full fold of the log, and the chain links.
     let mut full = State::new();
     let head = l.store().head().unwrap().unwrap();
     for h in 1..=head.height {
-        full.apply_entry(&l.store().entry(h).unwrap().unwrap()).unwrap();
+        full.apply_entry(&l.store().entry(h).unwrap().unwrap())
+            .unwrap();
     }
     assert_eq!(*l.state(), full);
     // And it keeps working.
-    let a = l.submit(sign("after", "user:c0", 1, vec![apply(workload("after", 1))]), &caller("user:c0", 1)).unwrap();
+    let a = l
+        .submit(
+            sign("after", "user:c0", 1, vec![apply(workload("after", 1))]),
+            &caller("user:c0", 1),
+        )
+        .unwrap();
     assert_eq!(a.height, head.height + 1);
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, RwLock};
 
-use super::{Applied, Clock, Job, Subscribers, SubmitError};
+use super::{Applied, Clock, Job, SubmitError, Subscribers};
 use crate::execute::execute;
 use crate::plan::RequestError;
 use crate::request::SignedRequest;
@@ -43,7 +43,10 @@ impl Waiting {
         let mut first = true;
         for job in self.jobs {
             let r = match &result {
-                Ok(a) if !first => Ok(Applied { duplicate: true, ..a.clone() }),
+                Ok(a) if !first => Ok(Applied {
+                    duplicate: true,
+                    ..a.clone()
+                }),
                 other => other.clone(),
             };
             first = false;
@@ -91,7 +94,10 @@ impl Writer {
             let s = self.read_state();
             (s.height + 1, s.head_hash, s.timestamp_ms)
         };
-        let proposal = Proposal { requests: waiting.iter().map(|w| w.request.clone()).collect(), timestamp_ms: (self.clock)().max(prev_ts) };
+        let proposal = Proposal {
+            requests: waiting.iter().map(|w| w.request.clone()).collect(),
+            timestamp_ms: (self.clock)().max(prev_ts),
+        };
         let decision = match self.sequencer.decide(height, proposal) {
             Ok(d) => d,
             Err(e) => {
@@ -111,7 +117,10 @@ impl Writer {
             if !seen.insert(key.clone()) {
                 continue;
             }
-            let local = waiting.iter().position(|w| w.key == key && w.digest == req.request.digest()).map(|i| waiting.swap_remove(i));
+            let local = waiting
+                .iter()
+                .position(|w| w.key == key && w.digest == req.request.digest())
+                .map(|i| waiting.swap_remove(i));
             if local.is_none() && !self.foreign_ok(&req) {
                 continue;
             }
@@ -130,7 +139,15 @@ impl Writer {
                 // Answered after the commit: the plan may rest on earlier requests of the entry.
                 Ok(outcomes) => {
                     let at = if changed { height } else { height - 1 };
-                    answers.push((w, Applied { height: at, request_id: req.request.id.clone(), outcomes, duplicate: false }));
+                    answers.push((
+                        w,
+                        Applied {
+                            height: at,
+                            request_id: req.request.id.clone(),
+                            outcomes,
+                            duplicate: false,
+                        },
+                    ));
                 }
                 Err(e) => w.answer(Err(e.into())),
             }
@@ -141,11 +158,18 @@ impl Writer {
             }
             return requeue;
         }
-        let commit = match execution.into_commit(prev_hash, height, decision.timestamp_ms.max(prev_ts), decision.certificate) {
+        let commit = match execution.into_commit(
+            prev_hash,
+            height,
+            decision.timestamp_ms.max(prev_ts),
+            decision.certificate,
+        ) {
             Ok(c) => c,
             Err(e) => {
                 for (w, _) in answers {
-                    w.answer(Err(SubmitError::Storage(format!("building entry {height}: {e}"))));
+                    w.answer(Err(SubmitError::Storage(format!(
+                        "building entry {height}: {e}"
+                    ))));
                 }
                 return requeue;
             }
@@ -161,7 +185,10 @@ impl Writer {
         for (w, applied) in answers {
             w.answer(Ok(applied));
         }
-        self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).retain(|s| s.send(entry.clone()).is_ok());
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|s| s.send(entry.clone()).is_ok());
         requeue
     }
 
@@ -187,21 +214,39 @@ impl Writer {
                 if w.digest == digest {
                     w.jobs.push(job);
                 } else {
-                    let _ = job.reply.send(Err(RequestError::RequestIdReused { id: key.1, actor: key.0 }.into()));
+                    let _ = job.reply.send(Err(RequestError::RequestIdReused {
+                        id: key.1,
+                        actor: key.0,
+                    }
+                    .into()));
                 }
                 continue;
             }
             match view.request_record(&key.0, &key.1) {
                 Ok(Some(rec)) if rec.digest == digest => {
-                    let _ = job.reply.send(Ok(Applied { height: rec.height, request_id: key.1, outcomes: rec.outcomes, duplicate: true }));
+                    let _ = job.reply.send(Ok(Applied {
+                        height: rec.height,
+                        request_id: key.1,
+                        outcomes: rec.outcomes,
+                        duplicate: true,
+                    }));
                 }
                 Ok(Some(_)) => {
-                    let _ = job.reply.send(Err(RequestError::RequestIdReused { id: key.1, actor: key.0 }.into()));
+                    let _ = job.reply.send(Err(RequestError::RequestIdReused {
+                        id: key.1,
+                        actor: key.0,
+                    }
+                    .into()));
                 }
                 Ok(None) => {
                     index.insert(key.clone(), out.len());
                     let request = job.request.clone();
-                    out.push(Waiting { key, request, digest, jobs: vec![job] });
+                    out.push(Waiting {
+                        key,
+                        request,
+                        digest,
+                        jobs: vec![job],
+                    });
                 }
                 Err(e) => {
                     let _ = job.reply.send(Err(SubmitError::Storage(e.to_string())));
@@ -217,7 +262,11 @@ impl Writer {
         if req.verify().is_err() {
             return false;
         }
-        matches!(self.store.request_record(&req.request.actor, &req.request.id), Ok(None))
+        matches!(
+            self.store
+                .request_record(&req.request.actor, &req.request.id),
+            Ok(None)
+        )
     }
 
     fn fold(&self, entry: &crate::entry::Entry) {

@@ -22,8 +22,8 @@ use crate::snapshot;
 use crate::state::{FoldError, State};
 
 pub use read::ReadView;
-pub use tables::{Head, RequestRecord};
 pub(crate) use tables::*;
+pub use tables::{Head, RequestRecord};
 
 /// Store settings.
 #[derive(Debug, Clone)]
@@ -41,7 +41,12 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { snapshot_every: 1000, snapshots_kept: 2, cache_bytes: 256 << 20, quick_repair: false }
+        StoreConfig {
+            snapshot_every: 1000,
+            snapshots_kept: 2,
+            cache_bytes: 256 << 20,
+            quick_repair: false,
+        }
     }
 }
 
@@ -51,7 +56,11 @@ pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] redb::Error),
     #[error("entry {height} is corrupt ({what}): {source}")]
-    Corrupt { height: u64, what: &'static str, source: CodecError },
+    Corrupt {
+        height: u64,
+        what: &'static str,
+        source: CodecError,
+    },
     #[error("entry {height} is missing")]
     Missing { height: u64 },
     #[error("entry {height} does not extend the log: {reason}")]
@@ -59,9 +68,17 @@ pub enum StoreError {
     #[error("entry {height}: the stored hash does not match the entry's content")]
     HashMismatch { height: u64 },
     #[error("entry {height}: {outcomes} outcome lists for {requests} requests")]
-    Outcomes { height: u64, outcomes: usize, requests: usize },
+    Outcomes {
+        height: u64,
+        outcomes: usize,
+        requests: usize,
+    },
     #[error("entry {height}: request {id:?} of {actor} was already committed")]
-    DuplicateRequest { height: u64, actor: String, id: String },
+    DuplicateRequest {
+        height: u64,
+        actor: String,
+        id: String,
+    },
     #[error("replaying the log: {0}")]
     Fold(#[from] FoldError),
     #[error("{path}: unsupported store format {found}")]
@@ -119,11 +136,17 @@ impl Store {
     /// first; every commit that returned is there.
     pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Store, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let db = Database::builder().set_cache_size(config.cache_bytes).create(&path).map_err(dberr)?;
+        let db = Database::builder()
+            .set_cache_size(config.cache_bytes)
+            .create(&path)
+            .map_err(dberr)?;
         let txn = db.begin_write().map_err(dberr)?;
         {
             let mut meta = txn.open_table(META).map_err(dberr)?;
-            let found = meta.get("format").map_err(dberr)?.map(|v| v.value().first().copied().unwrap_or(0));
+            let found = meta
+                .get("format")
+                .map_err(dberr)?
+                .map(|v| v.value().first().copied().unwrap_or(0));
             match found {
                 None => {
                     meta.insert("format", [FORMAT].as_slice()).map_err(dberr)?;
@@ -146,6 +169,12 @@ impl Store {
         }
         txn.commit().map_err(dberr)?;
         Ok(Store { db, config, path })
+    }
+
+    /// The redb database (tests tamper with rows through it).
+    #[cfg(test)]
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -177,7 +206,11 @@ impl Store {
     }
 
     /// Where `(actor, id)` was committed and what it did.
-    pub fn request_record(&self, actor: &str, id: &str) -> Result<Option<RequestRecord>, StoreError> {
+    pub fn request_record(
+        &self,
+        actor: &str,
+        id: &str,
+    ) -> Result<Option<RequestRecord>, StoreError> {
         self.read()?.request_record(actor, id)
     }
 
@@ -185,10 +218,19 @@ impl Store {
     pub fn set_certificate(&self, height: u64, certificate: &[u8]) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(dberr)?;
         {
-            if txn.open_table(HEADERS).map_err(dberr)?.get(height).map_err(dberr)?.is_none() {
+            if txn
+                .open_table(HEADERS)
+                .map_err(dberr)?
+                .get(height)
+                .map_err(dberr)?
+                .is_none()
+            {
                 return Err(StoreError::Missing { height });
             }
-            txn.open_table(CERTIFICATES).map_err(dberr)?.insert(height, certificate).map_err(dberr)?;
+            txn.open_table(CERTIFICATES)
+                .map_err(dberr)?
+                .insert(height, certificate)
+                .map_err(dberr)?;
         }
         txn.commit().map_err(dberr)
     }
@@ -206,8 +248,16 @@ impl Store {
         {
             let mut meta = txn.open_table(META).map_err(dberr)?;
             let mut head = match meta.get("head").map_err(dberr)? {
-                Some(v) => Head::from_bytes(v.value()).map_err(|source| StoreError::Corrupt { height: 0, what: "head", source })?,
-                None => Head { height: 0, hash: EntryHash::ZERO, timestamp_ms: 0 },
+                Some(v) => Head::from_bytes(v.value()).map_err(|source| StoreError::Corrupt {
+                    height: 0,
+                    what: "head",
+                    source,
+                })?,
+                None => Head {
+                    height: 0,
+                    hash: EntryHash::ZERO,
+                    timestamp_ms: 0,
+                },
             };
             let mut w = Writers {
                 headers: txn.open_table(HEADERS).map_err(dberr)?,
@@ -223,9 +273,14 @@ impl Store {
             };
             for c in commits {
                 w.write(&head, c)?;
-                head = Head { height: c.entry.height, hash: c.entry.hash, timestamp_ms: c.entry.timestamp_ms };
+                head = Head {
+                    height: c.entry.height,
+                    hash: c.entry.hash,
+                    timestamp_ms: c.entry.timestamp_ms,
+                };
             }
-            meta.insert("head", head.to_bytes().as_slice()).map_err(dberr)?;
+            meta.insert("head", head.to_bytes().as_slice())
+                .map_err(dberr)?;
         }
         txn.commit().map_err(dberr)
     }
@@ -239,7 +294,12 @@ impl Store {
         {
             let mut t = txn.open_table(SNAPSHOTS).map_err(dberr)?;
             t.insert(state.height, bytes.as_slice()).map_err(dberr)?;
-            let heights: Vec<u64> = t.iter().map_err(dberr)?.map(|r| r.map(|(k, _)| k.value())).collect::<Result<_, _>>().map_err(dberr)?;
+            let heights: Vec<u64> = t
+                .iter()
+                .map_err(dberr)?
+                .map(|r| r.map(|(k, _)| k.value()))
+                .collect::<Result<_, _>>()
+                .map_err(dberr)?;
             let keep = self.config.snapshots_kept.max(1);
             for h in heights.iter().take(heights.len().saturating_sub(keep)) {
                 t.remove(*h).map_err(dberr)?;
@@ -255,13 +315,19 @@ impl Store {
         let mut report = LoadReport::default();
         let mut state = State::new();
         for (height, bytes) in view.snapshots()?.into_iter().rev() {
-            let usable = snapshot::decode(&bytes).map_err(|e| e.to_string()).and_then(|s| {
-                let header = view.header(height).map_err(|e| e.to_string())?;
-                match header {
-                    Some(h) if s.height == height && h.hash == s.head_hash && height <= head => Ok(s),
-                    _ => Err("does not match the log".to_string()),
-                }
-            });
+            let usable = snapshot::decode(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|s| {
+                    let header = view.header(height).map_err(|e| e.to_string())?;
+                    match header {
+                        Some(h)
+                            if s.height == height && h.hash == s.head_hash && height <= head =>
+                        {
+                            Ok(s)
+                        }
+                        _ => Err("does not match the log".to_string()),
+                    }
+                });
             match usable {
                 Ok(s) => {
                     report.snapshot_height = Some(height);
@@ -303,50 +369,117 @@ impl Writers<'_> {
             return not_next(format!("the log ends at height {}", prev.height));
         }
         if e.prev_hash != prev.hash {
-            return not_next(format!("it links to {} but entry {} is {}", e.prev_hash.short(), prev.height, prev.hash.short()));
+            return not_next(format!(
+                "it links to {} but entry {} is {}",
+                e.prev_hash.short(),
+                prev.height,
+                prev.hash.short()
+            ));
         }
         if e.timestamp_ms < prev.timestamp_ms {
-            return not_next(format!("its time {} is before the previous entry's {}", e.timestamp_ms, prev.timestamp_ms));
+            return not_next(format!(
+                "its time {} is before the previous entry's {}",
+                e.timestamp_ms, prev.timestamp_ms
+            ));
         }
         if c.outcomes.len() != e.requests.len() {
-            return Err(StoreError::Outcomes { height: h, outcomes: c.outcomes.len(), requests: e.requests.len() });
+            return Err(StoreError::Outcomes {
+                height: h,
+                outcomes: c.outcomes.len(),
+                requests: e.requests.len(),
+            });
         }
         let enc = e.encode();
         if enc.header.hash != e.hash {
             return Err(StoreError::HashMismatch { height: h });
         }
-        self.headers.insert(h, enc.header.to_bytes().as_slice()).map_err(dberr)?;
+        self.headers
+            .insert(h, enc.header.to_bytes().as_slice())
+            .map_err(dberr)?;
         for (i, bytes) in enc.requests.iter().enumerate() {
-            self.requests.insert((h, i as u32), bytes.as_slice()).map_err(dberr)?;
+            self.requests
+                .insert((h, i as u32), bytes.as_slice())
+                .map_err(dberr)?;
         }
         for (i, bytes) in enc.events.iter().enumerate() {
-            self.events.insert((h, i as u32), bytes.as_slice()).map_err(dberr)?;
+            self.events
+                .insert((h, i as u32), bytes.as_slice())
+                .map_err(dberr)?;
             if let Some(k) = e.events[i].body.object_key() {
-                self.by_object.insert((k.kind.as_str(), k.namespace.as_str(), k.name.as_str(), h, i as u32), ()).map_err(dberr)?;
+                self.by_object
+                    .insert(
+                        (
+                            k.kind.as_str(),
+                            k.namespace.as_str(),
+                            k.name.as_str(),
+                            h,
+                            i as u32,
+                        ),
+                        (),
+                    )
+                    .map_err(dberr)?;
             }
         }
         if let Some(cert) = &c.certificate {
-            self.certificates.insert(h, cert.as_slice()).map_err(dberr)?;
+            self.certificates
+                .insert(h, cert.as_slice())
+                .map_err(dberr)?;
         }
-        self.by_time.insert((e.timestamp_ms, h), ()).map_err(dberr)?;
+        self.by_time
+            .insert((e.timestamp_ms, h), ())
+            .map_err(dberr)?;
         let mut first = 0u32;
         for (i, sr) in e.requests.iter().enumerate() {
             let i = i as u32;
-            let count = e.events[first as usize..].iter().take_while(|ev| ev.request == i).count() as u32;
+            let count = e.events[first as usize..]
+                .iter()
+                .take_while(|ev| ev.request == i)
+                .count() as u32;
             let range = (first, count);
             first += count;
             let r = &sr.request;
-            self.by_actor.insert((r.actor.as_str(), h, i), range).map_err(dberr)?;
-            self.by_source.insert((r.source.type_name(), h, i), range).map_err(dberr)?;
+            self.by_actor
+                .insert((r.actor.as_str(), h, i), range)
+                .map_err(dberr)?;
+            self.by_source
+                .insert((r.source.type_name(), h, i), range)
+                .map_err(dberr)?;
             if let Some(commit) = r.source.commit() {
-                self.by_commit.insert((commit, h, i), range).map_err(dberr)?;
+                self.by_commit
+                    .insert((commit, h, i), range)
+                    .map_err(dberr)?;
             }
-            if self.request_ids.get((r.actor.as_str(), r.id.as_str())).map_err(dberr)?.is_some() {
-                return Err(StoreError::DuplicateRequest { height: h, actor: r.actor.clone(), id: r.id.clone() });
+            if self
+                .request_ids
+                .get((r.actor.as_str(), r.id.as_str()))
+                .map_err(dberr)?
+                .is_some()
+            {
+                return Err(StoreError::DuplicateRequest {
+                    height: h,
+                    actor: r.actor.clone(),
+                    id: r.id.clone(),
+                });
             }
-            let raw = RawSignedRequest::decode(&enc.requests[i as usize]).map_err(|source| StoreError::Corrupt { height: h, what: "request", source })?;
-            let record = RequestRecord { height: h, index: i, digest: digest_of_json(raw.json), outcomes: c.outcomes[i as usize].clone() };
-            self.request_ids.insert((r.actor.as_str(), r.id.as_str()), record.to_bytes().as_slice()).map_err(dberr)?;
+            let raw = RawSignedRequest::decode(&enc.requests[i as usize]).map_err(|source| {
+                StoreError::Corrupt {
+                    height: h,
+                    what: "request",
+                    source,
+                }
+            })?;
+            let record = RequestRecord {
+                height: h,
+                index: i,
+                digest: digest_of_json(raw.json),
+                outcomes: c.outcomes[i as usize].clone(),
+            };
+            self.request_ids
+                .insert(
+                    (r.actor.as_str(), r.id.as_str()),
+                    record.to_bytes().as_slice(),
+                )
+                .map_err(dberr)?;
         }
         Ok(())
     }

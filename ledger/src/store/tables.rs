@@ -21,17 +21,22 @@ pub(crate) const EVENTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::n
 /// height -> commit certificate bytes (opaque to the store).
 pub(crate) const CERTIFICATES: TableDefinition<u64, &[u8]> = TableDefinition::new("certificates");
 /// (kind, namespace, name, height, event index).
-pub(crate) const BY_OBJECT: TableDefinition<(&str, &str, &str, u64, u32), ()> = TableDefinition::new("by_object");
+pub(crate) const BY_OBJECT: TableDefinition<(&str, &str, &str, u64, u32), ()> =
+    TableDefinition::new("by_object");
 /// (actor, height, request index) -> (first event index, event count).
-pub(crate) const BY_ACTOR: TableDefinition<(&str, u64, u32), (u32, u32)> = TableDefinition::new("by_actor");
+pub(crate) const BY_ACTOR: TableDefinition<(&str, u64, u32), (u32, u32)> =
+    TableDefinition::new("by_actor");
 /// (source type, height, request index) -> (first event index, event count).
-pub(crate) const BY_SOURCE: TableDefinition<(&str, u64, u32), (u32, u32)> = TableDefinition::new("by_source");
+pub(crate) const BY_SOURCE: TableDefinition<(&str, u64, u32), (u32, u32)> =
+    TableDefinition::new("by_source");
 /// (git commit, height, request index) -> (first event index, event count).
-pub(crate) const BY_COMMIT: TableDefinition<(&str, u64, u32), (u32, u32)> = TableDefinition::new("by_commit");
+pub(crate) const BY_COMMIT: TableDefinition<(&str, u64, u32), (u32, u32)> =
+    TableDefinition::new("by_commit");
 /// (timestamp ms, height).
 pub(crate) const BY_TIME: TableDefinition<(u64, u64), ()> = TableDefinition::new("by_time");
 /// (actor, request id) -> [`RequestRecord`].
-pub(crate) const REQUEST_IDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("request_ids");
+pub(crate) const REQUEST_IDS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("request_ids");
 /// height -> snapshot of the state after that height.
 pub(crate) const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
 
@@ -60,10 +65,16 @@ fn action_tag(a: Action) -> u8 {
 impl RequestRecord {
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(64 + self.outcomes.len() * 48);
-        w.u8(1).u64(self.height).u32(self.index).array(&self.digest).u32(self.outcomes.len() as u32);
+        w.u8(1)
+            .u64(self.height)
+            .u32(self.index)
+            .array(&self.digest)
+            .u32(self.outcomes.len() as u32);
         for o in &self.outcomes {
             put_key(&mut w, &o.key);
-            w.u8(action_tag(o.action)).u64(o.generation).u64(o.resource_version);
+            w.u8(action_tag(o.action))
+                .u64(o.generation)
+                .u64(o.resource_version);
         }
         w.finish()
     }
@@ -80,12 +91,27 @@ impl RequestRecord {
                 2 => Action::Configured,
                 3 => Action::Unchanged,
                 4 => Action::Deleted,
-                tag => return Err(CodecError::Tag { what: "action", tag }),
+                tag => {
+                    return Err(CodecError::Tag {
+                        what: "action",
+                        tag,
+                    });
+                }
             };
-            outcomes.push(ObjectOutcome { key, action, generation: r.u64()?, resource_version: r.u64()? });
+            outcomes.push(ObjectOutcome {
+                key,
+                action,
+                generation: r.u64()?,
+                resource_version: r.u64()?,
+            });
         }
         r.finish()?;
-        Ok(RequestRecord { height, index, digest, outcomes })
+        Ok(RequestRecord {
+            height,
+            index,
+            digest,
+            outcomes,
+        })
     }
 }
 
@@ -100,13 +126,19 @@ pub struct Head {
 impl Head {
     pub(crate) fn to_bytes(self) -> Vec<u8> {
         let mut w = Writer::with_capacity(48);
-        w.u64(self.height).array(&self.hash.0).u64(self.timestamp_ms);
+        w.u64(self.height)
+            .array(&self.hash.0)
+            .u64(self.timestamp_ms);
         w.finish()
     }
 
     pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Head, CodecError> {
         let mut r = Reader::new(bytes);
-        let head = Head { height: r.u64()?, hash: crate::entry::EntryHash(r.array()?), timestamp_ms: r.u64()? };
+        let head = Head {
+            height: r.u64()?,
+            hash: crate::entry::EntryHash(r.array()?),
+            timestamp_ms: r.u64()?,
+        };
         r.finish()?;
         Ok(head)
     }
@@ -124,12 +156,26 @@ mod tests {
             index: 2,
             digest: [9; 32],
             outcomes: vec![
-                ObjectOutcome { key: wkey("a"), action: Action::Unchanged, generation: 3, resource_version: 4 },
-                ObjectOutcome { key: wkey("b"), action: Action::Deleted, generation: 1, resource_version: 5 },
+                ObjectOutcome {
+                    key: wkey("a"),
+                    action: Action::Unchanged,
+                    generation: 3,
+                    resource_version: 4,
+                },
+                ObjectOutcome {
+                    key: wkey("b"),
+                    action: Action::Deleted,
+                    generation: 1,
+                    resource_version: 5,
+                },
             ],
         };
         assert_eq!(RequestRecord::from_bytes(&rec.to_bytes()).unwrap(), rec);
-        let head = Head { height: 3, hash: crate::entry::EntryHash([1; 32]), timestamp_ms: 8 };
+        let head = Head {
+            height: 3,
+            hash: crate::entry::EntryHash([1; 32]),
+            timestamp_ms: 8,
+        };
         assert_eq!(Head::from_bytes(&head.to_bytes()).unwrap(), head);
     }
 }

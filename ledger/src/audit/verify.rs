@@ -1,0 +1,433 @@
+//! `audit verify`: recompute every entry hash from the stored rows, check every link to the
+//! previous entry and every request signature, and name the first bad height with what is wrong.
+//! Heights are split into ranges verified in parallel, each on its own read transaction.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use redb::{ReadableTable, ReadableTableMetadata};
+use thiserror::Error;
+
+use crate::entry::{EntryHash, EntryHeader};
+use crate::event::EventHead;
+use crate::request::RawSignedRequest;
+use crate::store::{EVENTS, HEADERS, Head, REQUESTS, ReadView, Store, StoreError, dberr};
+
+/// What is wrong at a height.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Problem {
+    #[error("entry {height}: hash mismatch: stored {stored}, content hashes to {computed}")]
+    HashMismatch {
+        height: u64,
+        stored: EntryHash,
+        computed: EntryHash,
+    },
+    #[error("entry {height}: broken link: it names {found} as previous entry, but entry {prev} is {expected}", prev = .height - 1)]
+    BrokenLink {
+        height: u64,
+        expected: EntryHash,
+        found: EntryHash,
+    },
+    #[error("entry {height}: request {request} ({id}): the signature does not match")]
+    BadSignature {
+        height: u64,
+        request: u32,
+        id: String,
+    },
+    #[error("entry {height}: request {request}: {actor} is not allowed to sign with key {key}")]
+    UntrustedKey {
+        height: u64,
+        request: u32,
+        actor: String,
+        key: String,
+    },
+    #[error("entry {height}: cannot be decoded ({what}): {message}")]
+    Undecodable {
+        height: u64,
+        what: &'static str,
+        message: String,
+    },
+    #[error("entry {height} is missing")]
+    Missing { height: u64 },
+    #[error("entry {height}: {message}")]
+    Inconsistent { height: u64, message: String },
+    #[error("entries {from}..={to}: the storage engine failed while reading them: {message}")]
+    Storage { from: u64, to: u64, message: String },
+}
+
+impl Problem {
+    /// The (first) height the problem is at.
+    pub fn height(&self) -> u64 {
+        match self {
+            Problem::HashMismatch { height, .. }
+            | Problem::BrokenLink { height, .. }
+            | Problem::BadSignature { height, .. }
+            | Problem::UntrustedKey { height, .. }
+            | Problem::Undecodable { height, .. }
+            | Problem::Missing { height }
+            | Problem::Inconsistent { height, .. } => *height,
+            Problem::Storage { from, .. } => *from,
+        }
+    }
+}
+
+/// Decides whether `actor` may sign with `key` (e.g. the key of the actor's certificate).
+pub type KeyPolicy<'a> = &'a (dyn Fn(&str, &[u8; 32]) -> bool + Sync);
+
+/// How to verify.
+#[derive(Clone, Copy)]
+pub struct VerifyOptions<'a> {
+    /// Worker threads (0 = one per core).
+    pub threads: usize,
+    /// Check request signatures (the expensive part).
+    pub signatures: bool,
+    /// Also check each request's key against the actor it names.
+    pub trusted_key: Option<KeyPolicy<'a>>,
+}
+
+impl Default for VerifyOptions<'_> {
+    fn default() -> Self {
+        VerifyOptions {
+            threads: 0,
+            signatures: true,
+            trusted_key: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for VerifyOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyOptions")
+            .field("threads", &self.threads)
+            .field("signatures", &self.signatures)
+            .field("trusted_key", &self.trusted_key.is_some())
+            .finish()
+    }
+}
+
+/// What verification found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub head: Option<Head>,
+    /// Counted up to the first problem of each range.
+    pub entries: u64,
+    pub requests: u64,
+    pub events: u64,
+    /// The first problem, by height. `None` = the whole chain verifies.
+    pub problem: Option<Problem>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+/// Verifies the whole log with default options.
+pub fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
+    verify_with(store, &VerifyOptions::default())
+}
+
+/// Verifies the whole log.
+pub fn verify_with(store: &Store, opts: &VerifyOptions<'_>) -> Result<VerifyReport, StoreError> {
+    let view = store.read()?;
+    let mut report = VerifyReport::default();
+    let last = {
+        let t = view.txn().open_table(HEADERS).map_err(dberr)?;
+        if t.is_empty().map_err(dberr)? {
+            0
+        } else {
+            t.last().map_err(dberr)?.map_or(0, |(k, _)| k.value())
+        }
+    };
+    match view.head() {
+        Ok(h) => report.head = h,
+        Err(e) => {
+            report.problem = Some(Problem::Inconsistent {
+                height: last,
+                message: format!("the stored head is unreadable: {e}"),
+            })
+        }
+    }
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    } as u64;
+    let chunk = last.div_ceil(threads).max(1);
+    let ranges: Vec<(u64, u64)> = (0..threads)
+        .map(|i| (1 + i * chunk, ((i + 1) * chunk).min(last)))
+        .filter(|(a, b)| a <= b)
+        .collect();
+    let results: Vec<Result<Part, StoreError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = ranges
+            .iter()
+            .map(|&(from, to)| {
+                s.spawn(move || {
+                    let run = catch_unwind(AssertUnwindSafe(|| {
+                        store.read().and_then(|v| verify_range(&v, from, to, opts))
+                    }));
+                    run.unwrap_or_else(|p| {
+                        let message = p
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "panic".into());
+                        Ok(Part {
+                            problem: Some(Problem::Storage { from, to, message }),
+                            ..Part::default()
+                        })
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Ok(Part::default())))
+            .collect()
+    });
+    let mut first: Option<Problem> = None;
+    for part in results {
+        let part = part?;
+        report.entries += part.entries;
+        report.requests += part.requests;
+        report.events += part.events;
+        if let Some(p) = part.problem
+            && first.as_ref().is_none_or(|f| p.height() < f.height())
+        {
+            first = Some(p);
+        }
+    }
+    if first.is_none()
+        && report.problem.is_none()
+        && let Some(head) = report.head
+        && (head.height != last
+            || view.header(last).ok().flatten().map(|h| h.hash) != Some(head.hash))
+    {
+        first = Some(Problem::Inconsistent {
+            height: last,
+            message: format!(
+                "the stored head (height {}) does not match the last entry",
+                head.height
+            ),
+        });
+    }
+    if report.problem.is_none() {
+        report.problem = first;
+    }
+    Ok(report)
+}
+
+#[derive(Debug, Default)]
+struct Part {
+    entries: u64,
+    requests: u64,
+    events: u64,
+    problem: Option<Problem>,
+}
+
+fn undecodable(
+    height: u64,
+    what: &'static str,
+) -> impl FnOnce(crate::codec::CodecError) -> Problem {
+    move |e| Problem::Undecodable {
+        height,
+        what,
+        message: e.to_string(),
+    }
+}
+
+/// Verifies heights `from..=to` in order; stops at the first problem.
+fn verify_range(
+    view: &ReadView,
+    from: u64,
+    to: u64,
+    opts: &VerifyOptions<'_>,
+) -> Result<Part, StoreError> {
+    let mut part = Part::default();
+    let txn = view.txn();
+    let headers = txn.open_table(HEADERS).map_err(dberr)?;
+    let requests = txn.open_table(REQUESTS).map_err(dberr)?;
+    let events = txn.open_table(EVENTS).map_err(dberr)?;
+    // The previous entry's hash, if it is readable (if not, the range before reports it).
+    let mut prev: Option<EntryHash> = if from == 1 {
+        Some(EntryHash::ZERO)
+    } else {
+        headers
+            .get(from - 1)
+            .map_err(dberr)?
+            .and_then(|v| EntryHeader::from_bytes(v.value()).ok())
+            .map(|h| h.hash)
+    };
+    let mut req_rows = requests
+        .range((from, 0u32)..=(to, u32::MAX))
+        .map_err(dberr)?;
+    let mut ev_rows = events.range((from, 0u32)..=(to, u32::MAX)).map_err(dberr)?;
+    let mut expected = from;
+    for row in headers.range(from..=to).map_err(dberr)? {
+        let (k, v) = row.map_err(dberr)?;
+        let height = k.value();
+        if height != expected {
+            part.problem = Some(Problem::Missing { height: expected });
+            return Ok(part);
+        }
+        match check_entry(height, v.value(), prev, &mut req_rows, &mut ev_rows, opts)? {
+            Ok((hash, n_req, n_ev)) => {
+                part.entries += 1;
+                part.requests += n_req;
+                part.events += n_ev;
+                prev = Some(hash);
+            }
+            Err(p) => {
+                part.problem = Some(p);
+                return Ok(part);
+            }
+        }
+        expected += 1;
+    }
+    if expected <= to {
+        part.problem = Some(Problem::Missing { height: expected });
+    } else if let Some(row) = req_rows.next().or_else(|| ev_rows.next()) {
+        let (k, _) = row.map_err(dberr)?;
+        let (height, index) = k.value();
+        part.problem = Some(Problem::Inconsistent {
+            height,
+            message: format!("row {index} is beyond the entry's count"),
+        });
+    }
+    Ok(part)
+}
+
+type Rows = redb::Range<'static, (u64, u32), &'static [u8]>;
+
+/// Checks one entry. The outer error is a storage failure; the inner one a problem found.
+fn check_entry(
+    height: u64,
+    header: &[u8],
+    prev: Option<EntryHash>,
+    req_rows: &mut Rows,
+    ev_rows: &mut Rows,
+    opts: &VerifyOptions<'_>,
+) -> Result<Result<(EntryHash, u64, u64), Problem>, StoreError> {
+    let h = match EntryHeader::from_bytes(header) {
+        Ok(h) => h,
+        Err(e) => return Ok(Err(undecodable(height, "header")(e))),
+    };
+    if h.height != height {
+        return Ok(Err(Problem::Inconsistent {
+            height,
+            message: format!("the header says height {}", h.height),
+        }));
+    }
+    if let Some(p) = prev
+        && p != h.prev_hash
+    {
+        return Ok(Err(Problem::BrokenLink {
+            height,
+            expected: p,
+            found: h.prev_hash,
+        }));
+    }
+    let mut hasher = h.hasher();
+    // A row problem is reported only if the hash holds: altered content is a hash mismatch.
+    let mut row_problem: Option<Problem> = None;
+    for i in 0..h.n_requests {
+        let Some(row) = req_rows.next() else {
+            return Ok(Err(missing_row(height, "request", i)));
+        };
+        let (k, v) = row.map_err(dberr)?;
+        if k.value() != (height, i) {
+            return Ok(Err(misplaced(height, "request", i, k.value())));
+        }
+        hasher.record(v.value());
+        if row_problem.is_none() {
+            row_problem = check_request(height, i, v.value(), opts).err();
+        }
+    }
+    let mut last_request = 0;
+    for i in 0..h.n_events {
+        let Some(row) = ev_rows.next() else {
+            return Ok(Err(missing_row(height, "event", i)));
+        };
+        let (k, v) = row.map_err(dberr)?;
+        if k.value() != (height, i) {
+            return Ok(Err(misplaced(height, "event", i, k.value())));
+        }
+        hasher.record(v.value());
+        if row_problem.is_none() {
+            row_problem = match EventHead::decode(v.value()) {
+                Err(e) => Some(undecodable(height, "event")(e)),
+                Ok(e) if e.request >= h.n_requests || e.request < last_request => {
+                    Some(Problem::Inconsistent {
+                        height,
+                        message: format!(
+                            "event {i} names request {} out of order or out of range",
+                            e.request
+                        ),
+                    })
+                }
+                Ok(e) => {
+                    last_request = e.request;
+                    None
+                }
+            };
+        }
+    }
+    let computed = hasher.finish();
+    if computed != h.hash {
+        return Ok(Err(Problem::HashMismatch {
+            height,
+            stored: h.hash,
+            computed,
+        }));
+    }
+    Ok(match row_problem {
+        Some(p) => Err(p),
+        None => Ok((h.hash, u64::from(h.n_requests), u64::from(h.n_events))),
+    })
+}
+
+fn check_request(
+    height: u64,
+    i: u32,
+    bytes: &[u8],
+    opts: &VerifyOptions<'_>,
+) -> Result<(), Problem> {
+    let raw = RawSignedRequest::decode(bytes).map_err(undecodable(height, "request"))?;
+    if opts.signatures && raw.verify().is_err() {
+        let id = raw.head().map(|h| h.id).unwrap_or_else(|_| "?".into());
+        return Err(Problem::BadSignature {
+            height,
+            request: i,
+            id,
+        });
+    }
+    if let Some(policy) = opts.trusted_key {
+        let head = raw.head().map_err(undecodable(height, "request"))?;
+        if !policy(&head.actor, &raw.public_key) {
+            return Err(Problem::UntrustedKey {
+                height,
+                request: i,
+                actor: head.actor,
+                key: hex::encode(raw.public_key),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn missing_row(height: u64, what: &str, i: u32) -> Problem {
+    Problem::Inconsistent {
+        height,
+        message: format!("{what} row {i} is missing"),
+    }
+}
+
+fn misplaced(height: u64, what: &str, i: u32, found: (u64, u32)) -> Problem {
+    if found.0 < height {
+        Problem::Inconsistent {
+            height: found.0,
+            message: format!("{what} row {} is beyond the entry's count", found.1),
+        }
+    } else {
+        missing_row(height, what, i)
+    }
+}
