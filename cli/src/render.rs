@@ -117,16 +117,31 @@ pub fn render_diagnostics(diags: &[Diagnostic], files: &[SourceFile], color: boo
     out
 }
 
-/// `{"valid":..,"errors":..,"warnings":..,"objects":..,"diagnostics":[..]}`.
-pub fn diagnostics_json(diags: &[Diagnostic], objects: usize, files: usize) -> String {
-    let errors = diags.iter().filter(|d| d.is_error()).count();
+/// `{"valid":..,"errors":..,"warnings":..,"files":..,"objects":[..],"diagnostics":[..]}`; each
+/// object carries its location and canonical content hash.
+pub fn diagnostics_json(v: &nexus_schemas::Validation, files: usize) -> String {
+    let (errors, warnings) = v.counts();
+    let objects: Vec<serde_json::Value> = v
+        .objects
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "kind": o.object.kind.as_str(),
+                "namespace": o.object.metadata.namespace,
+                "name": o.object.metadata.name,
+                "file": o.origin.file_name,
+                "line": o.origin.line,
+                "contentHash": nexus_schemas::content_hash(&o.object).to_hex(),
+            })
+        })
+        .collect();
     let v = serde_json::json!({
         "valid": errors == 0,
         "errors": errors,
-        "warnings": diags.len() - errors,
+        "warnings": warnings,
         "files": files,
         "objects": objects,
-        "diagnostics": diags,
+        "diagnostics": v.diagnostics,
     });
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }

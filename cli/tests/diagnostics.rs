@@ -81,12 +81,7 @@ fn corpus_snapshots() {
 fn json_diagnostics_carry_locations() {
     let files = load(&fixtures_dir().join("07-unknown-field-typo.yaml"));
     let v = validate_sources(&files);
-    let json: serde_json::Value = serde_json::from_str(&diagnostics_json(
-        &v.diagnostics,
-        v.objects.len(),
-        files.len(),
-    ))
-    .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&diagnostics_json(&v, files.len())).unwrap();
     let d = &json["diagnostics"][0];
     assert_eq!(json["valid"], false);
     assert_eq!(d["code"], "nexus::unknown-field");

@@ -36,10 +36,7 @@ pub fn run(args: Args) -> u8 {
     let v = nexus_schemas::validate_sources(&files);
     let (errors, warnings) = v.counts();
     match args.output {
-        ValidateFormat::Json => println!(
-            "{}",
-            diagnostics_json(&v.diagnostics, v.objects.len(), files.len())
-        ),
+        ValidateFormat::Json => println!("{}", diagnostics_json(&v, files.len())),
         ValidateFormat::Text => {
             if !v.diagnostics.is_empty() {
                 eprint!(
