@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 pub mod cmd;
+pub mod config;
 pub mod load;
 pub mod render;
 

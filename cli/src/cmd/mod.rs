@@ -5,13 +5,18 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub mod bench;
 pub mod completion;
 pub mod diff;
+pub mod init;
 pub mod schema;
+pub mod user;
 pub mod validate;
 
 /// nexus: a BFT-replicated, GitOps-native control plane.
 #[derive(Debug, Parser)]
 #[command(name = "nexus", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
+    /// Context to use (default: $NEXUS_CONTEXT, else the config's current context).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -32,6 +37,10 @@ pub enum Command {
     Schema(schema::Args),
     /// Show what changes between two manifest sets (files or directories).
     Diff(diff::Args),
+    /// Create a cluster: CA, replica certificate and config, admin user, and a client context.
+    Init(init::Args),
+    /// Manage user certificates.
+    User(user::Args),
     /// Print a shell completion script.
     Completion(completion::Args),
     /// Run a benchmark and print a table of measured figures.
@@ -45,6 +54,8 @@ pub fn run(cli: Cli) -> u8 {
         Command::Schema(a) => schema::run(a),
         Command::Diff(a) => diff::run(a),
         Command::Completion(a) => completion::run(a),
+        Command::Init(a) => init::run(a),
+        Command::User(a) => user::run(a, cli.context.as_deref()),
         Command::Bench(a) => bench::run(a),
     }
 }
