@@ -451,6 +451,13 @@ fn adoption_after_agent_restart_no_orphans_no_duplicates() {
     fs::create_dir_all(&junk).unwrap();
     fs::write(junk.join("state.json"), "{ definitely not json").unwrap();
 
+    assert!(
+        matches!(
+            ProcessRuntime::new(h.config.clone()),
+            Err(RuntimeError::StateDirBusy(_))
+        ),
+        "one driver per state directory"
+    );
     h.restart(); // the old driver is gone; its replicas keep running
     std::thread::sleep(Duration::from_millis(600)); // beta exits while nobody watches
     let rt = h.rt();

@@ -51,6 +51,8 @@ pub enum RuntimeError {
     NotRunning(InstanceId),
     #[error("could not start {id}: {message}")]
     StartFailed { id: InstanceId, message: String },
+    #[error("state directory {0} is in use by another agent")]
+    StateDirBusy(PathBuf),
     #[error("state file {path}: {message}")]
     State { path: PathBuf, message: String },
 }

@@ -85,6 +85,8 @@ pub struct ProcessRuntime {
     oom_adj: String,
     records: Mutex<BTreeMap<InstanceId, Record>>,
     exec_seq: AtomicU64,
+    /// Exclusive `flock` on `<state dir>/agent.lock`: one driver per state directory.
+    _lock: fs::File,
 }
 
 fn valid_component(s: &str) -> bool {
@@ -135,6 +137,24 @@ impl ProcessRuntime {
         layout.ensure_root(&root)?;
         let replicas = config.state_dir.join("replicas");
         fs::create_dir_all(&replicas).map_err(|e| RuntimeError::io("create", &replicas, e))?;
+        let lock_path = config.state_dir.join("agent.lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| RuntimeError::io("open", &lock_path, e))?;
+        // SAFETY: flock on an fd we own. The fd is close-on-exec and every replica init closes
+        // inherited fds, so the lock dies with this driver.
+        if unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&lock),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        } != 0
+        {
+            return Err(RuntimeError::StateDirBusy(config.state_dir.clone()));
+        }
         let oom_adj = fs::read_to_string("/proc/self/oom_score_adj")
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
@@ -150,6 +170,7 @@ impl ProcessRuntime {
             },
             records: Mutex::new(BTreeMap::new()),
             exec_seq: AtomicU64::new(0),
+            _lock: lock,
         })
     }
 
