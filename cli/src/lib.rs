@@ -6,10 +6,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+pub mod client;
 pub mod cmd;
 pub mod config;
 pub mod load;
 pub mod render;
+pub mod table;
 
 pub use cmd::Cli;
 
@@ -40,4 +42,49 @@ pub fn main() -> ExitCode {
         }
     };
     ExitCode::from(cmd::run(cli))
+}
+
+/// A multi-threaded tokio runtime for commands that talk to the network.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// Runs a future to completion on a fresh runtime; exit code 2 if the runtime cannot start.
+pub fn block_on<F: std::future::Future<Output = u8>>(f: F) -> u8 {
+    match runtime() {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            exit::ERROR
+        }
+    }
+}
+
+/// Logs to stderr; `NEXUS_LOG` (or `RUST_LOG`) sets the filter, default `info`.
+pub fn init_logging() {
+    let filter = std::env::var("NEXUS_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(stderr_is_tty())
+        .try_init();
+}
+
+/// Resolves when the process gets Ctrl-C or SIGTERM.
+pub async fn wait_for_shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
+}
+
+/// RFC 3339 (seconds) for a ms timestamp.
+pub fn fmt_time(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::canonical::canonical_value;
@@ -13,7 +13,7 @@ use crate::kinds::{Object, ObjectKey};
 use crate::path::Path;
 
 /// What happens to an object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Op {
     Create,
@@ -22,7 +22,7 @@ pub enum Op {
 }
 
 /// One changed field: its path and its value before and after (absent = not set).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FieldChange {
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -32,14 +32,14 @@ pub struct FieldChange {
 }
 
 /// A change to one object.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectChange {
     pub kind: String,
     pub namespace: String,
     pub name: String,
     pub op: Op,
     /// Field changes (updates only).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldChange>,
     /// The whole canonical object: the new one for creates, the old one for deletes.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -49,7 +49,7 @@ pub struct ObjectChange {
 }
 
 /// Every change between two object sets, ordered by kind, namespace and name.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChangeSet {
     pub changes: Vec<ObjectChange>,
     /// Objects present on both sides with identical canonical forms.

@@ -2,11 +2,16 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod apply;
+pub mod audit;
 pub mod bench;
 pub mod completion;
 pub mod diff;
+pub mod get;
+pub mod history;
 pub mod init;
 pub mod schema;
+pub mod server;
 pub mod user;
 pub mod validate;
 
@@ -37,6 +42,18 @@ pub enum Command {
     Schema(schema::Args),
     /// Show what changes between two manifest sets (files or directories).
     Diff(diff::Args),
+    /// Run a control-plane replica.
+    Server(server::Args),
+    /// Apply manifests: validate, sign and commit them (created / configured / unchanged).
+    Apply(apply::ApplyArgs),
+    /// List live objects.
+    Get(get::Args),
+    /// Delete objects named in manifests, or KIND NAME.
+    Delete(apply::DeleteArgs),
+    /// Every version of an object: who, when, from where, and what changed.
+    History(history::Args),
+    /// Query the audit log, or `audit verify` the hash chain and signatures.
+    Audit(audit::Args),
     /// Create a cluster: CA, replica certificate and config, admin user, and a client context.
     Init(init::Args),
     /// Manage user certificates.
@@ -55,6 +72,12 @@ pub fn run(cli: Cli) -> u8 {
         Command::Diff(a) => diff::run(a),
         Command::Completion(a) => completion::run(a),
         Command::Init(a) => init::run(a),
+        Command::Server(a) => server::run(a),
+        Command::Apply(a) => apply::apply(a, cli.context.as_deref()),
+        Command::Get(a) => get::run(a, cli.context.as_deref()),
+        Command::Delete(a) => apply::delete(a, cli.context.as_deref()),
+        Command::History(a) => history::run(a, cli.context.as_deref()),
+        Command::Audit(a) => audit::run(a, cli.context.as_deref()),
         Command::User(a) => user::run(a, cli.context.as_deref()),
         Command::Bench(a) => bench::run(a),
     }

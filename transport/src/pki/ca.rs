@@ -35,7 +35,8 @@ fn load_ed25519_key(key_pem: &str) -> Result<KeyPair, PkiError> {
     Ok(key)
 }
 
-fn cert_der_from_pem(pem: &str) -> Result<CertificateDer<'static>, PkiError> {
+/// Decodes the first certificate of a PEM text (e.g. the cluster CA for `ServerTls::new`).
+pub fn cert_der_from_pem(pem: &str) -> Result<CertificateDer<'static>, PkiError> {
     CertificateDer::from_pem_slice(pem.as_bytes())
         .map_err(|e| parse_err("certificate PEM")(e.to_string()))
 }

@@ -9,7 +9,8 @@ mod ca;
 mod token;
 
 pub use ca::{
-    CertificateAuthority, CsrInfo, LeafCert, LeafRequest, NodeCsr, SignedCsr, inspect_csr,
+    CertificateAuthority, CsrInfo, LeafCert, LeafRequest, NodeCsr, SignedCsr, cert_der_from_pem,
+    inspect_csr,
 };
 pub use token::{JoinToken, JoinTokenRecord, TokenError};
 

@@ -1,0 +1,299 @@
+//! `nexus apply -f` and `nexus delete`: validate locally, sign, submit; report created /
+//! configured / unchanged / deleted per object, as kubectl does. Invalid manifests are never
+//! sent; a multi-object request is committed all or nothing.
+
+use std::path::PathBuf;
+
+use nexus_api::client::{
+    DryRunResponse, GetRequest, GetResponse, Outcome, Selector, SubmitRequest, SubmitResponse,
+};
+use nexus_api::kinds;
+use nexus_ledger::{Op, Source};
+use nexus_schemas::{Kind, ObjectKey, canonical_value};
+
+use crate::client::{Session, explain};
+use crate::exit;
+use crate::load::load_sources;
+use crate::render::render_diagnostics;
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// Files or directories of manifests; `-` reads stdin.
+    #[arg(short = 'f', long = "filename", required = true, value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+    /// Show what would change against the live state, without committing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also delete objects created by `apply` that match --selector and are not in the files.
+    #[arg(long, requires = "selector")]
+    pub prune: bool,
+    /// Label selector for --prune (`app=web,tier=frontend`).
+    #[arg(short = 'l', long = "selector")]
+    pub selector: Option<String>,
+    /// Only apply if each object's current resource version is this (0 = must not exist).
+    #[arg(long)]
+    pub if_version: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// Delete the objects named in these manifests.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", conflicts_with_all = ["kind", "name"])]
+    pub files: Vec<PathBuf>,
+    /// Kind of the object to delete.
+    pub kind: Option<String>,
+    /// Name of the object to delete.
+    pub name: Option<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Only delete if the current resource version is this.
+    #[arg(long)]
+    pub if_version: Option<u64>,
+}
+
+/// Parses `a=b,c=d`.
+pub fn parse_labels(s: &str) -> Result<Vec<(String, String)>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| format!("bad selector {p:?}: expected key=value"))
+        })
+        .collect()
+}
+
+fn print_outcomes(outcomes: &[Outcome], suffix: &str) {
+    for o in outcomes {
+        let ns = if o.namespace == "default" {
+            String::new()
+        } else {
+            format!(" -n {}", o.namespace)
+        };
+        println!(
+            "{}/{}{ns} {}{suffix}",
+            o.kind.to_ascii_lowercase(),
+            o.name,
+            o.action
+        );
+    }
+}
+
+pub fn apply(args: ApplyArgs, context: Option<&str>) -> u8 {
+    let files = match load_sources(&args.files) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
+    let v = nexus_schemas::validate_sources(&files);
+    if !v.diagnostics.is_empty() {
+        eprint!(
+            "{}",
+            render_diagnostics(&v.diagnostics, &files, crate::stderr_is_tty())
+        );
+    }
+    if v.has_errors() {
+        let (e, _) = v.counts();
+        eprintln!("error: {e} error(s) in the manifests; nothing was applied");
+        return exit::INVALID;
+    }
+    let mut ops: Vec<Op> = v
+        .objects
+        .iter()
+        .map(|o| Op::Apply {
+            object: canonical_value(&o.object),
+            if_version: args.if_version,
+        })
+        .collect();
+    let applied_keys: Vec<ObjectKey> = v.objects.iter().map(|o| o.object.key()).collect();
+    crate::block_on(async move {
+        let session = match Session::connect(context).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::ERROR;
+            }
+        };
+        if args.prune {
+            let labels = match parse_labels(args.selector.as_deref().unwrap_or("")) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return exit::ERROR;
+                }
+            };
+            let live: GetResponse = match session
+                .call(
+                    kinds::GET,
+                    &GetRequest {
+                        selector: Selector {
+                            labels,
+                            ..Default::default()
+                        },
+                        consistent: false,
+                    },
+                )
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {}", explain(&e));
+                    return exit::ERROR;
+                }
+            };
+            for obj in live.objects.iter().filter(|o| o.owner == "apply") {
+                let (kind, namespace, name) = obj.key();
+                let Some(kind) = Kind::parse(&kind) else {
+                    continue;
+                };
+                let key = ObjectKey::new(kind, namespace, name);
+                if !applied_keys.contains(&key) {
+                    ops.push(Op::Delete {
+                        key,
+                        if_version: None,
+                    });
+                }
+            }
+        }
+        let signed = session.sign(ops, Source::Cli);
+        let req = SubmitRequest {
+            signed: signed.to_bytes(),
+        };
+        if args.dry_run {
+            return match session
+                .call::<_, DryRunResponse>(kinds::DRY_RUN, &req)
+                .await
+            {
+                Ok(r) => {
+                    print_outcomes(&r.outcomes, " (dry run)");
+                    print!("\n{}", nexus_schemas::diff::render_text(&r.changes));
+                    if r.changes.is_empty() {
+                        exit::OK
+                    } else {
+                        exit::INVALID
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {}", explain(&e));
+                    exit::ERROR
+                }
+            };
+        }
+        match submit(&session, &req).await {
+            Ok(r) => {
+                print_outcomes(&r.outcomes, "");
+                eprintln!(
+                    "committed at height {}{}",
+                    r.height,
+                    if r.duplicate {
+                        " (retry of an earlier request)"
+                    } else {
+                        ""
+                    }
+                );
+                exit::OK
+            }
+            Err(code) => code,
+        }
+    })
+}
+
+/// Submits with retries on transient failures; the same signed request (same id) is sent again,
+/// so it is applied at most once.
+async fn submit(session: &Session, req: &SubmitRequest) -> Result<SubmitResponse, u8> {
+    let mut attempt = 0;
+    loop {
+        match session.call::<_, SubmitResponse>(kinds::SUBMIT, req).await {
+            Ok(r) => return Ok(r),
+            Err(e) if e.is_retryable() && attempt < 3 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => {
+                eprintln!("error: {}", explain(&e));
+                return Err(
+                    if e.remote_code().is_some_and(|c| {
+                        matches!(
+                            c,
+                            nexus_transport::ErrorCode::Conflict
+                                | nexus_transport::ErrorCode::NotFound
+                                | nexus_transport::ErrorCode::InvalidArgument
+                                | nexus_transport::ErrorCode::PermissionDenied
+                        )
+                    }) {
+                        exit::INVALID
+                    } else {
+                        exit::ERROR
+                    },
+                );
+            }
+        }
+    }
+}
+
+pub fn delete(args: DeleteArgs, context: Option<&str>) -> u8 {
+    let keys: Vec<ObjectKey> = if !args.files.is_empty() {
+        let files = match load_sources(&args.files) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::ERROR;
+            }
+        };
+        let v = nexus_schemas::validate_sources(&files);
+        if v.has_errors() {
+            eprint!(
+                "{}",
+                render_diagnostics(&v.diagnostics, &files, crate::stderr_is_tty())
+            );
+            return exit::INVALID;
+        }
+        v.objects.iter().map(|o| o.object.key()).collect()
+    } else {
+        let (Some(kind), Some(name)) = (&args.kind, &args.name) else {
+            eprintln!("error: give KIND NAME, or -f FILE");
+            return exit::ERROR;
+        };
+        let Some(kind) = Kind::parse(kind) else {
+            eprintln!(
+                "error: unknown kind {kind:?}; kinds are Workload, Service, NetworkPolicy, GitSource"
+            );
+            return exit::ERROR;
+        };
+        vec![ObjectKey::new(kind, args.namespace.clone(), name.clone())]
+    };
+    let ops = keys
+        .into_iter()
+        .map(|key| Op::Delete {
+            key,
+            if_version: args.if_version,
+        })
+        .collect();
+    crate::block_on(async move {
+        let session = match Session::connect(context).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::ERROR;
+            }
+        };
+        let signed = session.sign(ops, Source::Cli);
+        match submit(
+            &session,
+            &SubmitRequest {
+                signed: signed.to_bytes(),
+            },
+        )
+        .await
+        {
+            Ok(r) => {
+                print_outcomes(&r.outcomes, "");
+                eprintln!("committed at height {}", r.height);
+                exit::OK
+            }
+            Err(code) => code,
+        }
+    })
+}

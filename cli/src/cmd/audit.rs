@@ -1,0 +1,233 @@
+//! `nexus audit`: who changed what, when, from which commit; `nexus audit verify` recomputes
+//! the hash chain and every signature and names the first bad height.
+
+use nexus_api::client::{AuditRequest, VerifyRequest, VerifyResponse};
+use nexus_api::kinds;
+
+use super::history::source_text;
+use crate::client::{Session, explain};
+use crate::exit;
+use crate::table::Table;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub verify: Option<Verify>,
+    #[arg(long)]
+    pub actor: Option<String>,
+    #[arg(long)]
+    pub kind: Option<String>,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Events at or after: RFC 3339 time (2026-11-25T10:00:00Z) or a duration ago (1h, 30m).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Events at or before: RFC 3339 time or a duration ago.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// cli, gitops or controller.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// A git commit id or prefix.
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// The most recent N events.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// table, or json (one event per line, for piping).
+    #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json"])]
+    pub output: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Verify {
+    /// Recompute the hash chain and every request signature; exit 1 and name the first bad height on failure.
+    Verify,
+}
+
+/// Parses an RFC 3339 time or a duration ago into ms since the epoch.
+pub fn parse_time(s: &str) -> Result<u64, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0));
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) => Ok(crate::client::now_ms().saturating_sub(d.as_millis() as u64)),
+        Err(_) => Err(format!(
+            "{s:?} is neither an RFC 3339 time (2026-11-25T10:00:00Z) nor a duration (1h, 30m)"
+        )),
+    }
+}
+
+pub fn run(args: Args, context: Option<&str>) -> u8 {
+    if args.verify.is_some() {
+        return verify(context);
+    }
+    let since = match args.since.as_deref().map(parse_time).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: --since: {e}");
+            return exit::ERROR;
+        }
+    };
+    let until = match args.until.as_deref().map(parse_time).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: --until: {e}");
+            return exit::ERROR;
+        }
+    };
+    let kind = match &args.kind {
+        Some(k) => match nexus_schemas::Kind::parse(k) {
+            Some(k) => Some(k.as_str().to_string()),
+            None => {
+                eprintln!("error: unknown kind {k:?}");
+                return exit::ERROR;
+            }
+        },
+        None => None,
+    };
+    let req = AuditRequest {
+        kind,
+        namespace: args.namespace.clone(),
+        name: args.name.clone(),
+        actor: args.actor.clone(),
+        source: args.source.clone(),
+        commit: args.commit.clone(),
+        since_ms: since,
+        until_ms: until,
+        limit: args.limit,
+    };
+    crate::block_on(async move {
+        let session = match Session::connect(context).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::ERROR;
+            }
+        };
+        let mut stream = match session
+            .client
+            .call_stream::<_, serde_json::Value>(kinds::AUDIT, &req)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {}", explain(&e));
+                return exit::ERROR;
+            }
+        };
+        let mut table = Table::new(&[
+            "HEIGHT", "TIME", "ACTOR", "SOURCE", "EVENT", "OBJECT", "GEN",
+        ]);
+        let mut n = 0;
+        while let Some(item) = stream.next().await {
+            let rec = match item {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {}", explain(&e));
+                    return exit::ERROR;
+                }
+            };
+            n += 1;
+            if args.output == "json" {
+                println!("{rec}");
+                continue;
+            }
+            let g = |k: &str| {
+                rec.get(k)
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string())
+                    })
+                    .unwrap_or_default()
+            };
+            let object = if rec.get("kind").is_some() {
+                format!(
+                    "{}/{}/{}",
+                    g("kind").to_ascii_lowercase(),
+                    g("namespace"),
+                    g("name")
+                )
+            } else {
+                String::new()
+            };
+            let ts = rec
+                .get("timestamp_ms")
+                .and_then(|t| t.as_u64())
+                .unwrap_or(0);
+            table.row(vec![
+                g("height"),
+                crate::fmt_time(ts),
+                g("actor"),
+                source_text(rec.get("source").unwrap_or(&serde_json::Value::Null)),
+                g("type"),
+                object,
+                g("generation"),
+            ]);
+        }
+        if args.output == "table" {
+            print!("{}", table.render());
+            if n == 0 {
+                eprintln!("No events match.");
+            }
+        }
+        exit::OK
+    })
+}
+
+fn verify(context: Option<&str>) -> u8 {
+    crate::block_on(async move {
+        let session = match Session::connect(context).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::ERROR;
+            }
+        };
+        match session
+            .call::<_, VerifyResponse>(kinds::VERIFY, &VerifyRequest {})
+            .await
+        {
+            Ok(r) if r.ok => {
+                println!(
+                    "✓ replica {}: {} entries, {} requests, {} events verified (head {} at height {}) in {} ms",
+                    r.replica,
+                    r.entries,
+                    r.requests,
+                    r.events,
+                    short(&r.head_hash),
+                    r.head_height,
+                    r.elapsed_ms
+                );
+                exit::OK
+            }
+            Ok(r) => {
+                println!(
+                    "✗ replica {}: the chain does NOT verify; first bad height: {}",
+                    r.replica,
+                    r.first_bad_height
+                        .map(|h| h.to_string())
+                        .unwrap_or_else(|| "?".into())
+                );
+                for p in &r.problems {
+                    println!("  {p}");
+                }
+                exit::INVALID
+            }
+            Err(e) => {
+                eprintln!("error: {}", explain(&e));
+                exit::ERROR
+            }
+        }
+    })
+}
+
+fn short(h: &str) -> String {
+    h.chars().take(12).collect()
+}

@@ -1,0 +1,138 @@
+//! nexus-server: one control-plane replica. It opens the ledger, serves the client API
+//! (`nexus-api`) over QUIC with mutual TLS, verifies that every request was signed by the key of
+//! the certificate it arrived with (DESIGN.md BFT rule 2), and streams watches from the log.
+
+mod convert;
+mod service;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use nexus_ledger::{Ledger, LedgerConfig};
+use nexus_transport::pki::{LeafCert, cert_der_from_pem};
+use nexus_transport::quic::{Endpoint, ServerOptions, ServerTls};
+use nexus_transport::rpc::{RpcConfig, RpcServer, ServerHandle};
+
+pub use convert::object_info;
+
+/// Everything a replica needs to start.
+#[derive(Clone)]
+pub struct ReplicaOptions {
+    pub cluster: String,
+    /// This replica's name (its certificate is `replica:<name>`).
+    pub name: String,
+    pub listen: SocketAddr,
+    /// Holds `ledger.redb`.
+    pub data_dir: PathBuf,
+    pub ca_pem: String,
+    /// The CA key, when this replica may sign node certificates for joining agents.
+    pub ca_key_pem: Option<String>,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub ledger: LedgerConfig,
+    pub rpc: RpcConfig,
+}
+
+impl std::fmt::Debug for ReplicaOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaOptions")
+            .field("cluster", &self.cluster)
+            .field("name", &self.name)
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a replica could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("certificates: {0}")]
+    Pki(String),
+    #[error("cannot open the ledger in {path}: {message}")]
+    Ledger { path: String, message: String },
+    #[error("cannot listen on {addr}: {message}")]
+    Listen { addr: SocketAddr, message: String },
+}
+
+/// Shared state of a running replica, handed to every handler.
+pub(crate) struct Shared {
+    pub cluster: String,
+    pub name: String,
+    pub addr: SocketAddr,
+    pub ledger: Arc<Ledger>,
+    pub watch: watch::Hub,
+}
+
+/// A running replica.
+pub struct Replica {
+    shared: Arc<Shared>,
+    rpc: ServerHandle,
+}
+
+impl Replica {
+    /// Opens the ledger and starts serving. Must be called inside a tokio runtime.
+    pub async fn start(opts: ReplicaOptions) -> Result<Replica, StartError> {
+        nexus_transport::init_crypto();
+        let ca_der = cert_der_from_pem(&opts.ca_pem)
+            .map_err(|e| StartError::Pki(format!("cluster CA: {e}")))?;
+        let leaf = LeafCert::from_pem(&opts.cert_pem, &opts.key_pem)
+            .map_err(|e| StartError::Pki(format!("replica certificate: {e}")))?;
+        std::fs::create_dir_all(&opts.data_dir).map_err(|e| StartError::Ledger {
+            path: opts.data_dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let path = opts.data_dir.join("ledger.redb");
+        let ledger_cfg = opts.ledger.clone();
+        let ledger = tokio::task::spawn_blocking(move || Ledger::open(&path, ledger_cfg))
+            .await
+            .map_err(|e| StartError::Ledger {
+                path: opts.data_dir.display().to_string(),
+                message: e.to_string(),
+            })?
+            .map_err(|e| StartError::Ledger {
+                path: opts.data_dir.display().to_string(),
+                message: e.to_string(),
+            })?;
+        let ledger = Arc::new(ledger);
+        let tls = ServerTls::new(&ca_der, &leaf, &ServerOptions::default())
+            .map_err(|e| StartError::Pki(e.to_string()))?;
+        let endpoint = Endpoint::server(opts.listen, &tls).map_err(|e| StartError::Listen {
+            addr: opts.listen,
+            message: e.to_string(),
+        })?;
+        let addr = endpoint.local_addr().unwrap_or(opts.listen);
+        let watch = watch::Hub::start(ledger.clone());
+        let shared = Arc::new(Shared {
+            cluster: opts.cluster.clone(),
+            name: opts.name.clone(),
+            addr,
+            ledger,
+            watch,
+        });
+        let router = service::router(shared.clone());
+        let rpc = RpcServer::new(endpoint, router, opts.rpc.clone()).spawn();
+        tracing::info!(replica = %opts.name, %addr, height = shared.ledger.height(), "replica serving");
+        Ok(Replica { shared, rpc })
+    }
+
+    /// The address the replica listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// The replica's ledger.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.shared.ledger
+    }
+
+    /// Stops serving and closes the ledger (every acknowledged request is already durable).
+    pub async fn shutdown(self) {
+        self.rpc.shutdown().await;
+        self.shared.watch.stop();
+        let ledger = self.shared.ledger.clone();
+        let _ = tokio::task::spawn_blocking(move || ledger.shutdown()).await;
+    }
+}
