@@ -6,6 +6,7 @@
 //! [`Store`], and folded into the [`State`]. [`audit`] reads the log back and verifies it.
 
 pub mod audit;
+pub mod bench;
 pub mod codec;
 pub mod entry;
 pub mod event;

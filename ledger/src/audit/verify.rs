@@ -9,8 +9,9 @@ use thiserror::Error;
 
 use crate::entry::{EntryHash, EntryHeader};
 use crate::event::EventHead;
-use crate::request::RawSignedRequest;
+use crate::request::{RawSignedRequest, RequestHead};
 use crate::store::{EVENTS, HEADERS, Head, REQUESTS, ReadView, Store, StoreError, dberr};
+use ed25519_dalek::{Signature, VerifyingKey, verify_batch};
 
 /// What is wrong at a height.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -329,6 +330,7 @@ fn check_entry(
     let mut hasher = h.hasher();
     // A row problem is reported only if the hash holds: altered content is a hash mismatch.
     let mut row_problem: Option<Problem> = None;
+    let mut jobs: Vec<SigJob> = Vec::with_capacity(h.n_requests as usize);
     for i in 0..h.n_requests {
         let Some(row) = req_rows.next() else {
             return Ok(Err(missing_row(height, "request", i)));
@@ -339,7 +341,10 @@ fn check_entry(
         }
         hasher.record(v.value());
         if row_problem.is_none() {
-            row_problem = check_request(height, i, v.value(), opts).err();
+            match check_request(height, i, v.value(), opts) {
+                Ok(job) => jobs.extend(job),
+                Err(p) => row_problem = Some(p),
+            }
         }
     }
     let mut last_request = 0;
@@ -379,27 +384,40 @@ fn check_entry(
             computed,
         }));
     }
+    // Signatures of the requests before a row problem come first (rows are in order).
+    if let Some(bad) = first_bad_signature(&jobs) {
+        let id = RequestHead::from_json(&bad.json)
+            .map(|h| h.id)
+            .unwrap_or_else(|_| "?".into());
+        return Ok(Err(Problem::BadSignature {
+            height,
+            request: bad.index,
+            id,
+        }));
+    }
     Ok(match row_problem {
         Some(p) => Err(p),
         None => Ok((h.hash, u64::from(h.n_requests), u64::from(h.n_events))),
     })
 }
 
+/// A signature to check once the entry's hash holds.
+struct SigJob {
+    index: u32,
+    message: Vec<u8>,
+    key: [u8; 32],
+    signature: [u8; 64],
+    json: String,
+}
+
+/// Decodes a request row and applies the key policy; returns its signature to check.
 fn check_request(
     height: u64,
     i: u32,
     bytes: &[u8],
     opts: &VerifyOptions<'_>,
-) -> Result<(), Problem> {
+) -> Result<Option<SigJob>, Problem> {
     let raw = RawSignedRequest::decode(bytes).map_err(undecodable(height, "request"))?;
-    if opts.signatures && raw.verify().is_err() {
-        let id = raw.head().map(|h| h.id).unwrap_or_else(|_| "?".into());
-        return Err(Problem::BadSignature {
-            height,
-            request: i,
-            id,
-        });
-    }
     if let Some(policy) = opts.trusted_key {
         let head = raw.head().map_err(undecodable(height, "request"))?;
         if !policy(&head.actor, &raw.public_key) {
@@ -411,7 +429,48 @@ fn check_request(
             });
         }
     }
-    Ok(())
+    Ok(opts.signatures.then(|| SigJob {
+        index: i,
+        message: raw.signing_bytes(),
+        key: raw.public_key,
+        signature: raw.signature,
+        json: raw.json.to_owned(),
+    }))
+}
+
+/// The first job whose signature is bad. Checks the whole entry as one ed25519 batch (about
+/// twice as fast); only when the batch fails is each signature checked alone (strictly).
+fn first_bad_signature(jobs: &[SigJob]) -> Option<&SigJob> {
+    let strict_ok = |j: &SigJob| {
+        RawSignedRequest {
+            json: &j.json,
+            public_key: j.key,
+            signature: j.signature,
+        }
+        .verify()
+        .is_ok()
+    };
+    if jobs.len() >= 4 {
+        let keys: Option<Vec<VerifyingKey>> = jobs
+            .iter()
+            .map(|j| {
+                VerifyingKey::from_bytes(&j.key)
+                    .ok()
+                    .filter(|k| !k.is_weak())
+            })
+            .collect();
+        if let Some(keys) = keys {
+            let messages: Vec<&[u8]> = jobs.iter().map(|j| j.message.as_slice()).collect();
+            let signatures: Vec<Signature> = jobs
+                .iter()
+                .map(|j| Signature::from_bytes(&j.signature))
+                .collect();
+            if verify_batch(&messages, &signatures, &keys).is_ok() {
+                return None;
+            }
+        }
+    }
+    jobs.iter().find(|j| !strict_ok(j))
 }
 
 fn missing_row(height: u64, what: &str, i: u32) -> Problem {

@@ -17,7 +17,7 @@ use thiserror::Error;
 use crate::codec::CodecError;
 use crate::entry::{Entry, EntryHash};
 use crate::plan::ObjectOutcome;
-use crate::request::RawSignedRequest;
+use crate::request::{RawSignedRequest, digest_of_json};
 use crate::snapshot;
 use crate::state::{FoldError, State};
 
@@ -121,14 +121,6 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("path", &self.path).finish()
     }
-}
-
-/// blake3 of a request's signing bytes, from its stored JSON.
-fn digest_of_json(json: &str) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    h.update(crate::request::REQUEST_DOMAIN);
-    h.update(json.as_bytes());
-    *h.finalize().as_bytes()
 }
 
 impl Store {

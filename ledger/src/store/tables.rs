@@ -48,7 +48,7 @@ pub(crate) const FORMAT: u8 = 1;
 pub struct RequestRecord {
     pub height: u64,
     pub index: u32,
-    /// blake3 of the request's signing bytes.
+    /// The request's digest (blake3 of its canonical JSON).
     pub digest: [u8; 32],
     pub outcomes: Vec<ObjectOutcome>,
 }
