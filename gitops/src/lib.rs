@@ -7,9 +7,11 @@
 //! changed" events, and [`plan`] renders `nexus plan`. Nothing here writes to the ledger.
 
 pub mod repo;
+pub mod signature;
 pub mod snapshot;
 pub mod source;
 pub mod sync;
+pub mod verify;
 
 pub use repo::{FetchOptions, GitAuth, GitError, GitRepo, HeadMove, Mirror, Mirrors, RepoUrl};
 pub use snapshot::{ClaimedObject, CommitSnapshot, DesiredObject, GitProvenance, ManifestSet};

@@ -5,6 +5,7 @@
 //! entry carries. An invalid commit is rejected whole: the plan holds its diagnostics and no
 //! changes.
 
+pub mod prepare;
 #[cfg(test)]
 mod tests;
 
