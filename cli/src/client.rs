@@ -40,9 +40,14 @@ impl Session {
     /// Connects to the first reachable replica of the context (`--context`, `$NEXUS_CONTEXT`,
     /// or the current one).
     pub async fn connect(context: Option<&str>) -> Result<Session, ClientError> {
-        nexus_transport::init_crypto();
         let cfg = ClientConfig::load()?;
         let ctx = cfg.resolve(context)?.clone();
+        Self::connect_to(ctx).await
+    }
+
+    /// Connects with an explicit context.
+    pub async fn connect_to(ctx: Context) -> Result<Session, ClientError> {
+        nexus_transport::init_crypto();
         let ca_der = cert_der_from_pem(&read_text(&ctx.ca)?)
             .map_err(|e| ClientError::Pki(format!("{}: {e}", ctx.ca.display())))?;
         let cert = LeafCert::from_pem(&read_text(&ctx.cert)?, &read_text(&ctx.key)?)

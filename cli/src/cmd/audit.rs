@@ -44,7 +44,11 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum Verify {
     /// Recompute the hash chain and every request signature; exit 1 and name the first bad height on failure.
-    Verify,
+    Verify {
+        /// Verify a stopped replica's ledger file directly instead of asking a running replica.
+        #[arg(long, value_name = "FILE")]
+        ledger: Option<std::path::PathBuf>,
+    },
 }
 
 /// Parses an RFC 3339 time or a duration ago into ms since the epoch.
@@ -64,8 +68,11 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
 }
 
 pub fn run(args: Args, context: Option<&str>) -> u8 {
-    if args.verify.is_some() {
-        return verify(context);
+    if let Some(Verify::Verify { ledger }) = &args.verify {
+        return match ledger {
+            Some(path) => verify_offline(path),
+            None => verify(context),
+        };
     }
     let since = match args.since.as_deref().map(parse_time).transpose() {
         Ok(t) => t,
@@ -226,6 +233,58 @@ fn verify(context: Option<&str>) -> u8 {
             }
         }
     })
+}
+
+/// Verifies a ledger file without a server (the replica must be stopped: redb locks the file).
+fn verify_offline(path: &std::path::Path) -> u8 {
+    if !path.exists() {
+        eprintln!("error: {}: no such file", path.display());
+        return exit::ERROR;
+    }
+    let t = std::time::Instant::now();
+    let store = match nexus_ledger::Store::open(path, nexus_ledger::StoreConfig::default()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot open {}: {e}", path.display());
+            return exit::ERROR;
+        }
+    };
+    match nexus_ledger::audit::verify(&store) {
+        Ok(r) if r.is_ok() => {
+            let (h, hash) = r
+                .head
+                .as_ref()
+                .map(|h| (h.height, h.hash.to_string()))
+                .unwrap_or((0, String::new()));
+            println!(
+                "✓ {}: {} entries, {} requests, {} events verified (head {} at height {h}) in {} ms",
+                path.display(),
+                r.entries,
+                r.requests,
+                r.events,
+                short(&hash),
+                t.elapsed().as_millis()
+            );
+            exit::OK
+        }
+        Ok(r) => {
+            let p = r.problem.as_ref();
+            println!(
+                "✗ {}: the chain does NOT verify; first bad height: {}",
+                path.display(),
+                p.map(|p| p.height().to_string())
+                    .unwrap_or_else(|| "?".into())
+            );
+            if let Some(p) = p {
+                println!("  {p}");
+            }
+            exit::INVALID
+        }
+        Err(e) => {
+            println!("✗ {}: cannot read the ledger: {e}", path.display());
+            exit::INVALID
+        }
+    }
 }
 
 fn short(h: &str) -> String {
