@@ -45,7 +45,7 @@ pub struct WorkloadInput {
 }
 
 /// Liveness of a node as committed in the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum NodeCondition {
     /// Heartbeating: eligible for new replicas.
     Ready,
@@ -185,10 +185,15 @@ impl NodeState<'_> {
     /// Free CPU fraction + free memory fraction, in parts per million each.
     fn score(&self) -> u64 {
         let frac = |free: i128, cap: u64| -> i128 {
+            let free = free.max(0);
             if cap == 0 {
                 0
+            } else if let Ok(f) = u64::try_from(free)
+                && let Some(scaled) = f.checked_mul(1_000_000)
+            {
+                i128::from(scaled / cap) // the common case, without 128-bit division
             } else {
-                free.max(0).saturating_mul(1_000_000) / i128::from(cap)
+                free.saturating_mul(1_000_000) / i128::from(cap)
             }
         };
         let s = frac(self.free_cpu, self.input.capacity.cpu.0)
@@ -213,7 +218,15 @@ struct Cluster<'a> {
 impl<'a> Cluster<'a> {
     fn new(inputs: &'a [NodeInput]) -> Self {
         let mut sorted: Vec<&NodeInput> = inputs.iter().collect();
-        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        // Duplicated names (malformed input) keep the same entry whatever the input order.
+        sorted.sort_by(|a, b| {
+            let cap = |n: &NodeInput| (n.capacity.cpu, n.capacity.memory, n.capacity.gpus);
+            a.name
+                .cmp(&b.name)
+                .then(cap(a).cmp(&cap(b)))
+                .then(a.condition.cmp(&b.condition))
+                .then(a.labels.cmp(&b.labels))
+        });
         sorted.dedup_by(|b, a| a.name == b.name);
         let nodes = sorted
             .into_iter()
@@ -392,17 +405,27 @@ pub fn schedule(input: &Input<'_>) -> Schedule {
 
     // Workloads sorted by key; a duplicated key keeps its highest generation.
     let mut workloads: Vec<&WorkloadInput> = input.workloads.iter().collect();
+    let limits = |w: &WorkloadInput| {
+        let r = &w.spec.rolling_update;
+        (w.spec.replicas, r.max_surge, r.max_unavailable)
+    };
     workloads.sort_by(|a, b| {
         a.key
             .cmp(&b.key)
             .then(b.generation.cmp(&a.generation))
             .then(a.hash.cmp(&b.hash))
+            .then(limits(a).cmp(&limits(b)))
     });
     workloads.dedup_by(|b, a| a.key == b.key);
 
     // Current instances grouped by workload, in id order, each at most once.
     let mut current: Vec<&CurrentInstance> = input.current.iter().collect();
-    current.sort_by(|a, b| a.id.cmp(&b.id).then(a.node.cmp(&b.node)));
+    current.sort_by(|a, b| {
+        a.id.cmp(&b.id)
+            .then(a.node.cmp(&b.node))
+            .then(b.ready.cmp(&a.ready))
+            .then(b.generation.cmp(&a.generation))
+    });
     current.dedup_by(|b, a| a.id == b.id);
 
     // Phase 1: which current instances stay.
@@ -515,7 +538,7 @@ pub fn schedule(input: &Input<'_>) -> Schedule {
         let mut fresh_failure: Option<Reason> = None;
 
         for (index, slot) in ws.iter().enumerate() {
-            let id = InstanceId::new(ReplicaId::new(w.key.clone(), index as u32), w.hash);
+            let id = || InstanceId::new(ReplicaId::new(w.key.clone(), index as u32), w.hash);
             let keep = |out: &mut Schedule, c: &CurrentInstance, kind| {
                 out.assignments.push(Assignment {
                     id: c.id.clone(),
@@ -543,7 +566,7 @@ pub fn schedule(input: &Input<'_>) -> Schedule {
                         rollout.old += 1;
                     }
                     out.unschedulable.push(Unschedulable {
-                        id,
+                        id: id(),
                         reason: Reason::InvalidSpec(e.to_string()),
                     });
                     continue;
@@ -566,7 +589,7 @@ pub fn schedule(input: &Input<'_>) -> Schedule {
             };
             let start = |out: &mut Schedule, i: usize, cluster: &Cluster<'_>| {
                 out.assignments.push(Assignment {
-                    id: id.clone(),
+                    id: id(),
                     node: cluster.nodes[i].input.name.clone(),
                     generation: w.generation,
                     footprint: fp.clone(),
@@ -600,7 +623,7 @@ pub fn schedule(input: &Input<'_>) -> Schedule {
                         }
                         Err(reason) => {
                             fresh_failure = Some(reason.clone());
-                            out.unschedulable.push(Unschedulable { id, reason });
+                            out.unschedulable.push(Unschedulable { id: id(), reason });
                         }
                     }
                 }
@@ -641,7 +664,7 @@ pub fn schedule(input: &Input<'_>) -> Schedule {
                         keep(&mut out, o, AssignmentKind::KeepOld);
                         rollout.old += 1;
                         if let Some(reason) = failure {
-                            out.unschedulable.push(Unschedulable { id, reason });
+                            out.unschedulable.push(Unschedulable { id: id(), reason });
                         }
                     }
                 }

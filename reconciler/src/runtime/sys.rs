@@ -53,6 +53,9 @@ pub(crate) enum Wait {
 }
 
 pub(crate) fn try_wait(pid: i32) -> Wait {
+    if pid <= 0 {
+        return Wait::NotChild; // waitpid(0 or -n) would reap someone else's children
+    }
     let mut status = 0;
     loop {
         // SAFETY: waitpid with a valid pointer to an int.
