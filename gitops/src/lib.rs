@@ -12,6 +12,7 @@ pub mod snapshot;
 pub mod source;
 pub mod sync;
 pub mod verify;
+pub mod watch;
 
 pub use repo::{FetchOptions, GitAuth, GitError, GitRepo, HeadMove, Mirror, Mirrors, RepoUrl};
 pub use snapshot::{ClaimedObject, CommitSnapshot, DesiredObject, GitProvenance, ManifestSet};
