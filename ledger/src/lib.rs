@@ -1,9 +1,11 @@
 //! nexus-ledger: events, entries, the blake3 hash chain, the redb store, the event-sourced state
 //! projection, audit queries and the consensus integration.
 //!
-//! Flow: a [`SignedRequest`] is verified, ordered (the [`ledger::Sequencer`] seam), planned against
-//! the state ([`plan_request`]), built into an [`Entry`] ([`build_entry`]), appended durably by the
-//! [`Store`], and folded into the [`State`]. [`audit`] reads the log back and verifies it.
+//! Flow: a [`SignedRequest`] is verified by [`Ledger::submit`], ordered through the [`Sequencer`]
+//! seam (one replica: [`SingleNode`]; replicated: the consensus engine), executed against the
+//! [`State`] ([`execute`] / [`plan_request`]), built into an [`Entry`] ([`build_entry`]), appended
+//! durably by the [`Store`], and folded into the state. [`audit`] reads the log back and verifies
+//! it; [`bench`] measures all of it.
 
 pub mod audit;
 pub mod bench;

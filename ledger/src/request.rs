@@ -142,12 +142,42 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
-    /// Reads the head from a request's canonical JSON (operations are skipped, not parsed).
+    /// Reads the head from a request's JSON (operations are skipped, not parsed).
     pub fn from_json(json: &str) -> Result<RequestHead, CodecError> {
         serde_json::from_str(json).map_err(|e| CodecError::Json {
             what: "request",
             message: e.to_string(),
         })
+    }
+
+    /// Reads the head of a stored request record without touching its operations.
+    ///
+    /// Canonical request JSON has its keys in the order `actor, created_at_ms, id, ops, source`,
+    /// and quotes inside strings are escaped, so the first `,"ops":` is the top-level key and the
+    /// last `,"source":` too. Splicing out what lies between leaves a small JSON object with the
+    /// head fields. Anything unexpected falls back to parsing the whole text.
+    pub fn from_record(bytes: &[u8]) -> Result<RequestHead, CodecError> {
+        let mut r = Reader::new(bytes);
+        r.version("request record", RECORD_V1)?;
+        let json = r.bytes()?;
+        const OPS: &[u8] = b",\"ops\":";
+        const SOURCE: &[u8] = b",\"source\":";
+        let ops = json.windows(OPS.len()).position(|w| w == OPS);
+        let source = json.windows(SOURCE.len()).rposition(|w| w == SOURCE);
+        if let (Some(o), Some(s)) = (ops, source)
+            && o < s
+        {
+            let mut small = Vec::with_capacity(o + json.len() - s);
+            small.extend_from_slice(&json[..o]);
+            small.extend_from_slice(&json[s..]);
+            if let Ok(head) = serde_json::from_slice(&small) {
+                return Ok(head);
+            }
+        }
+        let text = std::str::from_utf8(json).map_err(|_| CodecError::Utf8 {
+            what: "request json",
+        })?;
+        RequestHead::from_json(text)
     }
 }
 
@@ -402,6 +432,10 @@ mod tests {
         let raw = RawSignedRequest::decode(&bytes).unwrap();
         raw.verify().unwrap();
         assert_eq!(raw.head().unwrap(), RequestHead::from(&s.request));
+        assert_eq!(
+            RequestHead::from_record(&bytes).unwrap(),
+            RequestHead::from(&s.request)
+        );
         let mut bad = bytes.clone();
         let n = bad.len();
         bad[n - 70] ^= 1; // inside the JSON text
@@ -411,6 +445,35 @@ mod tests {
                 .unwrap_or(true)
         );
         assert!(SignedRequest::from_bytes(&bytes[..10]).is_err());
+    }
+
+    #[test]
+    fn head_from_record_survives_lookalike_keys() {
+        let object = serde_json::json!({"metadata": {"labels": {"ops": ",\"source\":{", "x": ",\"ops\":["}}});
+        let source = Source::Gitops {
+            git_source: "a/b".into(),
+            repo: ",\"ops\":[".into(),
+            commit: "c".into(),
+            tree: "t".into(),
+            author: "a".into(),
+            committer: "c".into(),
+            message: "m ,\"source\": {".into(),
+        };
+        let r = Request {
+            id: ",\"ops\":".into(),
+            actor: "user:,\"source\":".into(),
+            source,
+            ops: vec![Op::Apply {
+                object,
+                if_version: None,
+            }],
+            created_at_ms: 3,
+        };
+        let bytes = SignedRequest::sign(r.clone(), &key(1)).to_bytes();
+        assert_eq!(
+            RequestHead::from_record(&bytes).unwrap(),
+            RequestHead::from(&r)
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::entry::EntryHeader;
 use crate::event::{Event, EventBody, EventHead};
-use crate::request::{RawSignedRequest, RequestHead, Source};
+use crate::request::{RequestHead, Source};
 use crate::store::{
     BY_ACTOR, BY_COMMIT, BY_OBJECT, BY_SOURCE, BY_TIME, EVENTS, HEADERS, REQUESTS, ReadView,
     StoreError, dberr,
@@ -313,9 +313,7 @@ impl Collector<'_> {
                 .get((height, index))
                 .map_err(dberr)?
                 .ok_or(StoreError::Missing { height })?;
-            let head = RawSignedRequest::decode(v.value())
-                .and_then(|r| r.head())
-                .map_err(corrupt(height, "request"))?;
+            let head = RequestHead::from_record(v.value()).map_err(corrupt(height, "request"))?;
             self.heads.insert((height, index), head);
         }
         self.heads

@@ -634,11 +634,22 @@ fn verify_finds_the_forged_request_inside_a_batch() {
     let dir = tempdir();
     let store = Store::open(dir.path().join("l.redb"), StoreConfig::default()).unwrap();
     let mut requests: Vec<SignedRequest> = (0..6)
-        .map(|i| signed(&i.to_string(), "user:alice", vec![apply(workload(&format!("w{i}"), 1))]))
+        .map(|i| {
+            signed(
+                &i.to_string(),
+                "user:alice",
+                vec![apply(workload(&format!("w{i}"), 1))],
+            )
+        })
         .collect();
     requests[4].request.ops = vec![apply(workload("evil", 1))];
     let ex = crate::execute::execute(&crate::state::State::new(), &requests);
-    store.append(&[ex.into_commit(EntryHash::ZERO, 1, 1, None).unwrap()]).unwrap();
+    store
+        .append(&[ex.into_commit(EntryHash::ZERO, 1, 1, None).unwrap()])
+        .unwrap();
     let p = problem(&store).unwrap();
-    assert!(matches!(p, Problem::BadSignature { height: 1, request: 4, ref id } if id == "4"), "{p}");
+    assert!(
+        matches!(p, Problem::BadSignature { height: 1, request: 4, ref id } if id == "4"),
+        "{p}"
+    );
 }

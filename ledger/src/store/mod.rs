@@ -32,7 +32,7 @@ pub struct StoreConfig {
     pub snapshot_every: u64,
     /// Snapshots to keep.
     pub snapshots_kept: usize,
-    /// redb page cache.
+    /// redb page cache (an upper bound, filled as pages are read).
     pub cache_bytes: usize,
     /// redb quick-repair: near-instant reopening after a crash, but every commit pays a second
     /// fsync (two-phase commit). Off by default: a crash then costs one full scan on reopen.
@@ -44,7 +44,7 @@ impl Default for StoreConfig {
         StoreConfig {
             snapshot_every: 1000,
             snapshots_kept: 2,
-            cache_bytes: 256 << 20,
+            cache_bytes: 1 << 30,
             quick_repair: false,
         }
     }
