@@ -62,6 +62,15 @@ pub fn block_on<F: std::future::Future<Output = u8>>(f: F) -> u8 {
     }
 }
 
+/// Runs a fallible future on a fresh runtime.
+pub fn block_on_result<T, F: std::future::Future<Output = Result<T, String>>>(
+    f: F,
+) -> Result<T, String> {
+    runtime()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?
+        .block_on(f)
+}
+
 /// Logs to stderr; `NEXUS_LOG` (or `RUST_LOG`) sets the filter, default `info`.
 pub fn init_logging() {
     let filter = std::env::var("NEXUS_LOG")

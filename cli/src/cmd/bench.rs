@@ -15,6 +15,19 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum What {
+    /// Apply latency/throughput (through a real replica over QUIC, and through the ledger front)
+    /// with 1, 8 and 64 clients; audit queries and `audit verify` over a generated log.
+    Ledger {
+        /// Events in the generated log for the audit and verify rows.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Seconds per apply concurrency level.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Scratch directory (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Validate N generated objects, one file each, in one directory (target: 10,000 in < 1 s).
     Validate {
         /// Number of objects to generate.
@@ -32,6 +45,11 @@ pub enum What {
 pub fn run(args: Args) -> u8 {
     match args.what {
         What::Validate { objects, dir, runs } => bench_validate(objects, dir, runs),
+        What::Ledger {
+            events,
+            seconds,
+            dir,
+        } => super::bench_ledger::run(events, seconds, dir),
     }
 }
 

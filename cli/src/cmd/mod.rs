@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub mod apply;
 pub mod audit;
 pub mod bench;
+pub mod bench_ledger;
 pub mod completion;
 pub mod diff;
 pub mod get;
