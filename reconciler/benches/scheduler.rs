@@ -40,6 +40,7 @@ fn cluster() -> (Vec<NodeInput>, Vec<WorkloadInput>) {
                 },
                 labels,
                 condition: NodeCondition::Ready,
+                host_ports: true,
             }
         })
         .collect();

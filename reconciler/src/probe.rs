@@ -1,6 +1,7 @@
 //! Health probes: the pure [`ProbeTracker`] (when to probe next, when a replica turns healthy or
 //! unhealthy; time passed in) and the network probes (HTTP GET and TCP connect on the node's
-//! loopback). Exec probes run inside the replica's namespaces and live with the process runtime.
+//! loopback, or on the replica's own address when it has its own network namespace). Exec
+//! probes run inside the replica's namespaces and live with the process runtime.
 //!
 //! Semantics: no probe before `initialDelaySeconds` after start; then one every `periodSeconds`,
 //! each bounded by `timeoutSeconds`. The first success makes the replica healthy (and ready);
@@ -82,17 +83,23 @@ impl ProbeTracker {
     }
 }
 
-fn loopback(port: u32) -> Result<SocketAddr, String> {
+fn socket(host: Ipv4Addr, port: u32) -> Result<SocketAddr, String> {
     let port = u16::try_from(port)
         .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| format!("invalid port {port}"))?;
-    Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+    Ok(SocketAddr::from((host, port)))
 }
 
 /// Healthy when a TCP connection to 127.0.0.1:`port` opens within `timeout`.
 pub fn tcp_probe(port: u32, timeout: Duration) -> Result<(), String> {
-    let addr = loopback(port)?;
+    tcp_probe_at(Ipv4Addr::LOCALHOST, port, timeout)
+}
+
+/// Healthy when a TCP connection to `host`:`port` opens within `timeout` (`host` is the
+/// replica's own address when it has its own network namespace).
+pub fn tcp_probe_at(host: Ipv4Addr, port: u32, timeout: Duration) -> Result<(), String> {
+    let addr = socket(host, port)?;
     TcpStream::connect_timeout(&addr, timeout)
         .map(drop)
         .map_err(|e| format!("connect {addr}: {e}"))
@@ -100,7 +107,17 @@ pub fn tcp_probe(port: u32, timeout: Duration) -> Result<(), String> {
 
 /// Healthy when `GET path` on 127.0.0.1:`port` answers 2xx or 3xx within `timeout`.
 pub fn http_probe(port: u32, path: &str, timeout: Duration) -> Result<(), String> {
-    let addr = loopback(port)?;
+    http_probe_at(Ipv4Addr::LOCALHOST, port, path, timeout)
+}
+
+/// Healthy when `GET path` on `host`:`port` answers 2xx or 3xx within `timeout`.
+pub fn http_probe_at(
+    host: Ipv4Addr,
+    port: u32,
+    path: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let addr = socket(host, port)?;
     let deadline = Instant::now() + timeout;
     let left = || {
         deadline
@@ -118,8 +135,7 @@ pub fn http_probe(port: u32, path: &str, timeout: Duration) -> Result<(), String
         return Err(format!("invalid path {path:?}"));
     }
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUser-Agent: nexus-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        addr.port()
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: nexus-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
     s.set_write_timeout(Some(left()))
         .map_err(|e| e.to_string())?;

@@ -15,7 +15,8 @@
 //!    (while at least `replicas - maxUnavailable` slots stay ready); an unready old instance is
 //!    replaced freely. With both limits 0, a surge of 1 is used so updates make progress.
 //! 5. A node is eligible when it is ready, has every selector label, has the CPU, memory and GPUs
-//!    free, none of the instance's host ports in use, and fewer than `maxPerNode` instances of the
+//!    free, none of the instance's host ports in use (only on nodes whose replicas share the
+//!    node's network, `host_ports`), and fewer than `maxPerNode` instances of the
 //!    workload. Among eligible nodes: fewest instances of this workload, then most free capacity
 //!    (free CPU fraction + free memory fraction), then node name.
 
@@ -70,6 +71,9 @@ pub struct NodeInput {
     pub capacity: Capacity,
     pub labels: Labels,
     pub condition: NodeCondition,
+    /// Replicas on this node share its network, so their host ports conflict. `false` when each
+    /// replica has a network namespace (and an address) of its own: ports are then not reserved.
+    pub host_ports: bool,
 }
 
 /// An instance the previous schedule assigned, with its observed readiness.
@@ -205,7 +209,11 @@ impl NodeState<'_> {
         self.free_cpu >= i128::from(fp.cpu.0)
             && self.free_mem >= i128::from(fp.memory.0)
             && self.free_gpus >= i128::from(fp.gpus)
-            && fp.ports.iter().all(|p| !self.ports.contains(p))
+            && !self.port_conflict(fp)
+    }
+
+    fn port_conflict(&self, fp: &Footprint) -> bool {
+        self.input.host_ports && fp.ports.iter().any(|p| self.ports.contains(p))
     }
 }
 
@@ -226,6 +234,7 @@ impl<'a> Cluster<'a> {
                 .then(cap(a).cmp(&cap(b)))
                 .then(a.condition.cmp(&b.condition))
                 .then(a.labels.cmp(&b.labels))
+                .then(a.host_ports.cmp(&b.host_ports))
         });
         sorted.dedup_by(|b, a| a.name == b.name);
         let nodes = sorted
@@ -271,7 +280,7 @@ impl<'a> Cluster<'a> {
         n.free_cpu -= sign * i128::from(fp.cpu.0);
         n.free_mem -= sign * i128::from(fp.memory.0);
         n.free_gpus -= sign * i128::from(fp.gpus);
-        for p in &fp.ports {
+        for p in fp.ports.iter().filter(|_| n.input.host_ports) {
             if sign > 0 {
                 n.ports.insert(*p);
             } else {
@@ -381,7 +390,11 @@ fn explain(cluster: &Cluster<'_>, want: &Want<'_>) -> Reason {
             nf.memory += 1;
         } else if n.free_gpus < i128::from(fp.gpus) {
             nf.gpus += 1;
-        } else if let Some(p) = fp.ports.iter().find(|p| n.ports.contains(p)) {
+        } else if let Some(p) = fp
+            .ports
+            .iter()
+            .find(|p| n.input.host_ports && n.ports.contains(p))
+        {
             nf.ports += 1;
             nf.port.get_or_insert(*p);
         } else {

@@ -2,6 +2,7 @@
 //! state: never written to the log).
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use nexus_schemas::RestartPolicy;
@@ -90,6 +91,10 @@ pub struct ObservedReplica {
     pub grace_ms: u64,
     /// The instance's cgroup in the unified (cgroup2) hierarchy, where eBPF programs attach.
     pub unified_cgroup: Option<PathBuf>,
+    /// The instance's own address when it runs in its own network namespace (`None`: it shares
+    /// the node's network, or does not run).
+    #[serde(default)]
+    pub address: Option<IpAddr>,
 }
 
 impl ObservedReplica {

@@ -39,6 +39,7 @@ fn obs(name: &str, v: u8, state: ObservedState, restarts: u32, step: u32) -> Obs
         restart_policy: RestartPolicy::Always,
         grace_ms: 7000,
         unified_cgroup: None,
+        address: None,
     }
 }
 

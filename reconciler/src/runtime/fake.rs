@@ -135,6 +135,7 @@ impl Runtime for FakeRuntime {
                 restart_policy: spec.restart_policy,
                 grace_ms: spec.grace_ms,
                 unified_cgroup: None,
+                address: None,
             },
         );
         result

@@ -1,4 +1,5 @@
-//! The replica's init: pid 1 of the replica's own pid, mount, uts and ipc namespaces.
+//! The replica's init: pid 1 of the replica's own pid, mount, uts and ipc namespaces (and its own
+//! network namespace in network mode).
 //!
 //! The agent `clone(2)`s a child into new namespaces. That child is a copy of a multi-threaded
 //! process that never execs, so it runs only async-signal-safe code: raw syscalls on buffers
@@ -39,9 +40,14 @@ pub(crate) struct InitPlan {
     pub log_cap: u64,
     /// `oom_score_adj` for the workload (the agent's own value).
     pub child_oom_adj: CString,
+    /// Also a new network namespace (the agent wires it up before the release).
+    pub new_net: bool,
+    /// Files bind-mounted over host files in the replica's mount namespace (source, target),
+    /// e.g. its own `/etc/hosts` and `/etc/resolv.conf` in network mode.
+    pub binds: Vec<(CString, CString)>,
 }
 
-const STAGES: [&str; 11] = [
+const STAGES: [&str; 12] = [
     "release",
     "make mounts private",
     "mount /proc",
@@ -53,6 +59,7 @@ const STAGES: [&str; 11] = [
     "exec",
     "open /dev/null",
     "start a session",
+    "bind-mount /etc files",
 ];
 const S_MOUNT_PRIVATE: i32 = 1;
 const S_MOUNT_PROC: i32 = 2;
@@ -64,6 +71,7 @@ const S_CHDIR: i32 = 7;
 const S_EXEC: i32 = 8;
 const S_DEVNULL: i32 = 9;
 const S_SETSID: i32 = 10;
+const S_BIND: i32 = 11;
 
 /// A failure before the workload's exec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,7 +133,8 @@ fn cstr_ptrs(v: &[CString]) -> Vec<*const c_char> {
         .collect()
 }
 
-/// Clones the init into new pid, mount, uts and ipc namespaces. It waits for `release`.
+/// Clones the init into new pid, mount, uts and ipc (and, in network mode, network) namespaces.
+/// It waits for `release`.
 pub(crate) fn spawn(plan: &InitPlan) -> io::Result<Spawned> {
     let argv = cstr_ptrs(&plan.argv);
     let envp = cstr_ptrs(&plan.envp);
@@ -138,11 +147,14 @@ pub(crate) fn spawn(plan: &InitPlan) -> io::Result<Spawned> {
         sync_r: sync_r.as_raw_fd(),
         err_w: err_w.as_raw_fd(),
     };
-    let flags = libc::CLONE_NEWPID
+    let mut flags = libc::CLONE_NEWPID
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC
         | libc::SIGCHLD;
+    if plan.new_net {
+        flags |= libc::CLONE_NEWNET;
+    }
     // SAFETY: sigset operations on local storage; the child starts with every signal blocked so
     // no handler of the agent ever runs in it.
     let pid = unsafe {
@@ -466,6 +478,18 @@ unsafe fn init_main(c: &Ctx<'_>) -> ! {
         ) != 0
         {
             fail(c.err_w, S_MOUNT_PRIVATE);
+        }
+        for (src, dst) in &p.binds {
+            if libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                none,
+                libc::MS_BIND,
+                std::ptr::null(),
+            ) != 0
+            {
+                fail(c.err_w, S_BIND);
+            }
         }
         let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
         if libc::mount(

@@ -5,6 +5,7 @@
 pub mod cgroup;
 pub mod fake;
 mod init;
+pub mod network;
 mod nsexec;
 mod prober;
 pub mod process;
@@ -21,6 +22,7 @@ use crate::spec::ReplicaSpec;
 use crate::status::ObservedReplica;
 
 pub use cgroup::{CgroupLayout, CgroupMode};
+pub use network::NetworkConfig;
 pub use process::{ProcessConfig, ProcessRuntime};
 
 /// Errors from a runtime driver.
@@ -138,4 +140,11 @@ pub trait Runtime: Send + Sync {
         stream: LogStream,
         max_bytes: u64,
     ) -> Result<Vec<u8>, RuntimeError>;
+
+    /// The file a stream is being written to, for following it (`nexus logs -f`); `None` when
+    /// the runtime keeps no files.
+    fn log_file(&self, id: &InstanceId, stream: LogStream) -> Option<PathBuf> {
+        let _ = (id, stream);
+        None
+    }
 }

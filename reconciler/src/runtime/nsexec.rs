@@ -1,5 +1,5 @@
 //! Running a command inside a running replica (exec probes, `exec`): the command joins the
-//! replica's cgroups and its ipc, uts, pid and mount namespaces. Entering a pid namespace only
+//! replica's cgroups and its network, ipc, uts, pid and mount namespaces. Entering a pid namespace only
 //! affects children, so the spawned process forks once more: the grandchild runs the command as a
 //! member of the replica's namespace, the intermediate waits for it and exits with its status.
 
@@ -36,6 +36,8 @@ pub(crate) struct ExecTarget {
     pub workdir: PathBuf,
     /// Scratch file for the output.
     pub scratch: PathBuf,
+    /// The replica's own address (network mode), where HTTP and TCP probes connect.
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 /// Runs `argv` inside the target's namespaces and cgroups; kills it after `timeout`.
@@ -52,6 +54,7 @@ pub(crate) fn exec_in(
         env,
         workdir,
         scratch,
+        address: _,
     } = t;
     let (pid, start_ticks) = (*pid, *start_ticks);
     let Some(program) = argv.first() else {
@@ -60,7 +63,9 @@ pub(crate) fn exec_in(
         ));
     };
     let mut ns = Vec::new();
-    for name in ["ipc", "uts", "pid", "mnt"] {
+    // `net` first: joining it needs the host's mount namespace for nothing, and it is the
+    // replica's own namespace in network mode (the host's otherwise, a no-op).
+    for name in ["net", "ipc", "uts", "pid", "mnt"] {
         let path = format!("/proc/{pid}/ns/{name}");
         ns.push(File::open(&path).map_err(|e| RuntimeError::io("open namespace", &path, e))?);
     }

@@ -2,6 +2,7 @@
 //! and exposes the verdict. Dropping the [`Prober`] stops the thread (an in-flight probe finishes
 //! within its timeout and is discarded).
 
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use nexus_schemas::HealthProbe;
 
 use super::nsexec::{ExecTarget, exec_in};
 use super::sys::now_ms;
-use crate::probe::{ProbeTracker, http_probe, tcp_probe};
+use crate::probe::{ProbeTracker, http_probe_at, tcp_probe_at};
 use crate::status::Health;
 
 struct Shared {
@@ -61,10 +62,11 @@ impl Drop for Prober {
 
 fn check(probe: &HealthProbe, target: &ExecTarget) -> Result<(), String> {
     let timeout = Duration::from_secs(u64::from(probe.timeout_seconds.max(1)));
+    let host = target.address.unwrap_or(Ipv4Addr::LOCALHOST);
     if let Some(h) = &probe.http {
-        http_probe(h.port, &h.path, timeout)
+        http_probe_at(host, h.port, &h.path, timeout)
     } else if let Some(t) = &probe.tcp {
-        tcp_probe(t.port, timeout)
+        tcp_probe_at(host, t.port, timeout)
     } else if let Some(e) = &probe.exec {
         match exec_in(target, &e.command, timeout) {
             Ok(out) if out.code == 0 => Ok(()),

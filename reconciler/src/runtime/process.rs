@@ -1,5 +1,6 @@
 //! The `process` runtime driver: each replica is a command run by its own init (see `init`) in
-//! new pid/mount/uts/ipc namespaces, inside one cgroup per hierarchy under
+//! new pid/mount/uts/ipc namespaces (plus a network namespace on the node bridge in network mode,
+//! see `network`), inside one cgroup per hierarchy under
 //! `<cgroup root>/<node>/<namespace>.<name>-<index>-<hash8>`, with its state, logs and scratch
 //! directory under `<state dir>/replicas/<same name>`.
 
@@ -9,11 +10,12 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use super::cgroup::{CgroupLayout, ReplicaCgroup};
 use super::init::{self, InitPlan, parse_exit_file};
+use super::network::{self, Network, NetworkConfig};
 use super::nsexec::{ExecTarget, exec_in};
 use super::prober::Prober;
 use super::state::{self, ExitRecord, ReplicaDir, ReplicaState, STATE_VERSION};
@@ -44,6 +46,12 @@ pub struct ProcessConfig {
     pub default_pids_max: u64,
     /// How long a start may take until the command has exec'd. Default 10 s.
     pub start_timeout: Duration,
+    /// Give each replica its own network namespace on this node subnet (see [`network`]);
+    /// `None` = replicas share the node's network. Can also be set later with
+    /// [`ProcessRuntime::set_network`].
+    ///
+    /// [`network`]: super::network
+    pub network: Option<NetworkConfig>,
 }
 
 impl ProcessConfig {
@@ -56,6 +64,7 @@ impl ProcessConfig {
             log_cap_bytes: 10 << 20,
             default_pids_max: 4096,
             start_timeout: Duration::from_secs(10),
+            network: None,
         }
     }
 }
@@ -85,6 +94,7 @@ pub struct ProcessRuntime {
     oom_adj: String,
     records: Mutex<BTreeMap<InstanceId, Record>>,
     exec_seq: AtomicU64,
+    network: RwLock<Option<Network>>,
     /// Exclusive `flock` on `<state dir>/agent.lock`: one driver per state directory.
     _lock: fs::File,
 }
@@ -155,6 +165,10 @@ impl ProcessRuntime {
         {
             return Err(RuntimeError::StateDirBusy(config.state_dir.clone()));
         }
+        let network = match &config.network {
+            Some(n) => Some(Network::setup(n.clone())?),
+            None => None,
+        };
         let oom_adj = fs::read_to_string("/proc/self/oom_score_adj")
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
@@ -170,8 +184,42 @@ impl ProcessRuntime {
             },
             records: Mutex::new(BTreeMap::new()),
             exec_seq: AtomicU64::new(0),
+            network: RwLock::new(network),
             _lock: lock,
         })
+    }
+
+    /// Switches network mode on (each replica started from now on gets its own network
+    /// namespace on `config`'s subnet) and sets up the node bridge. Replicas already running keep
+    /// their network. Idempotent.
+    pub fn set_network(&self, config: NetworkConfig) -> Result<(), RuntimeError> {
+        if self.network().is_some_and(|n| n.config == config) {
+            return Ok(());
+        }
+        let net = Network::setup(config)?;
+        *self.network.write().unwrap_or_else(|e| e.into_inner()) = Some(net);
+        Ok(())
+    }
+
+    /// The node network, when replicas get their own network namespaces.
+    pub fn network(&self) -> Option<Network> {
+        self.network
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stops using network mode and deletes the node bridge (after the node was drained).
+    pub fn teardown_network(&self) -> Result<(), RuntimeError> {
+        let net = self
+            .network
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match net {
+            Some(n) => n.teardown(),
+            None => Ok(()),
+        }
     }
 
     /// The detected cgroup layout.
@@ -265,6 +313,7 @@ impl ProcessRuntime {
             env: self.env(&st.spec),
             workdir: self.workdir(&st.spec),
             scratch: self.dir(&st.spec.id).root.join(scratch),
+            address: st.address,
         }
     }
 
@@ -293,12 +342,45 @@ impl ProcessRuntime {
         }
     }
 
+    /// In network mode the replica gets its own `/etc/hosts` (localhost and its host name at its
+    /// address) and `/etc/resolv.conf`: the host's name servers are not reachable from replica
+    /// subnets (no NAT), so it lists none and lookups of outside names fail at once instead of
+    /// timing out. Returns the (source, target) bind mounts.
+    fn etc_files(
+        &self,
+        spec: &ReplicaSpec,
+        address: &std::net::Ipv4Addr,
+    ) -> Result<Vec<(CString, CString)>, RuntimeError> {
+        let etc = self.dir(&spec.id).root.join("etc");
+        fs::create_dir_all(&etc).map_err(|e| RuntimeError::io("create", &etc, e))?;
+        let hosts = etc.join("hosts");
+        let text = format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{address}\t{}\n",
+            spec.id.hostname()
+        );
+        fs::write(&hosts, text).map_err(|e| RuntimeError::io("write", &hosts, e))?;
+        let resolv = etc.join("resolv.conf");
+        fs::write(
+            &resolv,
+            "# nexus: replicas in their own network namespace have no name server yet\noptions timeout:1 attempts:1\n",
+        )
+        .map_err(|e| RuntimeError::io("write", &resolv, e))?;
+        let mut binds = Vec::new();
+        for (src, dst) in [(hosts, "/etc/hosts"), (resolv, "/etc/resolv.conf")] {
+            if Path::new(dst).exists() {
+                binds.push((path_cstring(&src)?, cstring("path", dst)?));
+            }
+        }
+        Ok(binds)
+    }
+
     /// Everything from creating directories to the exec of the command.
     fn launch(
         &self,
         spec: &ReplicaSpec,
         restart_count: u32,
         backoff_step: u32,
+        host: Option<(Network, u8)>,
     ) -> Result<ReplicaState, RuntimeError> {
         let id = &spec.id;
         let name = id.dir_name();
@@ -337,6 +419,11 @@ impl ProcessRuntime {
             exit_file: path_cstring(&dir.exit())?,
             log_cap: self.config.log_cap_bytes,
             child_oom_adj: cstring("oom_score_adj", self.oom_adj.as_str())?,
+            new_net: host.is_some(),
+            binds: match &host {
+                Some((net, h)) => self.etc_files(spec, &net.config.host(*h))?,
+                None => Vec::new(),
+            },
         };
 
         let cg = self.layout.replica(&self.root, &name);
@@ -367,6 +454,19 @@ impl ProcessRuntime {
             give_up(spawned);
             return Err(e);
         }
+        let address = match &host {
+            Some((net, h)) => match net.attach(pid, *h) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    give_up(spawned);
+                    return Err(RuntimeError::StartFailed {
+                        id: id.clone(),
+                        message: format!("network: {e}"),
+                    });
+                }
+            },
+            None => None,
+        };
         let state = ReplicaState {
             version: STATE_VERSION,
             spec: spec.clone(),
@@ -377,6 +477,7 @@ impl ProcessRuntime {
             restart_count,
             backoff_step,
             exit: None,
+            address,
         };
         if let Err(e) = dir.save(&state) {
             give_up(spawned);
@@ -470,6 +571,11 @@ impl ProcessRuntime {
             } else {
                 None
             },
+            address: if running {
+                st.address.map(std::net::IpAddr::V4)
+            } else {
+                None
+            },
         }
     }
 }
@@ -483,14 +589,50 @@ impl Runtime for ProcessRuntime {
             ));
         }
         let id = spec.id.clone();
-        let (restart_count, backoff_step) = {
+        let net = self.network();
+        let (restart_count, backoff_step, host) = {
             let mut records = self.lock();
-            match records.get_mut(&id) {
+            // In network mode, the instance keeps its address across restarts; a new one gets
+            // the lowest free host number (reserved in its record while the lock is held).
+            let host = match &net {
+                None => None,
+                Some(n) => {
+                    let kept = records
+                        .get(&id)
+                        .and_then(|r| r.state.address)
+                        .and_then(|a| n.config.host_of(a));
+                    match kept {
+                        Some(h) => Some(h),
+                        None => {
+                            let used: BTreeSet<u8> = records
+                                .values()
+                                .filter_map(|r| r.state.address)
+                                .filter_map(|a| n.config.host_of(a))
+                                .collect();
+                            Some(network::allocate(&used).ok_or_else(|| {
+                                RuntimeError::StartFailed {
+                                    id: id.clone(),
+                                    message: format!(
+                                        "network: no free address left in {}",
+                                        n.config.cidr()
+                                    ),
+                                }
+                            })?)
+                        }
+                    }
+                }
+            };
+            let address = match (&net, host) {
+                (Some(n), Some(h)) => Some(n.config.host(h)),
+                _ => None,
+            };
+            let (restart_count, backoff_step) = match records.get_mut(&id) {
                 Some(r) if r.phase != Phase::Exited => {
                     return Err(RuntimeError::AlreadyRunning(id));
                 }
                 Some(r) => {
                     r.phase = Phase::Starting;
+                    r.state.address = address;
                     let ran_for = r
                         .state
                         .exit
@@ -513,6 +655,7 @@ impl Runtime for ProcessRuntime {
                         restart_count: 0,
                         backoff_step: 0,
                         exit: None,
+                        address,
                     };
                     records.insert(
                         id.clone(),
@@ -525,9 +668,10 @@ impl Runtime for ProcessRuntime {
                     );
                     (0, 0)
                 }
-            }
+            };
+            (restart_count, backoff_step, host)
         };
-        let result = self.launch(spec, restart_count, backoff_step);
+        let result = self.launch(spec, restart_count, backoff_step, net.zip(host));
         let mut records = self.lock();
         let Some(r) = records.get_mut(&id) else {
             return Err(RuntimeError::NotFound(id));
@@ -615,7 +759,12 @@ impl Runtime for ProcessRuntime {
         if running == Some(true) {
             self.stop(id, grace)?;
         }
-        self.lock().remove(id);
+        let address = self.lock().remove(id).and_then(|r| r.state.address);
+        if let (Some(net), Some(a)) = (self.network(), address)
+            && let Some(h) = net.config.host_of(a)
+        {
+            net.detach(h);
+        }
         self.cgroup(id).remove()?;
         self.dir(id).remove()
     }
@@ -714,6 +863,16 @@ impl Runtime for ProcessRuntime {
             );
             report.exited.push(id);
         }
+        if let Some(net) = self.network() {
+            // veths of replicas that are gone (normally the kernel removed them already).
+            let keep: BTreeSet<u8> = records
+                .values()
+                .filter(|r| r.phase == Phase::Running)
+                .filter_map(|r| r.state.address)
+                .filter_map(|a| net.config.host_of(a))
+                .collect();
+            net.remove_unknown(&keep);
+        }
         Ok(report)
     }
 
@@ -729,5 +888,9 @@ impl Runtime for ProcessRuntime {
         }
         let (current, old) = dir.log(stream);
         state::tail(&old, &current, max_bytes)
+    }
+
+    fn log_file(&self, id: &InstanceId, stream: LogStream) -> Option<PathBuf> {
+        Some(self.dir(id).log(stream).0)
     }
 }

@@ -37,6 +37,10 @@ pub(crate) struct ReplicaState {
     pub restart_count: u32,
     pub backoff_step: u32,
     pub exit: Option<ExitRecord>,
+    /// The replica's address in its own network namespace (network mode only); kept across
+    /// restarts of the instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 /// Paths of one replica's state directory.
@@ -193,6 +197,7 @@ mod tests {
                 at_ms: 3,
                 outcome: ExitOutcome::OomKilled,
             }),
+            address: Some(std::net::Ipv4Addr::new(10, 77, 1, 2)),
         };
         rd.save(&st).unwrap();
         assert_eq!(rd.load().unwrap(), st);

@@ -19,6 +19,7 @@ fn node(name: &str, cpu: &str, mem: &str) -> NodeInput {
         },
         labels: Labels::new(),
         condition: NodeCondition::Ready,
+        host_ports: true,
     }
 }
 
@@ -29,6 +30,11 @@ fn labelled(mut n: NodeInput, k: &str, v: &str) -> NodeInput {
 
 fn cond(mut n: NodeInput, c: NodeCondition) -> NodeInput {
     n.condition = c;
+    n
+}
+
+fn isolated(mut n: NodeInput) -> NodeInput {
+    n.host_ports = false;
     n
 }
 
@@ -266,6 +272,31 @@ db#1 v1 b start
 api#0 v1 a start
 dns#0 v1 a start
 ! web#0 v1: no node has port 8080/TCP free",
+        },
+        Case {
+            name: "ports do not conflict on nodes with a network namespace per replica",
+            nodes: vec![isolated(node("a", "8", "8Gi"))],
+            workloads: vec![
+                with(wl("api", 1, 1), |s| {
+                    s.ports.push(WorkloadPort {
+                        name: None,
+                        port: 8080,
+                        protocol: Protocol::Tcp,
+                    })
+                }),
+                with(wl("web", 2, 1), |s| {
+                    s.ports.push(WorkloadPort {
+                        name: None,
+                        port: 8080,
+                        protocol: Protocol::Tcp,
+                    })
+                }),
+            ],
+            current: vec![],
+            want: "\
+api#0 v1 a start
+web#0 v1 a start
+web#1 v1 a start",
         },
         Case {
             name: "mixed reasons",
