@@ -68,6 +68,13 @@ pub enum EventBody {
         name: String,
         attested_by: Vec<String>,
     },
+    /// Replica `replica` attests that node `name` stopped heartbeating (`lost: true`) or
+    /// withdraws its attestation (`lost: false`); see [`crate::nodes`].
+    NodeLostAttestation {
+        name: String,
+        replica: String,
+        lost: bool,
+    },
     /// The validator set changes at `effective_height`.
     MembershipChanged {
         validators: Vec<Validator>,
@@ -95,6 +102,7 @@ impl EventBody {
             EventBody::NodeLabelsChanged { .. } => "node_labels_changed",
             EventBody::NodeLost { .. } => "node_lost",
             EventBody::MembershipChanged { .. } => "membership_changed",
+            EventBody::NodeLostAttestation { .. } => "node_lost_attestation",
         }
     }
 }
@@ -113,6 +121,7 @@ const TAG_NODE_JOINED: u8 = 3;
 const TAG_NODE_LABELS: u8 = 4;
 const TAG_NODE_LOST: u8 = 5;
 const TAG_MEMBERSHIP: u8 = 6;
+const TAG_NODE_ATTEST: u8 = 7;
 
 pub(crate) fn put_key(w: &mut Writer, key: &ObjectKey) {
     w.str(key.kind.as_str()).str(&key.namespace).str(&key.name);
@@ -213,7 +222,7 @@ impl<'a> EventHead<'a> {
             TAG_APPLIED | TAG_DELETED => {
                 Some((r.str("kind")?, r.str("namespace")?, r.str("name")?))
             }
-            TAG_NODE_JOINED..=TAG_MEMBERSHIP => None,
+            TAG_NODE_JOINED..=TAG_NODE_ATTEST => None,
             tag => return Err(CodecError::Tag { what: "event", tag }),
         };
         Ok(EventHead { request, tag, key })
@@ -263,6 +272,13 @@ impl Event {
             } => {
                 w.u8(TAG_MEMBERSHIP).u64(*effective_height);
                 put_validators(&mut w, validators);
+            }
+            EventBody::NodeLostAttestation {
+                name,
+                replica,
+                lost,
+            } => {
+                w.u8(TAG_NODE_ATTEST).str(name).str(replica).bool(*lost);
             }
         }
         w.finish()
@@ -314,6 +330,11 @@ impl Event {
                     effective_height,
                 }
             }
+            TAG_NODE_ATTEST => EventBody::NodeLostAttestation {
+                name: r.string("node name")?,
+                replica: r.string("replica")?,
+                lost: r.bool()?,
+            },
             tag => return Err(CodecError::Tag { what: "event", tag }),
         };
         r.finish()?;
@@ -379,6 +400,14 @@ mod tests {
                         power: 10,
                     }],
                     effective_height: 9,
+                },
+            },
+            Event {
+                request: 0,
+                body: EventBody::NodeLostAttestation {
+                    name: "n1".into(),
+                    replica: "replica:r2".into(),
+                    lost: true,
                 },
             },
         ]

@@ -14,6 +14,7 @@ pub mod entry;
 pub mod event;
 pub mod execute;
 pub mod ledger;
+pub mod nodes;
 pub mod plan;
 pub mod request;
 pub mod sequencer;

@@ -14,7 +14,7 @@ use thiserror::Error;
 use crate::codec::sorted_json;
 use crate::event::EventBody;
 use crate::request::{Op, Request, Source};
-use crate::state::{ObjectState, ObjectView, State, next_object};
+use crate::state::{NodeState, ObjectState, ObjectView, State, next_object};
 
 /// Most operations in one request.
 pub const MAX_OPS: usize = 10_000;
@@ -87,6 +87,10 @@ pub enum RequestError {
     NotFound { key: ObjectKey },
     #[error("request id {id:?} was already used by {actor} for a different request")]
     RequestIdReused { id: String, actor: String },
+    #[error("node {name:?} is not known")]
+    UnknownNode { name: String },
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
 }
 
 fn conflict_text(expected: u64, current: Option<u64>) -> String {
@@ -103,6 +107,7 @@ fn conflict_text(expected: u64, current: Option<u64>) -> String {
 pub struct Staged<'a> {
     base: &'a State,
     changes: HashMap<ObjectKey, Option<ObjectState>>,
+    nodes: HashMap<String, NodeState>,
 }
 
 impl<'a> Staged<'a> {
@@ -110,6 +115,7 @@ impl<'a> Staged<'a> {
         Staged {
             base,
             changes: HashMap::new(),
+            nodes: HashMap::new(),
         }
     }
 
@@ -120,6 +126,10 @@ impl<'a> Staged<'a> {
             if let Some(key) = body.object_key() {
                 let next = next_object(self.object(key), body, height, actor, source);
                 self.changes.insert(key.clone(), next);
+            } else if let Some(name) = crate::nodes::node_name(body)
+                && let Some(next) = crate::nodes::next_node(self.node(name), body, height)
+            {
+                self.nodes.insert(name.to_string(), next);
             }
         }
     }
@@ -134,6 +144,12 @@ impl ObjectView for Staged<'_> {
     }
     fn next_height(&self) -> u64 {
         self.base.next_height()
+    }
+    fn node(&self, name: &str) -> Option<&NodeState> {
+        self.nodes.get(name).or_else(|| self.base.node(name))
+    }
+    fn voters(&self) -> usize {
+        self.base.voters()
     }
 }
 
@@ -217,11 +233,24 @@ pub fn plan_request<V: ObjectView + ?Sized>(view: &V, req: &Request) -> Result<P
     check_shape(req)?;
     let height = view.next_height();
     let mut seen = std::collections::HashSet::new();
+    let mut seen_nodes = std::collections::HashSet::new();
     let mut plan = Plan {
         events: Vec::new(),
         outcomes: Vec::with_capacity(req.ops.len()),
     };
     for (i, op) in req.ops.iter().enumerate() {
+        if let Some(events) = crate::nodes::plan_node_op(view, req, op) {
+            // Node operations have no object outcome; their effects are the events. Each op
+            // plans against the state before the request, so a node may appear only once.
+            let name = crate::nodes::op_node(op).unwrap_or_default();
+            if !seen_nodes.insert(name.to_string()) {
+                return Err(RequestError::Invalid(format!(
+                    "node {name:?} appears more than once in the request"
+                )));
+            }
+            plan.events.extend(events?);
+            continue;
+        }
         let (key, outcome, event) = match op {
             Op::Apply { object, if_version } => {
                 let (key, object, content_hash) = parse_object(i, object)?;
@@ -279,6 +308,7 @@ pub fn plan_request<V: ObjectView + ?Sized>(view: &V, req: &Request) -> Result<P
                     }),
                 )
             }
+            Op::NodeJoin { .. } | Op::NodeLabels { .. } | Op::NodeLostAttest { .. } => continue,
         };
         if !seen.insert(key.clone()) {
             return Err(RequestError::DuplicateObject { key });

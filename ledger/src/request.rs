@@ -85,6 +85,17 @@ pub enum Op {
         key: ObjectKey,
         if_version: Option<u64>,
     },
+    /// A node agent registered for the first time, again after being lost, or with a new
+    /// address, key or capacity (replicas only; see [`crate::nodes`]).
+    NodeJoin { node: crate::event::NodeInfo },
+    /// A node's labels changed (replicas only).
+    NodeLabels {
+        name: String,
+        labels: std::collections::BTreeMap<String, String>,
+    },
+    /// The submitting replica attests that node `name` stopped heartbeating (`lost: true`), or
+    /// withdraws that (`lost: false`). The node is lost once f+1 replicas attested it.
+    NodeLostAttest { name: String, lost: bool },
 }
 
 /// A change request, as a client builds and signs it.

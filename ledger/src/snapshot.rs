@@ -2,9 +2,11 @@
 //! of the log. A snapshot is derived data: one that fails its checksum or does not decode is
 //! skipped and the state is rebuilt from an older snapshot or from the log.
 //!
-//! Format v1: `u8 1 | height | head_hash | timestamp_ms | objects | nodes | validators | pending |
+//! Format v2: `u8 2 | height | head_hash | timestamp_ms | objects | nodes | validators | pending |
 //! blake3 of everything before [32]`; objects are `key | canonical JSON | content_hash |
-//! generation | resource_version | created | updated | last_actor | last_source (JSON) | owner`.
+//! generation | resource_version | created | updated | last_actor | last_source (JSON) | owner`;
+//! nodes are `info | joined | lost? | lost attesters`. (v1 lacked the attesters: such snapshots
+//! no longer decode and the state is rebuilt from the log.)
 
 use nexus_schemas::ContentHash;
 
@@ -14,7 +16,7 @@ use crate::event::{get_key, get_node, get_validators, put_key, put_node, put_val
 use crate::request::Source;
 use crate::state::{NodeState, ObjectState, State};
 
-const SNAPSHOT_V1: u8 = 1;
+const SNAPSHOT_VERSION: u8 = 2;
 
 fn put_source(w: &mut Writer, source: &Source) {
     w.str(&sorted_json(
@@ -32,7 +34,7 @@ fn get_source(r: &mut Reader<'_>) -> Result<Source, CodecError> {
 /// Encodes a state.
 pub fn encode(state: &State) -> Vec<u8> {
     let mut w = Writer::with_capacity(64 + state.objects.len() * 600);
-    w.u8(SNAPSHOT_V1)
+    w.u8(SNAPSHOT_VERSION)
         .u64(state.height)
         .array(&state.head_hash.0)
         .u64(state.timestamp_ms);
@@ -56,6 +58,10 @@ pub fn encode(state: &State) -> Vec<u8> {
             Some(h) => w.bool(true).u64(h),
             None => w.bool(false),
         };
+        w.u32(n.lost_attesters.len() as u32);
+        for a in &n.lost_attesters {
+            w.str(a);
+        }
     }
     put_validators(&mut w, &state.validators);
     match &state.pending_validators {
@@ -86,7 +92,7 @@ pub fn decode(bytes: &[u8]) -> Result<State, CodecError> {
         return Err(CodecError::Invalid("snapshot checksum mismatch".into()));
     }
     let mut r = Reader::new(body);
-    r.version("snapshot", SNAPSHOT_V1)?;
+    r.version("snapshot", SNAPSHOT_VERSION)?;
     let mut state = State {
         height: r.u64()?,
         head_hash: EntryHash(r.array()?),
@@ -112,12 +118,17 @@ pub fn decode(bytes: &[u8]) -> Result<State, CodecError> {
         let info = get_node(&mut r)?;
         let joined_height = r.u64()?;
         let lost_height = if r.bool()? { Some(r.u64()?) } else { None };
+        let mut lost_attesters = std::collections::BTreeSet::new();
+        for _ in 0..r.u32()? {
+            lost_attesters.insert(r.string("attester")?);
+        }
         state.nodes.insert(
             info.name.clone(),
             NodeState {
                 info,
                 joined_height,
                 lost_height,
+                lost_attesters,
             },
         );
     }
@@ -190,6 +201,7 @@ mod tests {
                 info,
                 joined_height: 2,
                 lost_height: Some(4),
+                lost_attesters: ["replica:r1".to_string()].into(),
             },
         );
         s.validators = vec![Validator {

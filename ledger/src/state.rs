@@ -1,7 +1,7 @@
 //! The desired state: a pure fold over entries. Objects with their generation and resource
 //! version, nodes, and the validator set. Everything a controller or `nexus get` sees is this fold.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use nexus_schemas::{ContentHash, Kind, ObjectKey};
 use serde_json::Value;
@@ -34,9 +34,13 @@ pub struct ObjectState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeState {
     pub info: NodeInfo,
+    /// Height of the node's first join (kept when it joins again).
     pub joined_height: u64,
     /// Set by a `NodeLost` event, cleared when the node joins again.
     pub lost_height: Option<u64>,
+    /// Replicas that currently attest the node is lost (see [`crate::nodes`]); cleared when the
+    /// node joins again.
+    pub lost_attesters: BTreeSet<String>,
 }
 
 /// The state after some prefix of the log.
@@ -75,11 +79,15 @@ pub enum FoldError {
     },
 }
 
-/// Read access to objects, shared by [`State`] and staged views used while planning.
+/// Read access to objects and nodes, shared by [`State`] and staged views used while planning.
 pub trait ObjectView {
     fn object(&self, key: &ObjectKey) -> Option<&ObjectState>;
     /// The height the next entry will have.
     fn next_height(&self) -> u64;
+    /// A node.
+    fn node(&self, name: &str) -> Option<&NodeState>;
+    /// How many replicas vote (the validator set's size; 1 without a validator set).
+    fn voters(&self) -> usize;
 }
 
 impl ObjectView for State {
@@ -88,6 +96,12 @@ impl ObjectView for State {
     }
     fn next_height(&self) -> u64 {
         self.height + 1
+    }
+    fn node(&self, name: &str) -> Option<&NodeState> {
+        self.nodes.get(name)
+    }
+    fn voters(&self) -> usize {
+        self.validators.len().max(1)
     }
 }
 
@@ -191,24 +205,14 @@ impl State {
                     }
                 }
             }
-            EventBody::NodeJoined { node } => {
-                self.nodes.insert(
-                    node.name.clone(),
-                    NodeState {
-                        info: node.clone(),
-                        joined_height: height,
-                        lost_height: None,
-                    },
-                );
-            }
-            EventBody::NodeLabelsChanged { name, labels } => {
-                if let Some(n) = self.nodes.get_mut(name) {
-                    n.info.labels = labels.clone();
-                }
-            }
-            EventBody::NodeLost { name, .. } => {
-                if let Some(n) = self.nodes.get_mut(name) {
-                    n.lost_height = Some(height);
+            EventBody::NodeJoined { .. }
+            | EventBody::NodeLabelsChanged { .. }
+            | EventBody::NodeLostAttestation { .. }
+            | EventBody::NodeLost { .. } => {
+                if let Some(name) = crate::nodes::node_name(body)
+                    && let Some(n) = crate::nodes::next_node(self.nodes.get(name), body, height)
+                {
+                    self.nodes.insert(name.to_string(), n);
                 }
             }
             EventBody::MembershipChanged {

@@ -320,6 +320,10 @@ fn dry_run_changes(
                     old.insert(key.clone(), live.object.clone());
                 }
             }
+            // Node facts are not objects: nothing to diff.
+            nexus_ledger::Op::NodeJoin { .. }
+            | nexus_ledger::Op::NodeLabels { .. }
+            | nexus_ledger::Op::NodeLostAttest { .. } => {}
         }
     }
     nexus_schemas::diff_canonical(&old, &new)
