@@ -177,3 +177,26 @@ fn a_users_clone_resolves_revisions() {
     ));
     assert!(repo.git_dir().ends_with(".git/") || repo.git_dir().ends_with(".git"));
 }
+
+#[test]
+fn https_and_ssh_transports_are_built_in() {
+    // Nothing listens on port 9 of loopback: the fetch must fail as a connection error, not as
+    // "unsupported URL protocol" (which is what libgit2 says when built without https/ssh).
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = Mirrors::new(dir.path());
+    for url in [
+        "https://127.0.0.1:9/org/repo.git",
+        "ssh://git@127.0.0.1:9/org/repo.git",
+    ] {
+        let m = mirrors.open(url).unwrap();
+        let err = m
+            .fetch_branch("main", &FetchOptions::default())
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, GitError::Fetch { .. }), "{url}: {text}");
+        assert!(
+            !text.to_lowercase().contains("unsupported"),
+            "{url}: {text}"
+        );
+    }
+}
