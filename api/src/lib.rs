@@ -2,6 +2,7 @@
 //! opened with) and its request/response types live here, so the CLI, replicas, node agents and
 //! GitOps agree on one contract. Plain data: no IO, no logic beyond conversions.
 
+pub mod agent;
 pub mod client;
 
 /// RPC kinds (stream names) of the client API.

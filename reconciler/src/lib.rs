@@ -6,6 +6,7 @@
 //! - [`runtime`]: the `Runtime` trait, the `process` driver (cgroups + namespaces) and a fake.
 //! - [`agent`]: one reconcile step tying controller and runtime together; capacity detection.
 //! - [`probe`]: health-probe tracking (pure) and HTTP/TCP probes.
+//! - [`services`]: Service endpoints from ready replicas (pure).
 
 pub mod agent;
 pub mod controller;
@@ -13,5 +14,6 @@ pub mod model;
 pub mod probe;
 pub mod runtime;
 pub mod scheduler;
+pub mod services;
 pub mod spec;
 pub mod status;

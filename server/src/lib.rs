@@ -3,6 +3,7 @@
 //! the certificate it arrived with (DESIGN.md BFT rule 2), and streams watches from the log.
 
 mod convert;
+pub mod nodes;
 mod service;
 mod watch;
 
@@ -16,6 +17,7 @@ use nexus_transport::quic::{Endpoint, ServerOptions, ServerTls};
 use nexus_transport::rpc::{RpcConfig, RpcServer, ServerHandle};
 
 pub use convert::object_info;
+pub use nodes::{Nodes, NodesOptions};
 
 /// Everything a replica needs to start.
 #[derive(Clone)]
@@ -64,6 +66,8 @@ pub(crate) struct Shared {
     pub addr: SocketAddr,
     pub ledger: Arc<Ledger>,
     pub watch: watch::Hub,
+    /// Node agents, scheduling and live status.
+    pub nodes: Arc<Nodes>,
 }
 
 /// A running replica.
@@ -75,6 +79,14 @@ pub struct Replica {
 impl Replica {
     /// Opens the ledger and starts serving. Must be called inside a tokio runtime.
     pub async fn start(opts: ReplicaOptions) -> Result<Replica, StartError> {
+        Self::start_with(opts, NodesOptions::default()).await
+    }
+
+    /// [`Replica::start`] with settings for node agents and scheduling.
+    pub async fn start_with(
+        opts: ReplicaOptions,
+        nodes_opts: NodesOptions,
+    ) -> Result<Replica, StartError> {
         nexus_transport::init_crypto();
         let ca_der = cert_der_from_pem(&opts.ca_pem)
             .map_err(|e| StartError::Pki(format!("cluster CA: {e}")))?;
@@ -105,14 +117,31 @@ impl Replica {
         })?;
         let addr = endpoint.local_addr().unwrap_or(opts.listen);
         let watch = watch::Hub::start(ledger.clone());
+        let ca = match &opts.ca_key_pem {
+            Some(key) => Some(
+                nexus_transport::pki::CertificateAuthority::from_pem(&opts.ca_pem, key)
+                    .map_err(|e| StartError::Pki(format!("cluster CA key: {e}")))?,
+            ),
+            None => None,
+        };
+        let nodes = Nodes::new(
+            opts.name.clone(),
+            leaf.signing_key().clone(),
+            ledger.clone(),
+            ca,
+            nodes_opts,
+        );
+        nodes.start(watch.subscribe());
         let shared = Arc::new(Shared {
             cluster: opts.cluster.clone(),
             name: opts.name.clone(),
             addr,
             ledger,
             watch,
+            nodes,
         });
-        let router = service::router(shared.clone());
+        let mut router = service::router(shared.clone());
+        shared.nodes.routes(&mut router);
         let rpc = RpcServer::new(endpoint, router, opts.rpc.clone()).spawn();
         tracing::info!(replica = %opts.name, %addr, height = shared.ledger.height(), "replica serving");
         Ok(Replica { shared, rpc })
@@ -129,7 +158,13 @@ impl Replica {
     }
 
     /// Stops serving and closes the ledger (every acknowledged request is already durable).
+    /// The node side (agents, scheduling, live status).
+    pub fn nodes(&self) -> &Arc<Nodes> {
+        &self.shared.nodes
+    }
+
     pub async fn shutdown(self) {
+        self.shared.nodes.stop();
         self.rpc.shutdown().await;
         self.shared.watch.stop();
         let ledger = self.shared.ledger.clone();

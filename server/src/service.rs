@@ -103,7 +103,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
                     .objects
                     .iter()
                     .filter(|(k, o)| selected(&req.selector, kind, k, Some(&o.object)))
-                    .map(|(_, o)| object_info(o))
+                    .map(|(k, o)| {
+                        let mut info = object_info(o);
+                        info.status = s.nodes.status_of(k);
+                        info
+                    })
                     .collect();
                 Ok(GetResponse {
                     height: state.height,
@@ -285,8 +289,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
                     head_hash: state.head_hash.to_string(),
                     objects: state.objects.len(),
                     replicas: vec![me],
-                    nodes: Vec::new(),
-                    conditions: Vec::new(),
+                    nodes: s
+                        .nodes
+                        .node_table()
+                        .iter()
+                        .filter_map(|n| serde_json::to_value(n).ok())
+                        .collect(),
+                    conditions: s.nodes.conditions(),
                 })
             }
         },

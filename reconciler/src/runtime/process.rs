@@ -222,6 +222,23 @@ impl ProcessRuntime {
         }
     }
 
+    /// Removes the node's (empty) cgroup directories and any parent directories under the
+    /// hierarchies' mounts that are left empty, after the node was drained. Non-empty ones stay.
+    pub fn remove_cgroup_root(&self) {
+        let l = &self.layout;
+        for h in [&l.memory, &l.cpu, &l.pids, &l.unified]
+            .into_iter()
+            .flatten()
+        {
+            let mut dir = h.join(&self.root);
+            while dir != *h && fs::remove_dir(&dir).is_ok() {
+                if !dir.pop() {
+                    break;
+                }
+            }
+        }
+    }
+
     /// The detected cgroup layout.
     pub fn layout(&self) -> &CgroupLayout {
         &self.layout

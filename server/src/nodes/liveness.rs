@@ -1,0 +1,71 @@
+//! Node liveness as seen by this replica: a node silent for `node_timeout` (counted from this
+//! replica's start when it never heard from it) gets this replica's lost attestation in the log;
+//! a node heard from again gets it withdrawn. The ledger declares the node lost at f+1
+//! attestations (DESIGN rule 5), and the scheduler then moves its replicas.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nexus_ledger::Op;
+
+use super::Nodes;
+
+impl Nodes {
+    pub(super) async fn liveness_loop(self: Arc<Self>) {
+        let every =
+            (self.opts.node_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.stop.notified() => return,
+            }
+            if self.is_stopped() {
+                return;
+            }
+            self.logs.sweep(&self);
+            for op in self.liveness_ops() {
+                if let Err(e) = self.submit(vec![op.clone()]).await {
+                    tracing::warn!(?op, "node liveness: {e}");
+                }
+            }
+        }
+    }
+
+    /// The attestations and withdrawals due now.
+    fn liveness_ops(&self) -> Vec<Op> {
+        let mut silent = Vec::new();
+        {
+            let state = self.ledger.state();
+            let inner = self.lock();
+            for n in state.nodes.values() {
+                if n.lost_height.is_some() {
+                    continue;
+                }
+                let name = &n.info.name;
+                let last = inner
+                    .agents
+                    .get(name)
+                    .and_then(|a| a.last_seen)
+                    .unwrap_or(self.started)
+                    .max(self.started);
+                let is_silent = Instant::now().duration_since(last) > self.opts.node_timeout;
+                let attested = n.lost_attesters.contains(self.actor());
+                if is_silent != attested {
+                    silent.push((name.clone(), is_silent));
+                }
+            }
+        }
+        silent
+            .into_iter()
+            .map(|(name, lost)| {
+                if lost {
+                    tracing::warn!(node = %name, timeout = ?self.opts.node_timeout, "node silent: attesting it lost");
+                } else {
+                    tracing::info!(node = %name, "node heard from again: withdrawing the lost attestation");
+                }
+                Op::NodeLostAttest { name, lost }
+            })
+            .collect()
+    }
+}

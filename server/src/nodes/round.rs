@@ -1,0 +1,459 @@
+//! One scheduling round, without IO: committed state + what agents report + the previous
+//! schedule → the schedule, each node's [`AssignmentSet`], workload and service status, and the
+//! node table. Every honest replica running it on the same committed state and the same
+//! readiness computes the same sets (BFT rule 4); node liveness enters only through committed
+//! `NodeLost` facts, never through this replica's own view of heartbeats.
+//!
+//! Objects are parsed once per resource version ([`Cache`]); replica specs of old templates
+//! (still running during a rolling update) come from a lookup the caller backs with the log's
+//! history of the workload.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use nexus_api::agent::{
+    AssignmentSet, Capacity as WireCapacity, InstanceReport, NETWORK_LABEL, NodeStatus, Phase,
+};
+use nexus_ledger::State;
+use nexus_reconciler::model::{Footprint, InstanceId, WorkloadKey, template_hash};
+use nexus_reconciler::scheduler::{
+    Capacity, CurrentInstance, Input, NodeCondition, NodeInput, Schedule, WorkloadInput, schedule,
+};
+use nexus_reconciler::services::{Candidate, endpoints};
+use nexus_reconciler::spec::ReplicaSpec;
+use nexus_schemas::quantity::{Bytes, Millicores};
+use nexus_schemas::{
+    ContentHash, Kind, Labels, Object, ObjectKey, ServiceSpec, Spec, WorkloadSpec,
+};
+use serde_json::{Value, json};
+
+/// What this replica knows about one node from its agent (soft state).
+#[derive(Debug, Clone, Default)]
+pub struct NodeReport {
+    pub instances: BTreeMap<InstanceId, InstanceReport>,
+    /// Heard from within the node timeout.
+    pub fresh: bool,
+    pub last_seen_ms: Option<u64>,
+    pub conditions: Vec<String>,
+}
+
+/// A workload parsed from its canonical object.
+#[derive(Debug)]
+struct ParsedWorkload {
+    input: WorkloadInput,
+    labels: Labels,
+}
+
+/// Objects parsed once per resource version, and every template seen, by hash.
+#[derive(Debug, Default)]
+pub struct Cache {
+    workloads: HashMap<ObjectKey, (u64, Arc<ParsedWorkload>)>,
+    services: HashMap<ObjectKey, (u64, Arc<ServiceSpec>)>,
+    templates: HashMap<(WorkloadKey, ContentHash), WorkloadSpec>,
+}
+
+impl Cache {
+    /// Remembers a template (e.g. one read from the workload's history).
+    pub fn add_template(&mut self, key: WorkloadKey, spec: WorkloadSpec) {
+        self.templates.insert((key, template_hash(&spec)), spec);
+    }
+}
+
+fn parse(value: &Value) -> Option<Object> {
+    serde_json::from_value(value.clone()).ok()
+}
+
+/// The parsed workloads and services of `state`, refreshing the cache.
+type Services = Vec<(ObjectKey, Arc<ServiceSpec>)>;
+
+fn refresh(cache: &mut Cache, state: &State) -> (Vec<Arc<ParsedWorkload>>, Services) {
+    let mut workloads = Vec::new();
+    for (key, o) in state.list(Kind::Workload, None) {
+        let hit = cache
+            .workloads
+            .get(key)
+            .filter(|(rv, _)| *rv == o.resource_version)
+            .map(|(_, p)| p.clone());
+        let parsed = match hit {
+            Some(p) => p,
+            None => {
+                let Some(obj) = parse(&o.object) else {
+                    continue;
+                };
+                let Spec::Workload(spec) = obj.spec else {
+                    continue;
+                };
+                let wk = WorkloadKey::from(key);
+                let hash = template_hash(&spec);
+                cache.templates.insert((wk.clone(), hash), spec.clone());
+                let p = Arc::new(ParsedWorkload {
+                    input: WorkloadInput {
+                        key: wk,
+                        spec,
+                        generation: o.generation,
+                        hash,
+                    },
+                    labels: obj.metadata.labels,
+                });
+                cache
+                    .workloads
+                    .insert(key.clone(), (o.resource_version, p.clone()));
+                p
+            }
+        };
+        workloads.push(parsed);
+    }
+    cache.workloads.retain(|k, _| state.objects.contains_key(k));
+    let mut services = Vec::new();
+    for (key, o) in state.list(Kind::Service, None) {
+        let hit = cache
+            .services
+            .get(key)
+            .filter(|(rv, _)| *rv == o.resource_version)
+            .map(|(_, s)| s.clone());
+        let spec = match hit {
+            Some(s) => s,
+            None => {
+                let Some(Spec::Service(spec)) = parse(&o.object).map(|o| o.spec) else {
+                    continue;
+                };
+                let s = Arc::new(spec);
+                cache
+                    .services
+                    .insert(key.clone(), (o.resource_version, s.clone()));
+                s
+            }
+        };
+        services.push((key.clone(), spec));
+    }
+    cache.services.retain(|k, _| state.objects.contains_key(k));
+    (workloads, services)
+}
+
+/// The /24 of each node in a `a.b.0.0/16` pool: node number `i` (1-based, in order of first
+/// join, then name) gets `a.b.i.0/24`; nodes beyond 254 get none (host network).
+pub fn node_subnets(state: &State, pool: Option<[u8; 2]>) -> BTreeMap<String, String> {
+    let Some([a, b]) = pool else {
+        return BTreeMap::new();
+    };
+    let mut order: Vec<(u64, &str)> = state
+        .nodes
+        .values()
+        .map(|n| (n.joined_height, n.info.name.as_str()))
+        .collect();
+    order.sort();
+    order
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i < 254)
+        .map(|(i, (_, name))| (name.to_string(), format!("{a}.{b}.{}.0/24", i + 1)))
+        .collect()
+}
+
+/// Everything a round looks at.
+pub struct RoundInput<'a> {
+    pub state: &'a State,
+    pub reports: &'a BTreeMap<String, NodeReport>,
+    /// The previous round's schedule; `None` on the first round after start (current
+    /// placement is then taken from what the agents report running).
+    pub prev: Option<&'a Schedule>,
+    pub pool: Option<[u8; 2]>,
+}
+
+/// What a round produced.
+#[derive(Debug, Default)]
+pub struct RoundOutput {
+    pub schedule: Schedule,
+    /// One per node in the log (lost nodes get an empty set).
+    pub sets: BTreeMap<String, AssignmentSet>,
+    /// `ObjectInfo.status` of workloads and services.
+    pub statuses: BTreeMap<ObjectKey, Value>,
+    pub nodes: Vec<NodeStatus>,
+}
+
+fn report<'r>(
+    reports: &'r BTreeMap<String, NodeReport>,
+    node: &str,
+    id: &InstanceId,
+) -> Option<&'r InstanceReport> {
+    reports.get(node)?.instances.get(id)
+}
+
+/// Runs one round. `old_template` finds the spec of a template no longer current (from the
+/// workload's history); instances whose spec cannot be found are left out of the sets.
+pub fn run(
+    cache: &mut Cache,
+    input: &RoundInput<'_>,
+    old_template: &mut dyn FnMut(&WorkloadKey, &ContentHash) -> Option<WorkloadSpec>,
+) -> RoundOutput {
+    let state = input.state;
+    let (workloads, services) = refresh(cache, state);
+    let by_key: BTreeMap<&WorkloadKey, &ParsedWorkload> =
+        workloads.iter().map(|w| (&w.input.key, &**w)).collect();
+    let nodes: Vec<NodeInput> = state
+        .nodes
+        .values()
+        .map(|n| NodeInput {
+            name: n.info.name.clone(),
+            capacity: Capacity {
+                cpu: Millicores(n.info.cpu_millis),
+                memory: Bytes(n.info.memory_bytes),
+                gpus: n.info.gpus,
+            },
+            labels: n.info.labels.clone(),
+            condition: if n.lost_height.is_some() {
+                NodeCondition::Lost
+            } else {
+                NodeCondition::Ready
+            },
+            host_ports: n.info.labels.get(NETWORK_LABEL).map(String::as_str) != Some("isolated"),
+        })
+        .collect();
+    let current: Vec<CurrentInstance> = match input.prev {
+        Some(prev) => {
+            let node_of: HashMap<&InstanceId, &str> = prev
+                .assignments
+                .iter()
+                .map(|a| (&a.id, a.node.as_str()))
+                .collect();
+            prev.as_current(|id| {
+                node_of
+                    .get(id)
+                    .and_then(|node| report(input.reports, node, id))
+                    .is_some_and(|r| r.ready)
+            })
+        }
+        None => seed(state, input.reports, &by_key),
+    };
+    let inputs: Vec<WorkloadInput> = workloads.iter().map(|w| w.input.clone()).collect();
+    let sched = schedule(&Input {
+        workloads: &inputs,
+        nodes: &nodes,
+        current: &current,
+    });
+
+    // Replica specs per node.
+    let subnets = node_subnets(state, input.pool);
+    let mut per_node: BTreeMap<&str, Vec<ReplicaSpec>> = BTreeMap::new();
+    let mut spec_errors: BTreeMap<WorkloadKey, String> = BTreeMap::new();
+    for a in &sched.assignments {
+        let wk = &a.id.replica.workload;
+        let key = (wk.clone(), a.id.hash);
+        if !cache.templates.contains_key(&key)
+            && let Some(spec) = old_template(wk, &a.id.hash)
+        {
+            cache.templates.insert(key.clone(), spec);
+        }
+        let Some(spec) = cache.templates.get(&key) else {
+            continue;
+        };
+        match ReplicaSpec::from_workload(a.id.clone(), a.generation, spec) {
+            Ok(r) => per_node.entry(a.node.as_str()).or_default().push(r),
+            Err(e) => {
+                spec_errors.insert(wk.clone(), e.to_string());
+            }
+        }
+    }
+    let mut out = RoundOutput::default();
+    for n in state.nodes.values() {
+        let name = n.info.name.clone();
+        let replicas = if n.lost_height.is_some() {
+            Vec::new()
+        } else {
+            per_node.remove(name.as_str()).unwrap_or_default()
+        };
+        let set = AssignmentSet::new(
+            name.clone(),
+            state.height,
+            subnets.get(&name).cloned(),
+            replicas,
+        );
+        out.sets.insert(name, set);
+    }
+
+    // Workload status, one workload at a time.
+    let mut by_workload: BTreeMap<&WorkloadKey, Vec<&nexus_reconciler::scheduler::Assignment>> =
+        BTreeMap::new();
+    for a in &sched.assignments {
+        by_workload
+            .entry(&a.id.replica.workload)
+            .or_default()
+            .push(a);
+    }
+    for w in &workloads {
+        let key = &w.input.key;
+        let assigned = by_workload.remove(key).unwrap_or_default();
+        let rollout = sched.rollouts.iter().find(|r| &r.workload == key);
+        let mut nodes_used = BTreeSet::new();
+        let mut ready = 0u32;
+        let replicas: Vec<Value> = assigned
+            .iter()
+            .map(|a| {
+                nodes_used.insert(a.node.clone());
+                let r = report(input.reports, &a.node, &a.id);
+                let is_ready = r.is_some_and(|r| r.ready) && a.id.hash == w.input.hash;
+                ready += u32::from(is_ready);
+                json!({
+                    "index": a.id.replica.index,
+                    "hash": a.id.hash8(),
+                    "node": a.node,
+                    "current": a.id.hash == w.input.hash,
+                    "phase": r.map_or("pending".to_string(), |r| phase_name(r.phase).to_string()),
+                    "ready": r.is_some_and(|r| r.ready),
+                    "address": r.and_then(|r| r.address).map(|a| a.to_string()),
+                    "restarts": r.map_or(0, |r| r.restarts),
+                    "message": r.and_then(|r| r.message.clone()),
+                })
+            })
+            .collect();
+        let mut problems: Vec<String> = sched
+            .unschedulable
+            .iter()
+            .filter(|u| &u.id.replica.workload == key)
+            .map(|u| format!("replica {}: {}", u.id.replica.index, u.reason))
+            .collect();
+        if let Some(e) = spec_errors.get(key) {
+            problems.push(format!("cannot run: {e}"));
+        }
+        let status = json!({
+            "generation": w.input.generation,
+            "desired": w.input.spec.replicas,
+            "ready": ready,
+            "updated": rollout.map_or(0, |r| r.updated),
+            "old": rollout.map_or(0, |r| r.old),
+            "complete": rollout.is_some_and(|r| r.complete()) && ready == w.input.spec.replicas,
+            "nodes": nodes_used.into_iter().collect::<Vec<_>>(),
+            "replicas": replicas,
+            "problems": problems,
+        });
+        out.statuses.insert(ObjectKey::from(key), status);
+    }
+
+    // Service endpoints, one service at a time.
+    let candidates: Vec<(&Labels, &InstanceId, &str, Option<std::net::IpAddr>, bool)> = sched
+        .assignments
+        .iter()
+        .filter_map(|a| {
+            let w = by_key.get(&a.id.replica.workload)?;
+            let r = report(input.reports, &a.node, &a.id);
+            Some((
+                &w.labels,
+                &a.id,
+                a.node.as_str(),
+                r.and_then(|r| r.address),
+                r.is_some_and(|r| r.ready),
+            ))
+        })
+        .collect();
+    let cands: Vec<Candidate<'_>> = candidates
+        .iter()
+        .map(|(labels, id, node, address, ready)| Candidate {
+            labels,
+            id,
+            node,
+            address: *address,
+            ready: *ready,
+        })
+        .collect();
+    for (key, spec) in &services {
+        let eps = endpoints(&key.namespace, spec, &cands);
+        let status = json!({
+            "endpoints": eps.iter().map(|e| e.target()).collect::<Vec<_>>(),
+            "detail": eps.iter().map(|e| json!({
+                "port": e.port_name,
+                "target": e.target(),
+                "node": e.node,
+                "replica": e.instance.replica.index,
+            })).collect::<Vec<_>>(),
+        });
+        out.statuses.insert(key.clone(), status);
+    }
+
+    // Node table.
+    for n in state.nodes.values() {
+        let name = &n.info.name;
+        let r = input.reports.get(name);
+        let mut allocated = WireCapacity::default();
+        let (mut assigned, mut ready) = (0u32, 0u32);
+        for a in sched.for_node(name) {
+            allocated.cpu_millis += a.footprint.cpu.0;
+            allocated.memory_bytes += a.footprint.memory.0;
+            allocated.gpus += a.footprint.gpus;
+            assigned += 1;
+            ready += u32::from(report(input.reports, name, &a.id).is_some_and(|r| r.ready));
+        }
+        out.nodes.push(NodeStatus {
+            name: name.clone(),
+            address: n.info.address.clone(),
+            labels: n.info.labels.clone(),
+            capacity: WireCapacity {
+                cpu_millis: n.info.cpu_millis,
+                memory_bytes: n.info.memory_bytes,
+                gpus: n.info.gpus,
+            },
+            allocated,
+            assigned,
+            ready,
+            state: if n.lost_height.is_some() {
+                "Lost"
+            } else if r.is_some_and(|r| r.fresh) {
+                "Ready"
+            } else {
+                "NotReady"
+            }
+            .into(),
+            last_seen_ms: r.and_then(|r| r.last_seen_ms),
+            network: subnets.get(name).cloned(),
+            conditions: r.map(|r| r.conditions.clone()).unwrap_or_default(),
+        });
+    }
+    out.schedule = sched;
+    out
+}
+
+fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Starting => "starting",
+        Phase::Running => "running",
+        Phase::Stopping => "stopping",
+        Phase::Exited => "exited",
+    }
+}
+
+/// The placement agents report, for the first round after a start: instances of existing
+/// workloads on nodes that are in the log and not lost.
+fn seed(
+    state: &State,
+    reports: &BTreeMap<String, NodeReport>,
+    workloads: &BTreeMap<&WorkloadKey, &ParsedWorkload>,
+) -> Vec<CurrentInstance> {
+    let mut out = Vec::new();
+    for (node, r) in reports {
+        if state
+            .nodes
+            .get(node)
+            .is_none_or(|n| n.lost_height.is_some())
+        {
+            continue;
+        }
+        for (id, rep) in &r.instances {
+            let Some(w) = workloads.get(&id.replica.workload) else {
+                continue;
+            };
+            let Ok(footprint) = Footprint::of(&w.input.spec) else {
+                continue;
+            };
+            out.push(CurrentInstance {
+                id: id.clone(),
+                node: node.clone(),
+                generation: rep.generation,
+                footprint,
+                ready: rep.ready,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
