@@ -197,9 +197,21 @@ pub struct ServerConfig {
     /// The other replicas, for replication.
     #[serde(default)]
     pub peers: Vec<Peer>,
-    /// Join tokens (hashed) accepted from node agents.
+    /// Join tokens accepted from node agents: id, SHA-256 of the secret, CA hash, expiry (never
+    /// the secret itself). `nexus token create` appends here; the replica re-reads this file on
+    /// every join, so new tokens work without a restart.
     #[serde(default)]
-    pub join_tokens: Vec<String>,
+    pub join_tokens: Vec<nexus_transport::pki::JoinTokenRecord>,
+    /// Silence after which this replica attests a node lost (`10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_timeout: Option<String>,
+    /// How often agents heartbeat (`2s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<String>,
+    /// The /16 replica subnets come from (`10.77.0.0/16`: node i gets `10.77.i.0/24`), or
+    /// `host` for replicas sharing their node's network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_pool: Option<String>,
 }
 
 /// Another replica.

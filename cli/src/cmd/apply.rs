@@ -33,6 +33,13 @@ pub struct ApplyArgs {
     /// Only apply if each object's current resource version is this (0 = must not exist).
     #[arg(long)]
     pub if_version: Option<u64>,
+    /// After committing, wait until the applied workloads are rolled out and ready, showing
+    /// what is pending (exit 1 on timeout).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits.
+    #[arg(long, default_value = "5m", requires = "wait")]
+    pub timeout: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,7 +70,7 @@ pub fn parse_labels(s: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
-fn print_outcomes(outcomes: &[Outcome], suffix: &str) {
+pub fn print_outcomes(outcomes: &[Outcome], suffix: &str) {
     for o in outcomes {
         let ns = if o.namespace == "default" {
             String::new()
@@ -108,6 +115,17 @@ pub fn apply(args: ApplyArgs, context: Option<&str>) -> u8 {
         })
         .collect();
     let applied_keys: Vec<ObjectKey> = v.objects.iter().map(|o| o.object.key()).collect();
+    let wait = match args
+        .wait
+        .then(|| humantime::parse_duration(&args.timeout))
+        .transpose()
+    {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: --timeout {:?}: {e}", args.timeout);
+            return exit::ERROR;
+        }
+    };
     crate::block_on(async move {
         let session = match Session::connect(context).await {
             Ok(s) => s,
@@ -193,7 +211,32 @@ pub fn apply(args: ApplyArgs, context: Option<&str>) -> u8 {
                         ""
                     }
                 );
-                exit::OK
+                let Some(timeout) = wait else {
+                    return exit::OK;
+                };
+                let workloads: Vec<(String, String)> = applied_keys
+                    .iter()
+                    .filter(|k| k.kind == Kind::Workload)
+                    .map(|k| (k.namespace.clone(), k.name.clone()))
+                    .collect();
+                if workloads.is_empty() {
+                    return exit::OK;
+                }
+                match super::wait::until_ready(&session, &workloads, timeout).await {
+                    Ok(done) => {
+                        for p in done {
+                            eprintln!(
+                                "workload/{} ready: {}/{} replicas",
+                                p.name, p.ready, p.desired
+                            );
+                        }
+                        exit::OK
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        exit::INVALID
+                    }
+                }
             }
             Err(code) => code,
         }
@@ -202,7 +245,7 @@ pub fn apply(args: ApplyArgs, context: Option<&str>) -> u8 {
 
 /// Submits with retries on transient failures; the same signed request (same id) is sent again,
 /// so it is applied at most once.
-async fn submit(session: &Session, req: &SubmitRequest) -> Result<SubmitResponse, u8> {
+pub async fn submit(session: &Session, req: &SubmitRequest) -> Result<SubmitResponse, u8> {
     let mut attempt = 0;
     loop {
         match session.call::<_, SubmitResponse>(kinds::SUBMIT, req).await {

@@ -196,6 +196,35 @@ fn labels_text(v: Option<&Value>) -> String {
         .unwrap_or_default()
 }
 
+/// The live status in one cell: a workload's nodes (and first problem), a service's endpoints.
+fn live_text(o: &ObjectInfo) -> String {
+    let Some(st) = &o.status else {
+        return String::new();
+    };
+    let list = |p: &str| {
+        st.pointer(p)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default()
+    };
+    match s(&o.object, "/kind").as_str() {
+        "Workload" => {
+            let mut t = format!("nodes={}", list("/nodes"));
+            if let Some(p) = st.pointer("/problems/0").and_then(Value::as_str) {
+                t.push_str(&format!(" ({p})"));
+            }
+            t
+        }
+        "Service" => format!("endpoints={}", list("/endpoints")),
+        _ => String::new(),
+    }
+}
+
 fn table_for(objects: &[ObjectInfo], wide: bool, event: bool) -> Table {
     let mut headers: Vec<&str> = Vec::new();
     if event {
@@ -211,7 +240,7 @@ fn table_for(objects: &[ObjectInfo], wide: bool, event: bool) -> Table {
         "OWNER",
     ]);
     if wide {
-        headers.extend(["LABELS", "LAST ACTOR", "HASH"]);
+        headers.extend(["LIVE", "LABELS", "LAST ACTOR", "HASH"]);
     }
     let mut t = Table::new(&headers);
     for o in objects {
@@ -262,6 +291,7 @@ fn table_for(objects: &[ObjectInfo], wide: bool, event: bool) -> Table {
         ]);
         if wide {
             row.extend([
+                live_text(o),
                 labels_text(v.pointer("/metadata/labels")),
                 o.last_actor.clone(),
                 o.content_hash.chars().take(12).collect(),

@@ -125,6 +125,9 @@ fn init(args: &Args) -> Result<PathBuf, ConfigError> {
         key: rdir.join("tls.key"),
         peers: Vec::new(),
         join_tokens: Vec::new(),
+        node_timeout: None,
+        heartbeat: None,
+        network_pool: None,
     };
     let server_yaml = data.join("server.yaml");
     server.save(&server_yaml)?;

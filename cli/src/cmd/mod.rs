@@ -2,19 +2,27 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod agent;
 pub mod apply;
 pub mod audit;
 pub mod bench;
 pub mod bench_ledger;
+pub mod cluster;
 pub mod completion;
 pub mod diff;
 pub mod get;
 pub mod history;
 pub mod init;
+pub mod local;
+pub mod logs;
 pub mod schema;
 pub mod server;
+pub mod service;
+pub mod token;
+pub mod up;
 pub mod user;
 pub mod validate;
+pub mod wait;
 
 /// nexus: a BFT-replicated, GitOps-native control plane.
 #[derive(Debug, Parser)]
@@ -43,8 +51,20 @@ pub enum Command {
     Schema(schema::Args),
     /// Show what changes between two manifest sets (files or directories).
     Diff(diff::Args),
+    /// Start a local cluster (replicas, 3 node agents, the examples) and supervise it.
+    Up(up::Args),
     /// Run a control-plane replica.
     Server(server::Args),
+    /// Run a node agent: join the cluster, run the replicas assigned to this node.
+    Agent(agent::Args),
+    /// Create join tokens for node agents.
+    Token(token::Args),
+    /// Local clusters (create, delete, list) and cluster status.
+    Cluster(cluster::Args),
+    /// Deploy a command or image as a workload and service.
+    Service(service::Args),
+    /// Stream a workload's output from its replicas.
+    Logs(logs::Args),
     /// Apply manifests: validate, sign and commit them (created / configured / unchanged).
     Apply(apply::ApplyArgs),
     /// List live objects.
@@ -74,6 +94,12 @@ pub fn run(cli: Cli) -> u8 {
         Command::Completion(a) => completion::run(a),
         Command::Init(a) => init::run(a),
         Command::Server(a) => server::run(a),
+        Command::Up(a) => up::run(a),
+        Command::Agent(a) => agent::run(a),
+        Command::Token(a) => token::run(a),
+        Command::Cluster(a) => cluster::run(a, cli.context.as_deref()),
+        Command::Service(a) => service::run(a, cli.context.as_deref()),
+        Command::Logs(a) => logs::run(a, cli.context.as_deref()),
         Command::Apply(a) => apply::apply(a, cli.context.as_deref()),
         Command::Get(a) => get::run(a, cli.context.as_deref()),
         Command::Delete(a) => apply::delete(a, cli.context.as_deref()),

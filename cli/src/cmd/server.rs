@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use nexus_server::{Replica, ReplicaOptions};
+use nexus_server::{NodesOptions, Replica, ReplicaOptions};
 
 use crate::config::{ServerConfig, read_text};
 use crate::exit;
@@ -23,13 +23,14 @@ pub fn run(args: Args) -> u8 {
     let path = args
         .config
         .unwrap_or_else(|| crate::config::data_dir().join("local/server.yaml"));
-    let opts = match options(&path, args.listen) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::ERROR;
-        }
-    };
+    let (opts, nodes) =
+        match options(&path, args.listen).and_then(|o| Ok((o, nodes_options(&path)?))) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::ERROR;
+            }
+        };
     let rt = match crate::runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -38,7 +39,7 @@ pub fn run(args: Args) -> u8 {
         }
     };
     rt.block_on(async move {
-        let replica = match Replica::start(opts).await {
+        let replica = match Replica::start_with(opts, nodes).await {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -85,4 +86,61 @@ pub fn options(
         ledger: Default::default(),
         rpc: Default::default(),
     })
+}
+
+fn duration(
+    path: &std::path::Path,
+    what: &str,
+    text: &str,
+) -> Result<std::time::Duration, crate::config::ConfigError> {
+    humantime::parse_duration(text).map_err(|e| {
+        crate::config::ConfigError::Other(format!("{}: {what} {text:?}: {e}", path.display()))
+    })
+}
+
+/// Parses a replica network pool: `a.b.0.0/16`, or `host` (no per-replica networks).
+pub fn parse_pool(text: &str) -> Result<Option<[u8; 2]>, String> {
+    if text == "host" || text == "none" {
+        return Ok(None);
+    }
+    let (ip, prefix) = text
+        .split_once('/')
+        .ok_or_else(|| format!("network pool {text:?}: expected a.b.0.0/16 or host"))?;
+    let ip: std::net::Ipv4Addr = ip
+        .parse()
+        .map_err(|_| format!("network pool {text:?}: not an IPv4 address"))?;
+    let [a, b, c, d] = ip.octets();
+    if prefix != "16" || c != 0 || d != 0 {
+        return Err(format!(
+            "network pool {text:?}: must be a /16 like 10.77.0.0/16"
+        ));
+    }
+    Ok(Some([a, b]))
+}
+
+/// Node settings from `server.yaml`: node timeout, heartbeat, network pool, and the join
+/// tokens (re-read from the file on every join).
+pub fn nodes_options(path: &std::path::Path) -> Result<NodesOptions, crate::config::ConfigError> {
+    let cfg = ServerConfig::load(path)?;
+    let mut o = NodesOptions::default();
+    if let Some(t) = &cfg.node_timeout {
+        o.node_timeout = duration(path, "nodeTimeout", t)?;
+        o.warmup = o.node_timeout;
+    }
+    if let Some(t) = &cfg.heartbeat {
+        o.heartbeat = duration(path, "heartbeat", t)?;
+    }
+    if let Some(p) = &cfg.network_pool {
+        o.network_pool = parse_pool(p)
+            .map_err(|e| crate::config::ConfigError::Other(format!("{}: {e}", path.display())))?;
+    }
+    let file = path.to_path_buf();
+    o.join_tokens = std::sync::Arc::new(move || match ServerConfig::load(&file) {
+        Ok(c) => c.join_tokens,
+        Err(e) => {
+            tracing::warn!("cannot read join tokens: {e}");
+            Vec::new()
+        }
+    });
+    Ok(o)
 }
