@@ -2,8 +2,24 @@
 //! that turns NetworkPolicy objects and endpoints into map entries (docs/network-policy.md).
 
 pub mod compile;
+pub mod error;
+pub mod loader;
+pub mod maps;
+pub mod support;
+pub mod sys;
+pub mod testbed;
 
 pub use compile::{
     CompileOptions, CompiledPolicy, Direction, Isolation, PolicyObject, Prefix, RuleId, RuleKey,
     RuleOrigin, SetEntry, SetId, WorkloadEndpoints, WorkloadId, compile,
 };
+pub use error::EbpfError;
+pub use loader::{
+    ApplyStats, Attached, DEFAULT_PIN_ROOT, Hook, LinkStatus, LoaderOptions, PolicyLoader,
+    ReconcileReport, Replica, Stats,
+};
+pub use maps::Counter;
+pub use support::Environment;
+
+/// Where the embedded object came from: "clang" (built now) or "committed" (`bpf/*.bpf.o`).
+pub const OBJECT_SOURCE: &str = env!("NEXUS_EBPF_OBJECT_SOURCE");
