@@ -302,6 +302,7 @@ pub fn run(
                     "ready": r.is_some_and(|r| r.ready),
                     "address": r.and_then(|r| r.address).map(|a| a.to_string()),
                     "restarts": r.map_or(0, |r| r.restarts),
+                    "pid": r.and_then(|r| r.pid),
                     "message": r.and_then(|r| r.message.clone()),
                 })
             })
