@@ -1,6 +1,7 @@
 //! nexus-ebpf: C eBPF programs (`bpf/*.bpf.c`), their aya loader, and the pure policy compiler
 //! that turns NetworkPolicy objects and endpoints into map entries (docs/network-policy.md).
 
+pub mod bench;
 pub mod compile;
 pub mod error;
 pub mod loader;

@@ -94,12 +94,22 @@ pub struct Prober {
 impl Prober {
     /// Runs one probe ("connect", "udp" or "udp-unconnected") and returns its result word.
     pub fn probe(&mut self, kind: &str, target: &str, timeout: Duration) -> io::Result<String> {
-        writeln!(self.stdin, "{kind} {target} {}", timeout.as_millis())?;
+        self.line(&format!("{kind} {target} {}", timeout.as_millis()))
+    }
+
+    /// Sends one input line and returns the next output line.
+    pub fn line(&mut self, input: &str) -> io::Result<String> {
+        writeln!(self.stdin, "{input}")?;
         self.stdin.flush()?;
+        self.read_line()
+    }
+
+    /// The next output line.
+    pub fn read_line(&mut self) -> io::Result<String> {
         let mut line = String::new();
         self.stdout.read_line(&mut line)?;
         if line.is_empty() {
-            return Err(io::Error::other("nx-probe repl exited"));
+            return Err(io::Error::other("nx-probe exited"));
         }
         Ok(line.trim().to_string())
     }
@@ -296,6 +306,21 @@ impl Testbed {
         })
     }
 
+    /// A cgroup below `host`'s own (a workload that creates cgroups of its own), as a host.
+    pub fn sub_cgroup(&mut self, host: &Host, name: &str) -> io::Result<Host> {
+        let parent = host
+            .cgroup
+            .as_ref()
+            .ok_or_else(|| io::Error::other("host has no cgroup"))?;
+        let dir = parent.join(name);
+        std::fs::create_dir(&dir)?;
+        self.cgroups.push(dir.clone());
+        Ok(Host {
+            cgroup: Some(dir),
+            ..host.clone()
+        })
+    }
+
     fn command(&self, host: &Host) -> Command {
         let mut c = Command::new(&self.probe_bin);
         if let Some(cg) = &host.cgroup {
@@ -315,7 +340,10 @@ impl Testbed {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
-        if args.first().is_some_and(|a| a.starts_with("serve")) {
+        if args
+            .first()
+            .is_some_and(|a| matches!(*a, "serve" | "serve-udp" | "echo" | "sink"))
+        {
             let mut line = String::new();
             if let Some(out) = child.stdout.as_mut() {
                 BufReader::new(out).read_line(&mut line)?;
@@ -344,11 +372,21 @@ impl Testbed {
             .to_string())
     }
 
+    /// Runs any `nx-probe` command once in `host` and returns its output.
+    pub fn run_probe(&self, host: &Host, args: &[&str]) -> io::Result<String> {
+        run(self.command(host).args(args))
+    }
+
     /// A `nx-probe repl` in `host`.
     pub fn prober(&self, host: &Host) -> io::Result<Prober> {
+        self.interactive(host, &["repl"])
+    }
+
+    /// Any `nx-probe` command in `host` driven line by line (`repl`, `hold ADDR:PORT`).
+    pub fn interactive(&self, host: &Host, args: &[&str]) -> io::Result<Prober> {
         let mut child = self
             .command(host)
-            .arg("repl")
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

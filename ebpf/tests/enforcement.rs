@@ -411,3 +411,55 @@ fn pins_of_another_layout_version_are_refused() {
         other => panic!("expected Incompatible, got {other:?}"),
     }
 }
+
+#[test]
+fn established_connections_follow_policy_changes_and_nested_cgroups_are_covered() {
+    if skip() {
+        return;
+    }
+    let mut tb = Testbed::new(std::path::Path::new(PROBE)).expect("testbed");
+    let web = tb.add_host(1, 2, "web", true).expect("web");
+    let api = tb.add_host(1, 3, "api", true).expect("api");
+    tb.spawn(&api, &["echo", "7000"]).expect("echo");
+    let nested = tb.sub_cgroup(&web, "worker").expect("nested cgroup");
+    let opts = LoaderOptions::new(format!("{}-n1", tb.id));
+    let _pins = Pins(opts.clone());
+    let mut loader = PolicyLoader::open(&opts).expect("open");
+    let eps = vec![workload("web", &[&web]), workload("api", &[&api])];
+    let allow = |port: u16| {
+        let p = policy(
+            "api-from-web",
+            serde_json::json!({
+                "selector": {"app": "api"},
+                "ingress": [{"from": [{"selector": {"app": "web"}}], "ports": [{"port": port}]}]
+            }),
+        );
+        compile(&[p], &eps, &CompileOptions::default())
+    };
+    let replicas = [replica("web", &web), replica("api", &api)];
+    loader
+        .reconcile(&allow(7000), &replicas)
+        .expect("reconcile");
+
+    let target = at(&api, 7000);
+    let mut held = tb
+        .interactive(&web, &["hold", &target, "500"])
+        .expect("hold");
+    assert_eq!(held.read_line().expect("connect"), "connected");
+    assert_eq!(held.line("one").expect("send"), "ok");
+    // A process in a cgroup below web's is still web.
+    assert_eq!(
+        tb.probe(&nested, "connect", &at(&api, 7001), WAIT)
+            .expect("probe"),
+        "EPERM"
+    );
+    // Revoking the rule stops the open connection at its next packet (no conntrack bypass).
+    loader.apply(&allow(7001)).expect("apply");
+    assert_eq!(held.line("two").expect("send"), "timeout");
+    assert_eq!(
+        tb.probe(&nested, "connect", &at(&api, 7001), WAIT)
+            .expect("probe"),
+        "refused"
+    );
+    drop(held);
+}

@@ -10,6 +10,10 @@
 //! nx-probe [...] udp ADDR:PORT [TIMEOUT_MS]                     connected UDP ping
 //! nx-probe [...] udp-unconnected ADDR:PORT [TIMEOUT_MS]         sendto/recvfrom ping
 //! nx-probe [...] repl        lines "connect ADDR:PORT TIMEOUT_MS" on stdin -> results on stdout
+//! nx-probe [...] echo PORT...                                   TCP: echo every line back
+//! nx-probe [...] hold ADDR:PORT      connect once; per stdin line send it, print ok/timeout/...
+//! nx-probe [...] sink PORT                                      TCP: read and discard
+//! nx-probe [...] blast ADDR:PORT SECONDS                        TCP: write, print bits/s
 //! nx-probe [...] exec CMD ARGS...                               exec CMD inside
 //! ```
 
@@ -71,6 +75,26 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         "repl" => repl(),
+        "echo" => serve_with(rest, |s| {
+            let mut r = std::io::BufReader::new(match s.try_clone() {
+                Ok(c) => c,
+                Err(_) => return,
+            });
+            let mut w = s;
+            let mut line = String::new();
+            while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                if w.write_all(line.as_bytes()).is_err() {
+                    break;
+                }
+                line.clear();
+            }
+        }),
+        "sink" => serve_with(rest, |mut s| {
+            let mut buf = vec![0u8; 1 << 17];
+            while s.read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
+        }),
+        "hold" => hold(rest),
+        "blast" => blast(rest),
         "exec" => match rest.split_first() {
             Some((prog, a)) => {
                 let e = std::process::Command::new(prog).args(a).exec();
@@ -163,6 +187,13 @@ fn ports(rest: &[String]) -> Result<Vec<u16>, String> {
 }
 
 fn serve_tcp(rest: &[String]) -> ExitCode {
+    serve_with(rest, |mut s| {
+        let _ = s.write_all(b"ok\n");
+    })
+}
+
+/// Listens on every port of `rest` ([::], dual-stack) and runs `handle` per connection.
+fn serve_with(rest: &[String], handle: fn(TcpStream)) -> ExitCode {
     let ports = match ports(rest) {
         Ok(p) => p,
         Err(e) => return fail(&e),
@@ -181,8 +212,8 @@ fn serve_tcp(rest: &[String]) -> ExitCode {
         .into_iter()
         .map(|l| {
             std::thread::spawn(move || {
-                for mut s in l.incoming().flatten() {
-                    let _ = s.write_all(b"ok\n");
+                for s in l.incoming().flatten() {
+                    std::thread::spawn(move || handle(s));
                 }
             })
         })
@@ -241,5 +272,74 @@ fn repl() -> ExitCode {
             break;
         }
     }
+    ExitCode::SUCCESS
+}
+
+/// One connection kept open; every stdin line is sent and must come back.
+fn hold(rest: &[String]) -> ExitCode {
+    let (addr, timeout) = match target(rest) {
+        Ok(t) => t,
+        Err(e) => return fail(&e),
+    };
+    let mut out = std::io::stdout();
+    let stream = match TcpStream::connect_timeout(&addr, timeout) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("{}", word(&e));
+            return ExitCode::SUCCESS;
+        }
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = writeln!(out, "connected").and_then(|_| out.flush());
+    let Ok(read_half) = stream.try_clone() else {
+        return fail("clone stream");
+    };
+    let mut reader = std::io::BufReader::new(read_half);
+    let mut writer = stream;
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let reply = match writer.write_all(format!("{line}\n").as_bytes()) {
+            Err(e) => word(&e),
+            Ok(()) => {
+                let mut back = String::new();
+                match reader.read_line(&mut back) {
+                    Ok(n) if n > 0 && back.trim_end() == line => "ok".to_string(),
+                    Ok(_) => "noreply".to_string(),
+                    Err(e) => word(&e),
+                }
+            }
+        };
+        if writeln!(out, "{reply}").and_then(|_| out.flush()).is_err() {
+            break;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Writes as fast as possible for SECONDS and prints the rate in bits per second.
+fn blast(rest: &[String]) -> ExitCode {
+    let (addr, _) = match target(&rest[..rest.len().min(1)]) {
+        Ok(t) => t,
+        Err(e) => return fail(&e),
+    };
+    let secs: f64 = rest.get(1).and_then(|s| s.parse().ok()).unwrap_or(2.0);
+    let mut s = match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+        Ok(s) => s,
+        Err(e) => return fail(&format!("connect: {}", word(&e))),
+    };
+    let buf = vec![0x5au8; 1 << 17];
+    let start = std::time::Instant::now();
+    let mut sent: u64 = 0;
+    while start.elapsed().as_secs_f64() < secs {
+        match s.write(&buf) {
+            Ok(n) => sent += n as u64,
+            Err(e) => return fail(&format!("write: {}", word(&e))),
+        }
+    }
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 16];
+    let _ = s.read(&mut sink);
+    let elapsed = start.elapsed().as_secs_f64();
+    println!("{:.0}", sent as f64 * 8.0 / elapsed);
     ExitCode::SUCCESS
 }
