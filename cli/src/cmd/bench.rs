@@ -15,6 +15,9 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum What {
+    /// Node agents: apply → running p50/p99, replica and agent RSS, scheduler time, and
+    /// convergence of 1,000 simulated agents running 10,000 replicas.
+    Agents(super::bench_agents::Args),
     /// Apply latency/throughput (through a real replica over QUIC, and through the ledger front)
     /// with 1, 8 and 64 clients; audit queries and `audit verify` over a generated log.
     Ledger {
@@ -44,6 +47,7 @@ pub enum What {
 
 pub fn run(args: Args) -> u8 {
     match args.what {
+        What::Agents(a) => super::bench_agents::run(a),
         What::Validate { objects, dir, runs } => bench_validate(objects, dir, runs),
         What::Ledger {
             events,

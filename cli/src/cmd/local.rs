@@ -142,7 +142,8 @@ fn pool_in_use(second: u8) -> bool {
     bridges || clusters
 }
 
-/// Creates a cluster in `dir` (which must not hold one yet).
+/// Creates a cluster in `dir` (which must not hold one yet); [`Layout::install_context`] makes
+/// it the current context.
 pub fn create(dir: &Path, spec: &Spec) -> Result<Layout, ConfigError> {
     nexus_transport::init_crypto();
     let abs = std::path::absolute(dir).map_err(cerr)?;
@@ -231,7 +232,6 @@ pub fn create(dir: &Path, spec: &Spec) -> Result<Layout, ConfigError> {
     };
     let text = serde_json::to_string_pretty(&layout).map_err(cerr)?;
     write_private(&Layout::path(dir), text.as_bytes())?;
-    layout.install_context(dir)?;
     Ok(layout)
 }
 

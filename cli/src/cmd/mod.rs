@@ -6,6 +6,7 @@ pub mod agent;
 pub mod apply;
 pub mod audit;
 pub mod bench;
+pub mod bench_agents;
 pub mod bench_ledger;
 pub mod cluster;
 pub mod completion;

@@ -286,6 +286,7 @@ pub fn prepare(args: &Args) -> Result<(PathBuf, Layout), String> {
                 node_timeout: args.node_timeout.clone(),
             };
             let l = local::create(&dir, &spec).map_err(|e| e.to_string())?;
+            l.install_context(&dir).map_err(|e| e.to_string())?;
             eprintln!(
                 "created cluster {:?} in {}: {} replica(s), {} node(s), replica network {}; context {:?} is now current",
                 l.name,
