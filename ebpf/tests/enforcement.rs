@@ -221,6 +221,7 @@ fn policy_is_enforced_across_nodes_survives_restarts_and_cleans_up() {
         (db, "connect", at(api2, 8080), "EPERM"),
         (db, "udp", at(api2, 5353), "EPERM"),
         (api1, "connect", at(db, 8080), "EPERM"),
+        (api1, "udp-unconnected", at(db, 5353), "EPERM"),
         (db, "connect", at(web, 8080), "EPERM"),
         // Not covered by a connect hook: dropped at the destination's ingress.
         (&s.outsider, "connect", at(api1, 8080), "timeout"),
