@@ -179,12 +179,16 @@ fn create(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    print!(
-        "{}",
-        std::fs::read_to_string(dir.join("up.log")).unwrap_or_default()
-    );
+    let log = std::fs::read_to_string(dir.join("up.log")).unwrap_or_default();
+    for line in log
+        .lines()
+        .filter(|l| !l.starts_with("Ctrl-C stops the cluster"))
+    {
+        println!("{line}");
+    }
     println!(
-        "cluster {name:?} runs in the background (pid {}); context {name:?} is current",
+        "cluster {name:?} runs in the background (pid {}); context {name:?} is current; \
+         `nexus cluster delete {name}` stops and removes it",
         child.id()
     );
     exit::OK
