@@ -73,7 +73,12 @@ pub fn run(args: Args) -> u8 {
                 "Start the control plane:   nexus server --config {}",
                 server_yaml.display()
             );
-            println!("Then apply the examples:   nexus apply -f manifests/examples");
+            println!(
+                "Add a node (as root):      nexus agent --join {} --token $(nexus token create --config {})",
+                args.listen,
+                server_yaml.display()
+            );
+            println!("Then apply the examples:   nexus apply -f manifests/examples --wait");
             exit::OK
         }
         Err(e) => {

@@ -104,6 +104,9 @@ fn refresh(cache: &mut Cache, state: &State) -> (Vec<Arc<ParsedWorkload>>, Servi
         workloads.push(parsed);
     }
     cache.workloads.retain(|k, _| state.objects.contains_key(k));
+    cache
+        .templates
+        .retain(|(wk, _), _| state.objects.contains_key(&ObjectKey::from(wk)));
     let mut services = Vec::new();
     for (key, o) in state.list(Kind::Service, None) {
         let hit = cache
