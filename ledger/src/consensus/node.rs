@@ -462,8 +462,9 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
                     .into_iter()
                     .filter(|d| d.cert.height == d.height && d.cert.batch_id == d.batch.id())
                     .collect();
+                // The retry timer stays armed: when it fires with no request outstanding it
+                // does nothing, and a newer request re-arms it.
                 self.io.sync.accept(from, records, cur);
-                self.io.timers.cancel(TimerKey::SyncRetry);
             }
             WireMsg::Items(items) => {
                 for item in items {
@@ -549,6 +550,7 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Consensus for Node<H, W, S, A> {
                     round: self.state.as_ref().map_or(Round::Nil, |s| s.round()),
                 };
                 self.io.broadcast(&status);
+                self.io.sync.tick();
                 let every = self.io.cfg.status_interval;
                 self.io.arm(TimerKey::Status, every);
             }

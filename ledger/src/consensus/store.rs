@@ -64,6 +64,11 @@ impl MemStore {
     pub fn records(&self) -> &BTreeMap<u64, Decided> {
         &self.records
     }
+
+    /// Drop records above `height`: a commit that a crash prevented (simulation only).
+    pub fn truncate_above(&mut self, height: u64) {
+        self.records.split_off(&(height + 1));
+    }
 }
 
 impl DecidedStore for MemStore {

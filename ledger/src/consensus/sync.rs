@@ -25,7 +25,8 @@ pub(crate) struct SyncState {
     strikes: BTreeMap<ValidatorKey, u32>,
     inflight: Option<ValidatorKey>,
     buffer: BTreeMap<u64, VecDeque<(ValidatorKey, Decided)>>,
-    feeding: Option<(u64, ValidatorKey)>,
+    /// The record handed to the core: (height, peer, status ticks since).
+    feeding: Option<(u64, ValidatorKey, u32)>,
     pub requests_sent: u64,
     pub records_rejected: u64,
 }
@@ -109,15 +110,26 @@ impl SyncState {
         }
         let q = self.buffer.get_mut(&current)?;
         let (peer, d) = q.pop_front()?;
-        self.feeding = Some((current, peer));
+        self.feeding = Some((current, peer, 0));
         Some((peer, d))
     }
 
     /// The record being verified was refused (bad certificate or bytes).
     pub fn rejected(&mut self) {
-        if let Some((_, peer)) = self.feeding.take() {
+        if let Some((_, peer, _)) = self.feeding.take() {
             self.records_rejected += 1;
             self.strike(peer);
+        }
+    }
+
+    /// Periodic: a handed-over record that led nowhere for two ticks (the core ignored it)
+    /// no longer blocks the next one.
+    pub fn tick(&mut self) {
+        if let Some((_, _, ticks)) = &mut self.feeding {
+            *ticks += 1;
+            if *ticks >= 2 {
+                self.feeding = None;
+            }
         }
     }
 
