@@ -11,8 +11,7 @@ use arc_malachitebft_core_consensus::{
     Resume, SignedConsensusMsg, VoteExtensionError,
 };
 use arc_malachitebft_core_types::{
-    CertificateError, CommitCertificate, LinearTimeouts, Round, Validity,
-    ValueOrigin,
+    CertificateError, CommitCertificate, LinearTimeouts, Round, Validity, ValueOrigin,
 };
 use arc_malachitebft_signing::VerifierExt;
 
@@ -105,16 +104,18 @@ impl<H: Host, W: Wal, S, A> Io<H, W, S, A> {
             .pool
             .peek_batch(self.cfg.max_batch_items, self.cfg.max_batch_bytes);
         let value = Batch::new(items);
-        self.feedback
-            .push(Input::Propose(LocallyProposedValue::new(height, round, value)));
+        self.feedback.push(Input::Propose(LocallyProposedValue::new(
+            height, round, value,
+        )));
     }
 
     fn on_get_value(&mut self, height: Height, round: Round) {
         if let Some(batch) = round.as_u32().and_then(|r| self.recovered.get(&r)) {
             // The WAL shows we already proposed at this round: propose the same batch.
             let value = batch.clone();
-            self.feedback
-                .push(Input::Propose(LocallyProposedValue::new(height, round, value)));
+            self.feedback.push(Input::Propose(LocallyProposedValue::new(
+                height, round, value,
+            )));
             return;
         }
         if !self.pool.is_empty() || self.cfg.empty_batch_delay.is_zero() {
@@ -216,8 +217,11 @@ impl<H: Host, W: Wal, S, A> Io<H, W, S, A> {
                 r.resume_with(ok)
             }
             Effect::VerifyCommitCertificate(c, vs, th, r) => r.resume_with(
-                run_ready(self.verifier.verify_commit_certificate(&NexusCtx, &c, &vs, th))
-                    .unwrap_or(Err(CertificateError::VerificationError(None))),
+                run_ready(
+                    self.verifier
+                        .verify_commit_certificate(&NexusCtx, &c, &vs, th),
+                )
+                .unwrap_or(Err(CertificateError::VerificationError(None))),
             ),
             Effect::VerifyExtendedCommitCertificate(c, vs, th, policy, r) => r.resume_with(
                 // Extensions are disabled: the check rejects any certificate carrying one, so
@@ -229,12 +233,18 @@ impl<H: Host, W: Wal, S, A> Io<H, W, S, A> {
                 .unwrap_or(Err(CertificateError::VerificationError(None))),
             ),
             Effect::VerifyPolkaCertificate(c, vs, th, r) => r.resume_with(
-                run_ready(self.verifier.verify_polka_certificate(&NexusCtx, &c, &vs, th))
-                    .unwrap_or(Err(CertificateError::VerificationError(None))),
+                run_ready(
+                    self.verifier
+                        .verify_polka_certificate(&NexusCtx, &c, &vs, th),
+                )
+                .unwrap_or(Err(CertificateError::VerificationError(None))),
             ),
             Effect::VerifyRoundCertificate(c, vs, th, r) => r.resume_with(
-                run_ready(self.verifier.verify_round_certificate(&NexusCtx, &c, &vs, th))
-                    .unwrap_or(Err(CertificateError::VerificationError(None))),
+                run_ready(
+                    self.verifier
+                        .verify_round_certificate(&NexusCtx, &c, &vs, th),
+                )
+                .unwrap_or(Err(CertificateError::VerificationError(None))),
             ),
             Effect::WalAppend(height, input, r) => {
                 self.wal_append(height, &input);

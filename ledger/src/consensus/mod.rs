@@ -25,6 +25,8 @@ pub mod signing;
 pub mod sim;
 pub mod store;
 mod sync;
+#[cfg(test)]
+mod tests;
 pub mod timers;
 pub mod types;
 pub mod wal;

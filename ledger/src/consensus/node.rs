@@ -4,9 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use arc_malachitebft_core_consensus::{
-    Input, Params, PeerId, State, ValuePayload, process,
-};
+use arc_malachitebft_core_consensus::{Input, Params, PeerId, State, ValuePayload, process};
 use arc_malachitebft_core_types::{
     ExtendedCommitCertificate, Round, SignedProposal, ValueResponse, VoteExtensionPolicy,
     VoteExtensions,
@@ -45,7 +43,9 @@ pub struct Node<H: Host, W: Wal, S: DecidedStore, A: App> {
 
 impl<H: Host, W: Wal, S: DecidedStore, A: App> std::fmt::Debug for Node<H, W, S, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("status", &self.status()).finish()
+        f.debug_struct("Node")
+            .field("status", &self.status())
+            .finish()
     }
 }
 
@@ -122,6 +122,10 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
     pub fn wal(&self) -> &W {
         &self.io.wal
     }
+    #[cfg(test)]
+    pub(crate) fn wal_mut_for_tests(&mut self) -> &mut W {
+        &mut self.io.wal
+    }
     pub fn store(&self) -> &S {
         &self.io.store
     }
@@ -173,7 +177,10 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
                     && pv.proposer == self.key()
                     && let Some(r) = pv.round.as_u32()
                 {
-                    self.io.recovered.entry(r).or_insert_with(|| pv.value.clone());
+                    self.io
+                        .recovered
+                        .entry(r)
+                        .or_insert_with(|| pv.value.clone());
                 }
                 entries.push(input);
                 raw.insert(bytes);
@@ -254,7 +261,8 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
             return Err(NodeError::NotStarted);
         };
         let io = &mut self.io;
-        let result: Result<(), arc_malachitebft_core_consensus::Error<NexusCtx>> = process!(input: input, state: state, metrics: &(), with: e => io.handle(e));
+        let result: Result<(), arc_malachitebft_core_consensus::Error<NexusCtx>> =
+            process!(input: input, state: state, metrics: &(), with: e => io.handle(e));
         if let Err(e) = result {
             return self.halt(NodeError::Core(e.to_string()));
         }
@@ -350,9 +358,10 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
                         VoteExtensions::default(),
                     );
                     let bytes = bytes::Bytes::from(encode_batch(&d.batch));
-                    self.queue.push_back(Input::SyncValueResponse(ValueResponse::new(
-                        pid, bytes, cert,
-                    )));
+                    self.queue
+                        .push_back(Input::SyncValueResponse(ValueResponse::new(
+                            pid, bytes, cert,
+                        )));
                 }
                 None => self.io.sync.rejected(),
             }

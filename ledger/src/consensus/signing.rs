@@ -23,7 +23,10 @@ pub struct ChainId(pub [u8; 32]);
 impl ChainId {
     /// Derive a chain id from a human-readable cluster name.
     pub fn from_name(name: &str) -> Self {
-        ChainId(blake3::derive_key("nexus consensus chain id v1", name.as_bytes()))
+        ChainId(blake3::derive_key(
+            "nexus consensus chain id v1",
+            name.as_bytes(),
+        ))
     }
 }
 
@@ -74,7 +77,11 @@ pub fn proposal_preimage(chain: &ChainId, p: &Proposal) -> Vec<u8> {
     out
 }
 
-fn extension_preimage(chain: &ChainId, scope: &VoteExtensionScope<NexusCtx>, ext: &[u8]) -> Vec<u8> {
+fn extension_preimage(
+    chain: &ChainId,
+    scope: &VoteExtensionScope<NexusCtx>,
+    ext: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + ext.len());
     out.extend_from_slice(b"nexus/vote-extension/v1\0");
     out.extend_from_slice(&chain.0);
@@ -238,9 +245,10 @@ impl arc_malachitebft_signing::Signer<NexusCtx> for Signer {
         public_key: Vec<u8>,
         peer_id: Vec<u8>,
     ) -> Result<ValidatorProof<NexusCtx>, SigningError> {
-        let sig = self
-            .key
-            .sign(&ValidatorProof::<NexusCtx>::signing_bytes(&public_key, &peer_id));
+        let sig = self.key.sign(&ValidatorProof::<NexusCtx>::signing_bytes(
+            &public_key,
+            &peer_id,
+        ));
         Ok(ValidatorProof::new(public_key, peer_id, sig))
     }
 }
@@ -286,9 +294,9 @@ impl arc_malachitebft_signing::Verifier<NexusCtx> for Verifier {
         &self,
         proof: &ValidatorProof<NexusCtx>,
     ) -> Result<VerificationResult, SigningError> {
-        let ok = proof.decoded_public_key().is_ok_and(|pk| {
-            pk.verify(&proof.preimage(), &proof.signature).is_ok()
-        });
+        let ok = proof
+            .decoded_public_key()
+            .is_ok_and(|pk| pk.verify(&proof.preimage(), &proof.signature).is_ok());
         Ok(VerificationResult::from_bool(ok))
     }
 }
@@ -384,12 +392,8 @@ pub fn verify_commit_cert(
     validators: &ValidatorSet,
 ) -> Result<(), CertError> {
     let mc = cert.to_malachite();
-    let fut = verifier.verify_commit_certificate(
-        &NexusCtx,
-        &mc,
-        validators,
-        ThresholdParams::default(),
-    );
+    let fut =
+        verifier.verify_commit_certificate(&NexusCtx, &mc, validators, ThresholdParams::default());
     match run_ready(fut) {
         Some(r) => r.map_err(cert_error),
         None => Err(CertError::Other("verifier did not complete".into())),
@@ -446,7 +450,10 @@ mod tests {
         cert.signatures.pop();
         assert!(matches!(
             verify_commit_cert(&verifier, &cert, &vs),
-            Err(CertError::NotEnoughPower { signed: 2, total: 4 })
+            Err(CertError::NotEnoughPower {
+                signed: 2,
+                total: 4
+            })
         ));
         // A signature from another chain does not verify.
         let other = Signer::from_seed(ChainId::from_name("other"), [1; 32]);

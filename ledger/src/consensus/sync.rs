@@ -53,7 +53,13 @@ impl SyncState {
             .tips
             .iter()
             .filter(|(_, tip)| **tip >= current)
-            .min_by_key(|(k, tip)| (self.strikes.get(*k).copied().unwrap_or(0), u64::MAX - **tip, **k))
+            .min_by_key(|(k, tip)| {
+                (
+                    self.strikes.get(*k).copied().unwrap_or(0),
+                    u64::MAX - **tip,
+                    **k,
+                )
+            })
             .map(|(k, tip)| (*k, *tip))?;
         let to = peer.1.min(current.saturating_add(max_heights.max(1) - 1));
         self.inflight = Some(peer.0);

@@ -43,7 +43,8 @@ impl TimerTable {
 
     /// Cancel every consensus timeout (not the node's own timers).
     pub fn cancel_consensus(&mut self) {
-        self.live.retain(|k, _| !matches!(k, TimerKey::Consensus(_)));
+        self.live
+            .retain(|k, _| !matches!(k, TimerKey::Consensus(_)));
     }
 
     /// Whether an expiry is current; if so the timer is consumed.

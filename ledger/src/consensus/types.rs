@@ -491,7 +491,10 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), 3, "each member proposes once per 3 rounds");
-        assert_eq!(vs.proposer(Height(2), 0).key(), vs.proposer(Height(1), 1).key());
+        assert_eq!(
+            vs.proposer(Height(2), 0).key(),
+            vs.proposer(Height(1), 1).key()
+        );
         assert_eq!(
             ValidatorSet::new([(a, 1), (a, 2)]),
             Err(ValidatorSetError::Duplicate(a))

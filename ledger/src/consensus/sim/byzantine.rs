@@ -90,7 +90,10 @@ impl Byzantine {
             ByzMode::Replay => all(bytes),
             ByzMode::Garbage => {
                 if rng.chance(0.5) {
-                    dests.iter().map(|d| (*d, self.garbage(rng, &bytes))).collect()
+                    dests
+                        .iter()
+                        .map(|d| (*d, self.garbage(rng, &bytes)))
+                        .collect()
                 } else {
                     all(bytes)
                 }
@@ -120,16 +123,15 @@ impl Byzantine {
                     }
                     Some(WireMsg::Vote(v)) if v.validator == self.signer.address() => {
                         let value = match v.value {
-                            NilOrVal::Nil => NilOrVal::Val(BatchId(rng.bytes(32).try_into().unwrap_or([9; 32]))),
+                            NilOrVal::Nil => {
+                                NilOrVal::Val(BatchId(rng.bytes(32).try_into().unwrap_or([9; 32])))
+                            }
                             NilOrVal::Val(_) if rng.chance(0.5) => NilOrVal::Nil,
                             NilOrVal::Val(_) => {
                                 NilOrVal::Val(BatchId(rng.bytes(32).try_into().unwrap_or([7; 32])))
                             }
                         };
-                        let w = self.signer.sign_vote(Vote {
-                            value,
-                            ..v.message
-                        });
+                        let w = self.signer.sign_vote(Vote { value, ..v.message });
                         Some(encode_wire(&WireMsg::Vote(w)))
                     }
                     _ => None,

@@ -78,7 +78,14 @@ impl Checker {
                     PublicKey::from_bytes(v.validator.0)
                         .is_ok_and(|pk| c.verify_vote(&v.message, &v.signature, &pk))
                 };
-                (v.validator, kind, v.height.0, v.round, Content::Vote(v.value), ok(&self.cached))
+                (
+                    v.validator,
+                    kind,
+                    v.height.0,
+                    v.round,
+                    Content::Vote(v.value),
+                    ok(&self.cached),
+                )
             }
             Ok(WireMsg::Proposal(p)) => {
                 let ok = PublicKey::from_bytes(p.proposer.0)
@@ -121,10 +128,10 @@ impl Checker {
                 return;
             };
             let id = d.batch.id();
-            if id != batch_id_of(d.batch.items()) || d.cert.batch_id != id || d.cert.height != h
-            {
-                self.violations
-                    .push(format!("{who}: record at {h} does not match its certificate"));
+            if id != batch_id_of(d.batch.items()) || d.cert.batch_id != id || d.cert.height != h {
+                self.violations.push(format!(
+                    "{who}: record at {h} does not match its certificate"
+                ));
             }
             match (self.membership)(h) {
                 None => self.violations.push(format!("no validator set at {h}")),

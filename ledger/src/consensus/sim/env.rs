@@ -10,9 +10,9 @@ use std::time::Duration;
 use arc_malachitebft_core_consensus::Input;
 
 use crate::consensus::codec::{Decided, WireMsg, decode_wire, encode_wal_entry};
+use crate::consensus::store::{DecidedStore, MemStore, StoreError};
 use crate::consensus::timers::TimerId;
 use crate::consensus::types::{Batch, ValidatorKey, ValidatorSet};
-use crate::consensus::store::{DecidedStore, MemStore, StoreError};
 use crate::consensus::wal::{MemWal, Wal, WalError};
 use crate::consensus::{App, Host};
 
@@ -101,7 +101,12 @@ impl Trace {
 
     /// The WAL as it was once the first `k` ops had happened.
     pub fn wal_at(&mut self, k: usize) -> Option<MemWal> {
-        let (_, wal, durable) = self.wal_states.iter().rev().find(|(done, _, _)| *done <= k)?.clone();
+        let (_, wal, durable) = self
+            .wal_states
+            .iter()
+            .rev()
+            .find(|(done, _, _)| *done <= k)?
+            .clone();
         self.durable = durable;
         Some(wal)
     }
@@ -137,8 +142,9 @@ impl SimHost {
         t.sent_own += 1;
         if !t.durable.contains(blake3::hash(&enc).as_bytes()) {
             let what = format!("{entry:?}");
-            t.violations
-                .push(format!("sent before it was durable in the WAL: {what:.200}"));
+            t.violations.push(format!(
+                "sent before it was durable in the WAL: {what:.200}"
+            ));
         }
     }
 }

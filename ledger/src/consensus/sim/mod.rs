@@ -104,7 +104,11 @@ pub struct SimFailure {
 
 impl fmt::Display for SimFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "simulation seed {} failed at t={}ms", self.seed, self.at_ms)?;
+        writeln!(
+            f,
+            "simulation seed {} failed at t={}ms",
+            self.seed, self.at_ms
+        )?;
         writeln!(f, "  options: {}", self.options)?;
         for v in self.violations.iter().take(10) {
             writeln!(f, "  - {v}")?;
@@ -119,11 +123,25 @@ impl fmt::Display for SimFailure {
 
 #[derive(Debug)]
 enum Event {
-    Deliver { to: usize, from: usize, bytes: Vec<u8> },
-    Timer { node: usize, incarnation: u64, id: TimerId, generation: u64 },
+    Deliver {
+        to: usize,
+        from: usize,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+        incarnation: u64,
+        id: TimerId,
+        generation: u64,
+    },
     Submit,
-    Crash { node: usize, point: CrashPoint },
-    Restart { node: usize },
+    Crash {
+        node: usize,
+        point: CrashPoint,
+    },
+    Restart {
+        node: usize,
+    },
     Partition,
     HealPartition,
     EndFaults,
@@ -238,9 +256,10 @@ impl Sim {
             membership.clone(),
             Verifier::with_cache(chain, cache.clone()),
         );
-        let byz = opts.byzantine.zip(byz_index).map(|(mode, i)| {
-            (i, Byzantine::new(mode, Signer::from_seed(chain, seeds[i])))
-        });
+        let byz = opts
+            .byzantine
+            .zip(byz_index)
+            .map(|(mode, i)| (i, Byzantine::new(mode, Signer::from_seed(chain, seeds[i]))));
         let replicas = seeds
             .iter()
             .zip(&keys)
@@ -344,7 +363,9 @@ impl Sim {
                 ));
                 for r in &self.replicas {
                     if let Some(n) = &r.node {
-                        self.checker.violations.push(format!("status {:?}", n.status()));
+                        self.checker
+                            .violations
+                            .push(format!("status {:?}", n.status()));
                     }
                 }
                 return;
@@ -404,7 +425,9 @@ impl Sim {
     }
 
     fn random_honest(&mut self) -> usize {
-        let honest: Vec<usize> = (0..self.replicas.len()).filter(|i| self.honest(*i)).collect();
+        let honest: Vec<usize> = (0..self.replicas.len())
+            .filter(|i| self.honest(*i))
+            .collect();
         self.rng.pick(&honest).unwrap_or(0)
     }
 
@@ -419,7 +442,12 @@ impl Sim {
                 let key = self.replicas[from].key;
                 self.call(to, |n| n.on_message(key, &bytes));
             }
-            Event::Timer { node, incarnation, id, generation } => {
+            Event::Timer {
+                node,
+                incarnation,
+                id,
+                generation,
+            } => {
                 if self.replicas[node].incarnation == incarnation {
                     self.call(node, |n| n.on_timer(id, generation));
                 }
@@ -448,7 +476,9 @@ impl Sim {
             Event::Restart { node } => self.restart(node),
             Event::Partition => {
                 if self.faults {
-                    let g: Vec<bool> = (0..self.replicas.len()).map(|_| self.rng.chance(0.5)).collect();
+                    let g: Vec<bool> = (0..self.replicas.len())
+                        .map(|_| self.rng.chance(0.5))
+                        .collect();
                     self.groups = Some(g);
                     let d = self.rng.range(200, 3000);
                     self.at(d, Event::HealPartition);
@@ -470,9 +500,7 @@ impl Sim {
                         self.restart(i);
                     }
                 }
-                self.heal_height = Some(
-                    self.honest_heights().into_iter().max().unwrap_or(0),
-                );
+                self.heal_height = Some(self.honest_heights().into_iter().max().unwrap_or(0));
             }
             Event::ByzTick => {
                 if let Some((b, byz)) = &mut self.byz {
@@ -532,7 +560,15 @@ impl Sim {
             trace: r.trace.clone(),
         };
         let verifier = Verifier::with_cache(self.chain, self.cache.clone());
-        let mut node = Node::with_verifier(sim_config(self.chain), signer, verifier, host, wal, store, app);
+        let mut node = Node::with_verifier(
+            sim_config(self.chain),
+            signer,
+            verifier,
+            host,
+            wal,
+            store,
+            app,
+        );
         if !self.opts.replay_wal {
             node.disable_wal_replay_for_testing();
         }
@@ -555,9 +591,10 @@ impl Sim {
         if let Err(e) = result
             && self.honest(i)
         {
-            self.checker
-                .violations
-                .push(format!("honest replica {} stopped: {e}", self.replicas[i].key));
+            self.checker.violations.push(format!(
+                "honest replica {} stopped: {e}",
+                self.replicas[i].key
+            ));
         }
         let crash_now = match self.replicas[i].crash_at {
             Some(CrashPoint::InNextCall) => true,
@@ -591,7 +628,15 @@ impl Sim {
             match out {
                 Out::Timer(id, generation, after) => {
                     let ms = after.as_millis() as u64;
-                    self.at(ms, Event::Timer { node: i, incarnation, id, generation });
+                    self.at(
+                        ms,
+                        Event::Timer {
+                            node: i,
+                            incarnation,
+                            id,
+                            generation,
+                        },
+                    );
                 }
                 Out::Send(to, bytes) => {
                     if let Some(&j) = self.index.get(&to) {
@@ -610,7 +655,9 @@ impl Sim {
                 self.checker.check_store(key, &n.store().inner);
             }
             let mut t = self.replicas[i].trace.borrow_mut();
-            self.checker.violations.extend(t.violations.drain(..).map(|v| format!("{key}: {v}")));
+            self.checker
+                .violations
+                .extend(t.violations.drain(..).map(|v| format!("{key}: {v}")));
         }
         if let Some((k, undone)) = crash_state {
             let wal = self.replicas[i].trace.borrow_mut().wal_at(k);
@@ -655,7 +702,14 @@ impl Sim {
         }
         if self.faults && self.rng.chance(0.02) {
             let d2 = self.rng.range(1, 400);
-            self.at(d2, Event::Deliver { to, from, bytes: bytes.clone() });
+            self.at(
+                d2,
+                Event::Deliver {
+                    to,
+                    from,
+                    bytes: bytes.clone(),
+                },
+            );
         }
         self.at(delay, Event::Deliver { to, from, bytes });
     }

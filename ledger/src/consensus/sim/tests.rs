@@ -163,6 +163,9 @@ fn sim_mutation_without_wal_replay_is_caught_as_equivocation() {
             caught += 1;
         }
     }
-    assert!(caught > 0, "disabling WAL replay went unnoticed in 40 seeds");
+    assert!(
+        caught > 0,
+        "disabling WAL replay went unnoticed in 40 seeds"
+    );
     eprintln!("mutation: equivocation caught in {caught}/40 seeds");
 }
