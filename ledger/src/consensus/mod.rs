@@ -1,7 +1,7 @@
 //! BFT ordering of opaque batches with Malachite's no-IO Tendermint core, behind nexus's own
 //! engine-neutral boundary: submit items, receive decided batches with commit certificates.
 //!
-//! Layout (see docs/ARCHITECTURE.md once merged):
+//! Layout:
 //! - [`types`]: the Malachite `Context` (heights, validator keys, batches, votes, proposals).
 //! - [`signing`]: domain-separated ed25519 signing, certificate verification.
 //! - [`codec`]: the versioned binary codec for WAL entries, wire messages, decided records.
@@ -9,9 +9,29 @@
 //! - [`node`]: the driver that feeds inputs through `process!` and handles every effect.
 //! - [`sim`]: the deterministic simulator used by the tests.
 //!
-//! The host supplies the IO: a [`Host`] (network, timers, clock), a [`wal::Wal`], a
-//! [`store::DecidedStore`] and an [`App`] (validator set per height, batch validity, decided
-//! callback). Everything the node does is a function of the calls it receives.
+//! # Wiring
+//! A [`Node`] is a synchronous state machine; run it on one thread (it may fsync) and feed it:
+//! - [`Consensus::on_message`] for every frame a peer sends, with the validator key the
+//!   transport authenticated (QUIC + mTLS: the peer certificate is bound to that key);
+//! - [`Consensus::on_timer`] when a timer set through [`Host::set_timer`] expires (the host
+//!   never cancels timers; stale expiries are ignored by generation);
+//! - [`Consensus::submit`] for client requests (opaque bytes; the node gossips them).
+//!
+//! The host implements [`Host`] (send/broadcast to the other replicas, timers, a clock), a
+//! [`wal::Wal`] (e.g. [`RedbWal`]), a [`store::DecidedStore`] (e.g. [`RedbStore`], or the
+//! ledger's own tables: it must hold every height, empty batches included, because catch-up
+//! serves by height) and an [`App`]: the validator set per height, the validity check run
+//! before voting (client signatures, git content), and `on_decided`, called once per height
+//! after the record is durable and before the next height starts.
+//!
+//! # Guarantees relied on
+//! - Every own vote or proposal is in the WAL and flushed before it is sent; a decided height
+//!   is flushed to the WAL, then committed to the store, then the WAL moves to the next height.
+//! - On start, the node resumes at the height after the last stored one and replays the WAL
+//!   if it holds that height: re-derived messages reuse the recorded signatures.
+//! - Sync records are verified by the core (`VerifyExtendedCommitCertificate`): a certificate
+//!   with any bad, duplicate or unknown signature is refused as a whole.
+//! - Nothing a peer sends can make the node panic: bytes are decoded by [`codec`] first.
 
 use std::time::Duration;
 

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use arc_malachitebft_core_consensus::{Input, Params, PeerId, State, ValuePayload, process};
+use arc_malachitebft_core_consensus::{
+    Input, MAX_FUTURE_ROUND_LOOKAHEAD, Params, PeerId, State, ValuePayload, process,
+};
 use arc_malachitebft_core_types::{
     ExtendedCommitCertificate, Round, SignedProposal, ValueResponse, VoteExtensionPolicy,
     VoteExtensions,
@@ -37,6 +39,7 @@ pub struct Node<H: Host, W: Wal, S: DecidedStore, A: App> {
     future: BTreeMap<u64, Vec<SignedProposal<NexusCtx>>>,
     /// Validity verdicts for batches proposed at the current height.
     verdicts: HashMap<BatchId, bool>,
+    validations_per_round: HashMap<u32, u8>,
     verdict_height: u64,
     replay_enabled: bool,
 }
@@ -102,6 +105,7 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
             queue: VecDeque::new(),
             future: BTreeMap::new(),
             verdicts: HashMap::new(),
+            validations_per_round: HashMap::new(),
             verdict_height: 0,
             replay_enabled: true,
         }
@@ -148,8 +152,19 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
     /// if it holds entries for that height.
     pub fn start(&mut self) -> Result<(), NodeError> {
         if self.state.is_some() {
-            return Ok(());
+            return self.alive();
         }
+        let result = self.recover();
+        if let Err(e) = &result
+            && self.state.is_some()
+            && self.io.fatal.is_none()
+        {
+            self.io.fatal = Some(e.clone());
+        }
+        result
+    }
+
+    fn recover(&mut self) -> Result<(), NodeError> {
         let h = self.io.store.last_height()?.map_or(1, |t| t + 1);
         let Some(vs) = self.io.app.validator_set(h) else {
             return Err(NodeError::NoValidatorSet(h));
@@ -390,9 +405,14 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
         }
         if self.verdict_height != h.0 {
             self.verdicts.clear();
+            self.validations_per_round.clear();
             self.verdict_height = h.0;
         }
         let round = p.round.as_u32().unwrap_or(0);
+        let current_round = state.round().as_u32().unwrap_or(0);
+        if round > current_round.saturating_add(MAX_FUTURE_ROUND_LOOKAHEAD) {
+            return; // the core would drop it too; do not pay for validation
+        }
         let expected = state.validator_set().proposer(h, round);
         let authentic = expected.key() == p.proposer
             && self.io.verifier.verify_proposal(
@@ -408,6 +428,14 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
         let valid = match self.verdicts.get(&id) {
             Some(v) => *v,
             None => {
+                // A proposer may show us at most two distinct batches per round (the core's
+                // own cap), so an equivocating proposer cannot make us validate without end.
+                let seen = self.validations_per_round.entry(round).or_insert(0);
+                if *seen >= 2 {
+                    self.io.stats.rejected_proposals += 1;
+                    return;
+                }
+                *seen += 1;
                 let v = self.io.app.validate(h.0, &p.value);
                 self.verdicts.insert(id, v);
                 v

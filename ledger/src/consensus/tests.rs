@@ -404,3 +404,9 @@ fn a_failing_wal_stops_the_replica_before_it_votes() {
     ));
     assert!(node.status().halted.is_some());
 }
+
+#[test]
+fn a_node_on_redb_can_move_to_its_own_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Node<LoopHost, RedbWal, RedbStore, TestApp>>();
+}
