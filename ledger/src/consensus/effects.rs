@@ -54,6 +54,8 @@ pub(crate) struct Io<H, W, S, A> {
     pub sync_fed: Option<u64>,
     pub fatal: Option<NodeError>,
     pub stats: Stats,
+    /// Mutation testing only: when false, messages go out without the WAL flush.
+    pub flush_before_publish: bool,
 }
 
 impl<H: Host, W: Wal, S, A> Io<H, W, S, A> {
@@ -167,13 +169,12 @@ impl<H: Host, W: Wal, S, A> Io<H, W, S, A> {
                 self.arm(TimerKey::Consensus(t), after);
                 r.resume_with(())
             }
-            Effect::StartRound(_, _, _, _, r) => {
-                self.flush_wal();
-                r.resume_with(())
-            }
+            // The engine flushes here; we need not: every own message is flushed before it is
+            // sent, and that flush covers whatever was logged before it (the log is ordered).
+            Effect::StartRound(_, _, _, _, r) => r.resume_with(()),
             Effect::PublishConsensusMsg(msg, r) => {
                 // The core appended the message before publishing it: make it durable first.
-                if self.flush_wal() {
+                if !self.flush_before_publish || self.flush_wal() {
                     let wire = match msg {
                         SignedConsensusMsg::Vote(v) => WireMsg::Vote(v),
                         SignedConsensusMsg::Proposal(p) => WireMsg::Proposal(p),

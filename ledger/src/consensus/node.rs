@@ -101,6 +101,7 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
                 sync_fed: None,
                 fatal: None,
                 stats: Stats::default(),
+                flush_before_publish: true,
             },
             queue: VecDeque::new(),
             future: BTreeMap::new(),
@@ -115,6 +116,12 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
     #[doc(hidden)]
     pub fn disable_wal_replay_for_testing(&mut self) {
         self.replay_enabled = false;
+    }
+
+    /// Mutation testing only: send votes and proposals without flushing the WAL first.
+    #[doc(hidden)]
+    pub fn disable_flush_before_publish_for_testing(&mut self) {
+        self.io.flush_before_publish = false;
     }
 
     pub fn host(&self) -> &H {

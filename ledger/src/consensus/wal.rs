@@ -20,16 +20,18 @@ fn err(e: impl std::fmt::Display) -> WalError {
 /// The log of consensus inputs for the current height, as encoded entries
 /// (see `codec::encode_wal_entry`).
 ///
-/// `append` may buffer; `flush` makes every appended entry durable before it returns; `reset`
-/// durably discards all entries and moves the log to a new height.
+/// `append` may buffer; `flush` makes every earlier `append` and `reset` durable before it
+/// returns. `reset` drops all entries and moves the log to a new height; it may itself be
+/// buffered until the next flush (a crash before then leaves the old height on disk, which
+/// recovery discards because the decided store is already past it).
 pub trait Wal {
     /// The height the log holds entries for, if it was ever reset.
     fn height(&self) -> Option<u64>;
     /// Append an entry (possibly buffered).
     fn append(&mut self, entry: Vec<u8>);
-    /// Make every appended entry durable.
+    /// Make every earlier append and reset durable.
     fn flush(&mut self) -> Result<(), WalError>;
-    /// Durably drop all entries and set the height.
+    /// Drop all entries and set the height (durable at the latest with the next flush).
     fn reset(&mut self, height: u64) -> Result<(), WalError>;
     /// Every entry for the current height, oldest first (durable ones, then buffered ones).
     fn entries(&self) -> Result<Vec<Vec<u8>>, WalError>;
@@ -42,6 +44,7 @@ pub struct MemWal {
     height: Option<u64>,
     durable: Vec<Vec<u8>>,
     pending: Vec<Vec<u8>>,
+    pending_reset: Option<u64>,
     flushes: u64,
 }
 
@@ -51,9 +54,10 @@ impl MemWal {
         Self::default()
     }
 
-    /// Lose every append since the last flush.
+    /// Lose every append and reset since the last flush.
     pub fn crash(&mut self) {
         self.pending.clear();
+        self.pending_reset = None;
     }
 
     /// Number of flushes that wrote something (each would be one fsync).
@@ -61,15 +65,15 @@ impl MemWal {
         self.flushes
     }
 
-    /// The durable entries only.
-    pub fn durable_entries(&self) -> &[Vec<u8>] {
-        &self.durable
+    /// What is on "disk": the durable height and entries.
+    pub fn durable(&self) -> (Option<u64>, &[Vec<u8>]) {
+        (self.height, &self.durable)
     }
 }
 
 impl Wal for MemWal {
     fn height(&self) -> Option<u64> {
-        self.height
+        self.pending_reset.or(self.height)
     }
 
     fn append(&mut self, entry: Vec<u8>) {
@@ -77,22 +81,31 @@ impl Wal for MemWal {
     }
 
     fn flush(&mut self) -> Result<(), WalError> {
-        if !self.pending.is_empty() {
-            self.flushes += 1;
-            self.durable.append(&mut self.pending);
+        if self.pending.is_empty() && self.pending_reset.is_none() {
+            return Ok(());
         }
+        self.flushes += 1;
+        if let Some(h) = self.pending_reset.take() {
+            self.durable.clear();
+            self.height = Some(h);
+        }
+        self.durable.append(&mut self.pending);
         Ok(())
     }
 
     fn reset(&mut self, height: u64) -> Result<(), WalError> {
-        self.durable.clear();
         self.pending.clear();
-        self.height = Some(height);
+        self.pending_reset = Some(height);
         Ok(())
     }
 
     fn entries(&self) -> Result<Vec<Vec<u8>>, WalError> {
-        Ok(self.durable.iter().chain(&self.pending).cloned().collect())
+        let durable = if self.pending_reset.is_some() {
+            &[][..]
+        } else {
+            &self.durable[..]
+        };
+        Ok(durable.iter().chain(&self.pending).cloned().collect())
     }
 }
 
@@ -103,6 +116,7 @@ pub struct RedbWal {
     height: Option<u64>,
     next_seq: u64,
     pending: Vec<Vec<u8>>,
+    pending_reset: Option<u64>,
 }
 
 impl std::fmt::Debug for RedbWal {
@@ -136,13 +150,14 @@ impl RedbWal {
             height,
             next_seq,
             pending: Vec::new(),
+            pending_reset: None,
         })
     }
 }
 
 impl Wal for RedbWal {
     fn height(&self) -> Option<u64> {
-        self.height
+        self.pending_reset.or(self.height)
     }
 
     fn append(&mut self, entry: Vec<u8>) {
@@ -150,46 +165,48 @@ impl Wal for RedbWal {
     }
 
     fn flush(&mut self) -> Result<(), WalError> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.pending_reset.is_none() {
             return Ok(());
         }
         let tx = self.db.begin_write().map_err(err)?;
         let mut seq = self.next_seq;
         {
             let mut t = tx.open_table(ENTRIES).map_err(err)?;
+            if let Some(h) = self.pending_reset {
+                t.retain(|_, _| false).map_err(err)?;
+                let mut m = tx.open_table(META).map_err(err)?;
+                m.insert("height", h).map_err(err)?;
+                seq = 0;
+            }
             for e in &self.pending {
                 t.insert(seq, e.as_slice()).map_err(err)?;
                 seq += 1;
             }
         }
         tx.commit().map_err(err)?;
+        if let Some(h) = self.pending_reset.take() {
+            self.height = Some(h);
+        }
         self.next_seq = seq;
         self.pending.clear();
         Ok(())
     }
 
     fn reset(&mut self, height: u64) -> Result<(), WalError> {
-        let tx = self.db.begin_write().map_err(err)?;
-        {
-            let mut t = tx.open_table(ENTRIES).map_err(err)?;
-            t.retain(|_, _| false).map_err(err)?;
-            let mut m = tx.open_table(META).map_err(err)?;
-            m.insert("height", height).map_err(err)?;
-        }
-        tx.commit().map_err(err)?;
-        self.height = Some(height);
-        self.next_seq = 0;
         self.pending.clear();
+        self.pending_reset = Some(height);
         Ok(())
     }
 
     fn entries(&self) -> Result<Vec<Vec<u8>>, WalError> {
-        let tx = self.db.begin_read().map_err(err)?;
-        let t = tx.open_table(ENTRIES).map_err(err)?;
         let mut out = Vec::new();
-        for row in t.iter().map_err(err)? {
-            let (_, v) = row.map_err(err)?;
-            out.push(v.value().to_vec());
+        if self.pending_reset.is_none() {
+            let tx = self.db.begin_read().map_err(err)?;
+            let t = tx.open_table(ENTRIES).map_err(err)?;
+            for row in t.iter().map_err(err)? {
+                let (_, v) = row.map_err(err)?;
+                out.push(v.value().to_vec());
+            }
         }
         out.extend(self.pending.iter().cloned());
         Ok(out)
@@ -213,6 +230,12 @@ mod tests {
         w.reset(4).unwrap();
         assert_eq!(w.height(), Some(4));
         assert!(w.entries().unwrap().is_empty());
+        w.crash();
+        assert_eq!(w.height(), Some(3), "an unflushed reset is lost in a crash");
+        w.reset(4).unwrap();
+        w.flush().unwrap();
+        w.crash();
+        assert_eq!((w.height(), w.entries().unwrap().len()), (Some(4), 0));
     }
 
     #[test]
@@ -235,9 +258,20 @@ mod tests {
         w.flush().unwrap();
         assert_eq!(w.entries().unwrap().len(), 3);
         w.reset(8).unwrap();
+        assert!(w.entries().unwrap().is_empty());
+        drop(w);
+        let mut w = RedbWal::open(&path).unwrap();
+        assert_eq!(
+            w.height(),
+            Some(7),
+            "a reset is durable with the next flush"
+        );
+        w.reset(8).unwrap();
+        w.append(b"four".to_vec());
+        w.flush().unwrap();
         drop(w);
         let w = RedbWal::open(&path).unwrap();
         assert_eq!(w.height(), Some(8));
-        assert!(w.entries().unwrap().is_empty());
+        assert_eq!(w.entries().unwrap(), vec![b"four".to_vec()]);
     }
 }

@@ -48,6 +48,8 @@ pub struct SimOptions {
     pub partitions: bool,
     /// Replay the WAL on restart (turning it off must make the checker fire).
     pub replay_wal: bool,
+    /// Flush the WAL before sending (turning it off must make the checker fire).
+    pub flush_before_publish: bool,
     /// From this height on, the first replica leaves and an extra one joins.
     pub membership_change_at: Option<u64>,
 }
@@ -68,6 +70,7 @@ impl SimOptions {
             crashes: rng.chance(0.8),
             partitions: rng.chance(0.6),
             replay_wal: true,
+            flush_before_publish: true,
             membership_change_at: None,
         }
     }
@@ -571,6 +574,9 @@ impl Sim {
         );
         if !self.opts.replay_wal {
             node.disable_wal_replay_for_testing();
+        }
+        if !self.opts.flush_before_publish {
+            node.disable_flush_before_publish_for_testing();
         }
         r.node = Some(node);
         self.call(i, |n| n.start());

@@ -169,3 +169,16 @@ fn sim_mutation_without_wal_replay_is_caught_as_equivocation() {
     );
     eprintln!("mutation: equivocation caught in {caught}/40 seeds");
 }
+
+#[test]
+fn sim_mutation_without_flush_before_send_is_caught() {
+    let mut o = SimOptions::for_seed(5);
+    o.flush_before_publish = false;
+    let f = run(&o).expect_err("sending before the WAL flush went unnoticed");
+    assert!(
+        f.violations
+            .iter()
+            .any(|v| v.contains("before it was durable")),
+        "{f}"
+    );
+}
