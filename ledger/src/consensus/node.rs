@@ -490,12 +490,18 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
             WireMsg::SyncRequest { from: lo, to } => {
                 let hi = to.min(lo.saturating_add(self.io.cfg.sync_max_heights.max(1) - 1));
                 let lo = lo.max(1);
-                let records = if lo <= hi {
-                    self.io.store.range(lo, hi, self.io.cfg.sync_max_bytes)?
+                let mut records = if lo <= hi {
+                    match self.io.store.range(lo, hi, self.io.cfg.sync_max_bytes) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            // Serving is best effort; a failing store halts us on commit.
+                            tracing::warn!("cannot serve heights {lo}..={hi}: {e}");
+                            return Ok(());
+                        }
+                    }
                 } else {
                     Vec::new()
                 };
-                let mut records = records;
                 records.truncate(super::codec::MAX_SYNC_RECORDS);
                 let msg = encode_wire(&WireMsg::SyncResponse(records));
                 self.io.host.send(from, msg);
