@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod bench;
 pub mod codec;
+pub mod consensus;
 pub mod entry;
 pub mod event;
 pub mod execute;
