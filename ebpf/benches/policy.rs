@@ -13,7 +13,8 @@ fn main() {
     let opts = nexus_ebpf::bench::BenchOptions {
         probe_bin: env!("CARGO_BIN_EXE_nx-probe").into(),
         samples,
-        seconds: 3,
+        seconds: 2,
+        rounds: 4,
     };
     match nexus_ebpf::bench::run(&opts) {
         Ok(report) => print!("{report}"),

@@ -22,6 +22,8 @@ pub struct BenchOptions {
     pub samples: usize,
     /// Seconds per throughput run.
     pub seconds: u32,
+    /// Throughput runs per configuration.
+    pub rounds: usize,
 }
 
 /// One throughput comparison.
@@ -29,8 +31,33 @@ pub struct BenchOptions {
 pub struct Throughput {
     pub path: String,
     pub tool: String,
-    pub without_bps: f64,
-    pub with_bps: f64,
+    /// One rate per round.
+    pub without_bps: Vec<f64>,
+    pub with_bps: Vec<f64>,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+impl Throughput {
+    /// Mean with / mean without.
+    pub fn ratio(&self) -> f64 {
+        mean(&self.with_bps) / mean(&self.without_bps).max(1.0)
+    }
+
+    /// The lowest and highest ratio of one round's pair (how noisy the machine was).
+    pub fn ratio_range(&self) -> (f64, f64) {
+        let r: Vec<f64> = self
+            .with_bps
+            .iter()
+            .zip(&self.without_bps)
+            .map(|(w, wo)| w / wo.max(1.0))
+            .collect();
+        let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = r.iter().copied().fold(0.0, f64::max);
+        (lo, hi)
+    }
 }
 
 /// Everything measured.
@@ -42,9 +69,13 @@ pub struct BenchReport {
     pub apply: Vec<Duration>,
     /// A probe round trip with no change, for reference.
     pub probe_rtt: Vec<Duration>,
+    /// Flips whose first probe after `apply` already saw the new verdict.
+    pub first_probe_hits: usize,
     /// (entries changed, apply time) for growing changes.
     pub bulk: Vec<(usize, Duration)>,
     pub throughput: Vec<Throughput>,
+    /// (case, verdict, mean ns per packet) of the ingress program under BPF_PROG_TEST_RUN.
+    pub per_packet: Vec<(String, u32, u32)>,
 }
 
 fn pct(v: &[Duration], p: f64) -> Duration {
@@ -83,6 +114,12 @@ impl fmt::Display for BenchReport {
                 us(pct(v, 1.0))
             )?;
         }
+        writeln!(
+            f,
+            "  the first probe after apply saw the new verdict in {} of {} flips",
+            self.first_probe_hits,
+            self.enforce.len()
+        )?;
         writeln!(f, "incremental apply by size (rules added, then removed)")?;
         for (n, d) in &self.bulk {
             writeln!(
@@ -93,21 +130,32 @@ impl fmt::Display for BenchReport {
                 d.as_secs_f64() * 1e6 / (*n).max(1) as f64
             )?;
         }
+        writeln!(
+            f,
+            "ingress program per packet (BPF_PROG_TEST_RUN, 1,000,000 runs each)"
+        )?;
+        for (case, verdict, ns) in &self.per_packet {
+            let v = if *verdict == 1 { "pass" } else { "drop" };
+            writeln!(f, "  {case:<52} {v:>5} {ns:>6} ns")?;
+        }
         writeln!(f, "TCP throughput with / without the programs attached")?;
         writeln!(
             f,
-            "  {:<40} {:>8} {:>12} {:>12} {:>7}",
-            "path", "tool", "without", "with", "ratio"
+            "  {:<36} {:>8} {:>12} {:>12} {:>7} {:>15}",
+            "path", "tool", "without", "with", "ratio", "per-round range"
         )?;
         for t in &self.throughput {
+            let (lo, hi) = t.ratio_range();
             writeln!(
                 f,
-                "  {:<40} {:>8} {:>9.2} Gb/s {:>7.2} Gb/s {:>7.3}",
+                "  {:<36} {:>8} {:>7.2} Gb/s {:>7.2} Gb/s {:>7.3} {:>7.3}-{:.3}",
                 t.path,
                 t.tool,
-                t.without_bps / 1e9,
-                t.with_bps / 1e9,
-                t.with_bps / t.without_bps.max(1.0)
+                mean(&t.without_bps) / 1e9,
+                mean(&t.with_bps) / 1e9,
+                t.ratio(),
+                lo,
+                hi
             )?;
         }
         Ok(())
@@ -251,6 +299,9 @@ fn measure(
             }
         }
         report.enforce.push(t0.elapsed());
+        if tries == 0 {
+            report.first_probe_hits += 1;
+        }
         report.apply.push(applied);
         let t1 = Instant::now();
         prober.probe("connect", &target, wait).map_err(err)?;
@@ -322,8 +373,14 @@ fn measure(
     for (name, from, addr, port) in paths {
         let mut without = Vec::new();
         let mut with = Vec::new();
-        for round in 0..2 {
-            for attached in [false, true] {
+        // ABBA order (without, with, with, without, ...) cancels slow drifts on a busy machine.
+        for round in 0..opts.rounds.max(1) {
+            let order = if round % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for attached in order {
                 let list: &[Replica] = if attached { &replicas } else { &[] };
                 loader.reconcile(&open, list).map_err(err)?;
                 let bps = throughput(tb, from, &addr, port, opts.seconds, iperf)
@@ -335,16 +392,147 @@ fn measure(
                 }
             }
         }
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         report.throughput.push(Throughput {
             path: name,
             tool: if iperf { "iperf3" } else { "nx-probe" }.into(),
-            without_bps: mean(&without),
-            with_bps: mean(&with),
+            without_bps: without,
+            with_bps: with,
         });
     }
     loader.reconcile(&open, &replicas).map_err(err)?;
+
+    // 4. The ingress program alone, per packet, from this process's own cgroup.
+    let own = own_cgroup_id(&loader.environment().cgroup2)?;
+    let as_workload = |name: &str| Replica {
+        cgroup: PathBuf::new(),
+        workload: WorkloadId::new("default", name),
+        addrs: api.addrs(),
+    };
+    let from_web = tcp4(web.v4.octets(), api.v4.octets(), 8080);
+    let from_other = tcp4([10, 231, 1, 99], api.v4.octets(), 8080);
+    let many_peer = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 4321);
+    let from_many = tcp6(many_peer.octets(), api.v6.octets(), 8080);
+    let mut cases: Vec<(String, &str, &[u8])> = vec![
+        (
+            "not isolated (workload without policy)".into(),
+            "other",
+            &from_web,
+        ),
+        (
+            "isolated, allowed by a /128 rule (small table)".into(),
+            "api",
+            &from_web,
+        ),
+        (
+            "isolated, denied (2 lookups, deny counted)".into(),
+            "api",
+            &from_other,
+        ),
+    ];
+    let run_cases = |loader: &mut PolicyLoader,
+                     cases: &mut Vec<(String, &str, &[u8])>,
+                     out: &mut Vec<(String, u32, u32)>|
+     -> Result<(), String> {
+        for (case, workload, pkt) in cases.drain(..) {
+            loader
+                .configure_cgroup(own, &as_workload(workload))
+                .map_err(err)?;
+            let (verdict, ns) = loader
+                .test_run(crate::loader::Hook::Ingress, pkt, 1_000_000)
+                .map_err(err)?;
+            out.push((case, verdict, ns));
+        }
+        Ok(())
+    };
+    let mut per_packet = Vec::new();
+    let result = run_cases(&mut loader, &mut cases, &mut per_packet).and_then(|()| {
+        let mut many = eps.clone();
+        many.push(WorkloadEndpoints {
+            workload: WorkloadId::new("default", "many"),
+            labels: [("app".to_string(), "many".to_string())].into(),
+            addrs: (0..20000u32)
+                .map(|i| {
+                    IpAddr::V6(Ipv6Addr::new(
+                        0xfd99,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        (i >> 16) as u16,
+                        i as u16,
+                    ))
+                })
+                .collect(),
+        });
+        let big = compile(&allow_policy("many", &[8080], false), &many, &copts);
+        loader.apply(&big).map_err(err)?;
+        let mut cases: Vec<(String, &str, &[u8])> = vec![(
+            "isolated, allowed by a /128 rule (20,000 rules)".into(),
+            "api",
+            &from_many,
+        )];
+        run_cases(&mut loader, &mut cases, &mut per_packet)
+    });
+    loader.detach(own).map_err(err)?;
+    result?;
+    report.per_packet = per_packet;
     Ok(report)
+}
+
+/// The cgroup2 id of this process's cgroup.
+fn own_cgroup_id(cgroup2: &std::path::Path) -> Result<u64, String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").map_err(err)?;
+    let rel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or("no cgroup2 entry in /proc/self/cgroup")?;
+    let dir = cgroup2.join(rel.trim_start_matches('/'));
+    crate::sys::cgroup_id(&dir).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+const ETH_HEADER: [u8; 14] = [2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+
+fn tcp_header(dport: u16) -> [u8; 20] {
+    let mut t = [0u8; 20];
+    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[12] = 0x50;
+    t[13] = 0x02; // SYN
+    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    t
+}
+
+/// An Ethernet + IPv4 + TCP SYN frame.
+fn tcp4(src: [u8; 4], dst: [u8; 4], dport: u16) -> Vec<u8> {
+    let mut p = ETH_HEADER.to_vec();
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    p.extend_from_slice(&ip);
+    p.extend_from_slice(&tcp_header(dport));
+    p
+}
+
+/// An Ethernet + IPv6 + TCP SYN frame.
+fn tcp6(src: [u8; 16], dst: [u8; 16], dport: u16) -> Vec<u8> {
+    let mut p = ETH_HEADER.to_vec();
+    p[12] = 0x86;
+    p[13] = 0xdd;
+    let mut ip = [0u8; 40];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&20u16.to_be_bytes());
+    ip[6] = 6;
+    ip[7] = 64;
+    ip[8..24].copy_from_slice(&src);
+    ip[24..40].copy_from_slice(&dst);
+    p.extend_from_slice(&ip);
+    p.extend_from_slice(&tcp_header(dport));
+    p
 }
 
 fn throughput(

@@ -513,6 +513,32 @@ impl PolicyLoader {
         Ok(out)
     }
 
+    /// Writes the config of cgroup `cgroup_id` as `replica`'s, without attaching anything (the
+    /// benchmark runs programs with BPF_PROG_TEST_RUN from its own cgroup).
+    pub(crate) fn configure_cgroup(
+        &mut self,
+        cgroup_id: u64,
+        replica: &Replica,
+    ) -> Result<(), EbpfError> {
+        self.replicas.insert(cgroup_id, replica.clone());
+        let v = self.cgroup_val(replica);
+        self.write_cgroup(cgroup_id, v)
+    }
+
+    /// Runs `hook`'s program `repeat` times on `packet` (Ethernet frame, BPF_PROG_TEST_RUN) as
+    /// if a socket of the calling thread's cgroup sent or received it: (verdict, mean ns/run).
+    /// Verdict 1 = pass, 0 = drop.
+    pub fn test_run(
+        &self,
+        hook: Hook,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, u32), EbpfError> {
+        let prog = self.program_fd(hook)?;
+        sys::prog_test_run(prog.as_fd(), packet, repeat)
+            .map_err(|e| EbpfError::io(format!("test run of {}", hook.program()), e))
+    }
+
     /// Detaches the programs from cgroup `cgroup_id` and forgets its config. Returns whether
     /// anything was attached. Works after the cgroup directory is gone.
     pub fn detach(&mut self, cgroup_id: u64) -> Result<bool, EbpfError> {
