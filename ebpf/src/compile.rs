@@ -11,6 +11,7 @@ use nexus_schemas::{
     Labels, NetworkPolicySpec, Object, PolicyPeer, PolicyPort, PolicyType, Protocol, Spec,
     selector_matches,
 };
+use serde::{Deserialize, Serialize};
 
 #[cfg(test)]
 mod tests;
@@ -21,7 +22,7 @@ pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
 /// A workload, the unit policies select: (namespace, name).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct WorkloadId {
     pub namespace: String,
     pub name: String,
@@ -43,7 +44,7 @@ impl fmt::Display for WorkloadId {
 }
 
 /// A workload's labels and the addresses its replicas currently have, on every node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadEndpoints {
     pub workload: WorkloadId,
     /// The Workload object's `metadata.labels`.
@@ -53,7 +54,7 @@ pub struct WorkloadEndpoints {
 }
 
 /// A NetworkPolicy object: its namespace, name and spec.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyObject {
     pub namespace: String,
     pub name: String,
@@ -92,7 +93,7 @@ impl PolicyObject {
 }
 
 /// Node-specific compile inputs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompileOptions {
     /// Addresses of this node itself (its bridge gateway): connections from them into a local
     /// replica are always allowed, so health probes keep working under ingress isolation.

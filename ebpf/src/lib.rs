@@ -4,8 +4,11 @@
 pub mod bench;
 pub mod compile;
 pub mod error;
+pub mod explain;
+pub mod inspect;
 pub mod loader;
 pub mod maps;
+pub mod node;
 pub mod support;
 pub mod sys;
 pub mod testbed;
@@ -15,11 +18,14 @@ pub use compile::{
     RuleOrigin, SetEntry, SetId, WorkloadEndpoints, WorkloadId, compile,
 };
 pub use error::EbpfError;
+pub use explain::{Explanation, explain, sum_counters};
+pub use inspect::{Inspector, Stats};
 pub use loader::{
     ApplyStats, Attached, DEFAULT_PIN_ROOT, Hook, LinkStatus, LoaderOptions, PolicyLoader,
-    ReconcileReport, Replica, Stats,
+    ReconcileReport, Replica,
 };
 pub use maps::Counter;
+pub use node::{NodeEnforcer, PolicyInput};
 pub use support::Environment;
 
 /// Where the embedded object came from: "clang" (built now) or "committed" (`bpf/*.bpf.o`).

@@ -11,12 +11,13 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{Array, MapData, PerCpuValues};
 use aya::programs::{CgroupSkb, CgroupSockAddr};
 use aya::{Ebpf, EbpfLoader};
 
 use crate::compile::{CompiledPolicy, RuleId, WorkloadId};
 use crate::error::EbpfError;
+use crate::inspect::{Maps, Stats, open_map};
 use crate::maps::*;
 use crate::support::{self, Environment};
 use crate::sys;
@@ -86,7 +87,8 @@ impl LoaderOptions {
         }
     }
 
-    fn dir(&self) -> Result<PathBuf, EbpfError> {
+    /// `<pin_root>/<node>`, after checking the node name.
+    pub fn pin_dir(&self) -> Result<PathBuf, EbpfError> {
         let n = &self.node;
         let ok = !n.is_empty()
             && n.len() <= 64
@@ -143,127 +145,12 @@ pub struct ReconcileReport {
     pub failed: Vec<(PathBuf, EbpfError)>,
 }
 
-/// Program-level event counts (`nx_stats`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Packets/connects in an attached cgroup without a config (denied).
-    pub unmanaged: u64,
-    /// Loopback or own-address traffic (always allowed).
-    pub local: u64,
-    /// Unparsable packets in an isolated workload (denied).
-    pub malformed: u64,
-    /// Flow records that could not be stored.
-    pub flow_full: u64,
-}
-
 /// One attached replica cgroup as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkStatus {
     pub cgroup_id: u64,
     /// (hook, link info) for every pinned link; a link whose cgroup is gone has `cgroup_id` 0.
     pub links: Vec<(Hook, sys::LinkInfo)>,
-}
-
-/// Typed handles on the pinned maps.
-pub(crate) struct Maps {
-    pub(crate) cgroups: HashMap<MapData, u64, CgroupVal>,
-    pub(crate) sets: HashMap<MapData, u32, SetVal>,
-    pub(crate) rules: LpmTrie<MapData, RuleData, u64>,
-    pub(crate) endpoints: HashMap<MapData, [u8; 16], u32>,
-    pub(crate) counters: PerCpuHashMap<MapData, u64, Counter>,
-    pub(crate) stats: PerCpuArray<MapData, u64>,
-    pub(crate) meta: Array<MapData, Meta>,
-}
-
-fn open_map(dir: &Path, name: &'static str) -> Result<Map, EbpfError> {
-    let data = MapData::from_pin(dir.join(name)).map_err(EbpfError::map(name))?;
-    Map::from_map_data(data).map_err(EbpfError::map(name))
-}
-
-impl Maps {
-    pub(crate) fn open(dir: &Path) -> Result<Self, EbpfError> {
-        Ok(Maps {
-            cgroups: open_map(dir, MAP_CGROUPS)?
-                .try_into()
-                .map_err(EbpfError::map(MAP_CGROUPS))?,
-            sets: open_map(dir, MAP_SETS)?
-                .try_into()
-                .map_err(EbpfError::map(MAP_SETS))?,
-            rules: open_map(dir, MAP_RULES)?
-                .try_into()
-                .map_err(EbpfError::map(MAP_RULES))?,
-            endpoints: open_map(dir, MAP_ENDPOINTS)?
-                .try_into()
-                .map_err(EbpfError::map(MAP_ENDPOINTS))?,
-            counters: open_map(dir, MAP_COUNTERS)?
-                .try_into()
-                .map_err(EbpfError::map(MAP_COUNTERS))?,
-            stats: open_map(dir, MAP_STATS)?
-                .try_into()
-                .map_err(EbpfError::map(MAP_STATS))?,
-            meta: open_map(dir, MAP_META)?
-                .try_into()
-                .map_err(EbpfError::map(MAP_META))?,
-        })
-    }
-
-    /// Reads the policy maps back (after a restart: what the previous agent installed).
-    pub(crate) fn read_policy(&self) -> Result<PolicyMaps, EbpfError> {
-        let mut out = PolicyMaps::default();
-        for e in self.sets.iter() {
-            let (k, v) = e.map_err(EbpfError::map(MAP_SETS))?;
-            out.sets.insert(k, v);
-        }
-        for e in self.rules.iter() {
-            let (k, v) = e.map_err(EbpfError::map(MAP_RULES))?;
-            out.rules.insert((k.prefix_len(), k.data()), v);
-        }
-        for e in self.endpoints.iter() {
-            let (k, v) = e.map_err(EbpfError::map(MAP_ENDPOINTS))?;
-            out.endpoints.insert(k, v);
-        }
-        for k in self.counters.keys() {
-            out.counters
-                .insert(k.map_err(EbpfError::map(MAP_COUNTERS))?);
-        }
-        Ok(out)
-    }
-
-    pub(crate) fn read_cgroups(&self) -> Result<BTreeMap<u64, CgroupVal>, EbpfError> {
-        let mut out = BTreeMap::new();
-        for e in self.cgroups.iter() {
-            let (k, v) = e.map_err(EbpfError::map(MAP_CGROUPS))?;
-            out.insert(k, v);
-        }
-        Ok(out)
-    }
-
-    /// Allow/deny counts per rule, summed over CPUs.
-    pub(crate) fn counters(&self) -> Result<BTreeMap<RuleId, Counter>, EbpfError> {
-        let mut out = BTreeMap::new();
-        for e in self.counters.iter() {
-            let (k, per_cpu) = e.map_err(EbpfError::map(MAP_COUNTERS))?;
-            let mut sum = Counter::default();
-            for c in per_cpu.iter() {
-                sum += *c;
-            }
-            out.insert(RuleId(k), sum);
-        }
-        Ok(out)
-    }
-
-    pub(crate) fn stats(&self) -> Result<Stats, EbpfError> {
-        let get = |i: u32| -> Result<u64, EbpfError> {
-            let v = self.stats.get(&i, 0).map_err(EbpfError::map(MAP_STATS))?;
-            Ok(v.iter().fold(0u64, |a, b| a.saturating_add(*b)))
-        };
-        Ok(Stats {
-            unmanaged: get(STAT_UNMANAGED)?,
-            local: get(STAT_LOCAL)?,
-            malformed: get(STAT_MALFORMED)?,
-            flow_full: get(STAT_FLOW_FULL)?,
-        })
-    }
 }
 
 /// The programs of one node, attached to its replicas' cgroups and fed by [`CompiledPolicy`]s.
@@ -294,7 +181,7 @@ impl PolicyLoader {
     /// Loads the programs for `options.node`, creating or re-opening its pinned maps. Errors with
     /// [`EbpfError::Unsupported`] when this node cannot enforce policy.
     pub fn open(options: &LoaderOptions) -> Result<Self, EbpfError> {
-        let dir = options.dir()?;
+        let dir = options.pin_dir()?;
         let env = support::check(&options.pin_root)?;
         let maps_dir = dir.join("maps");
         for d in [&maps_dir, &dir.join("links")] {
@@ -477,7 +364,14 @@ impl PolicyLoader {
         let cgroup = File::open(&replica.cgroup).map_err(cg_err("open"))?;
         let id = sys::cgroup_id(&replica.cgroup).map_err(cg_err("stat"))?;
         self.replicas.insert(id, replica.clone());
-        let v = self.cgroup_val(replica);
+        let mut v = self.cgroup_val(replica);
+        if v.set_id == 0 {
+            // Workload not in the applied policy (for example right after a restart, before the
+            // first apply): keep the set the cgroup already has rather than un-isolating it.
+            if let Some(old) = self.cgroups.get(&id) {
+                v.set_id = old.set_id;
+            }
+        }
         if self.cgroups.get(&id) != Some(&v) {
             self.write_cgroup(id, v)?;
         }
@@ -670,7 +564,7 @@ impl PolicyLoader {
 
     /// Detaches every link and removes every pin of `node`: the node stops enforcing policy.
     pub fn uninstall(options: &LoaderOptions) -> Result<(), EbpfError> {
-        let dir = options.dir()?;
+        let dir = options.pin_dir()?;
         let links = dir.join("links");
         if let Ok(entries) = std::fs::read_dir(&links) {
             for e in entries.flatten() {

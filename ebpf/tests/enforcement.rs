@@ -248,6 +248,22 @@ fn policy_is_enforced_across_nodes_survives_restarts_and_cleans_up() {
     assert!(counters[&allow].packets > 0, "{:?}", counters[&allow]);
     assert!(counters[&allow].connects > 0, "{:?}", counters[&allow]);
     assert!(counters[&deny].packets > 0, "{:?}", counters[&deny]);
+    // A read-only inspector (what `nexus debug troubleshoot` uses) sees the same counters.
+    let inspector = nexus_ebpf::Inspector::open(&opts1).expect("inspector");
+    assert_eq!(inspector.counters().expect("counters"), counters);
+    let text = nexus_ebpf::explain(
+        &base_policies(&["web"], true),
+        &s.endpoints(),
+        &p1,
+        &api,
+        &counters,
+    )
+    .expect("explain api")
+    .to_string();
+    assert!(
+        text.contains("ingress allowed:") && text.contains("egress: nothing allowed"),
+        "{text}"
+    );
     let deny2 = node2.counters().expect("counters")[&p2.sets[&api].deny_ingress];
     assert!(deny2.connects >= 2, "{deny2:?}");
     assert!(node1.stats().expect("stats").local > 0);
@@ -339,17 +355,33 @@ fn stale_cgroups_are_collected_and_uninstall_removes_everything() {
     let gone = tb.add_host(1, 2, "gone", true).expect("host");
     let opts = LoaderOptions::new(format!("{}-n1", tb.id));
     let _pins = Pins(opts.clone());
-    let mut loader = PolicyLoader::open(&opts).expect("open");
-    let p = compile(
-        &[],
-        &[workload("gone", &[&gone])],
-        &CompileOptions::default(),
-    );
-    let r = loader
-        .reconcile(&p, &[replica("gone", &gone)])
-        .expect("reconcile");
+    // Through the agent-facing wrapper: the first sync attaches, an unchanged one is skipped.
+    let mut enforcer = nexus_ebpf::NodeEnforcer::start(&opts);
+    assert_eq!(enforcer.condition(), None);
+    let input = nexus_ebpf::PolicyInput {
+        endpoints: vec![workload("gone", &[&gone])],
+        ..Default::default()
+    };
+    let r = enforcer
+        .sync(&input, &[replica("gone", &gone)], false)
+        .expect("first sync reconciles");
     let id = r.attached[0].cgroup_id;
-    // Attaching again is a no-op.
+    assert!(
+        enforcer
+            .sync(&input, &[replica("gone", &gone)], false)
+            .is_none()
+    );
+    assert!(
+        enforcer
+            .sync(&input, &[replica("gone", &gone)], true)
+            .is_some()
+    );
+    drop(enforcer);
+    // A new loader re-points the pinned links at its programs once; then attaching is a no-op.
+    let mut loader = PolicyLoader::open(&opts).expect("open");
+    let p = input.compile();
+    let again = loader.attach(&replica("gone", &gone)).expect("attach");
+    assert_eq!((again.created, again.updated), (0, 4));
     let again = loader.attach(&replica("gone", &gone)).expect("attach");
     assert_eq!((again.created, again.updated), (0, 0));
     // The runtime removes the cgroup (the links go defunct); the next reconcile collects them.
