@@ -78,6 +78,11 @@ impl NodeEnforcer {
         self.loader.as_ref()
     }
 
+    /// The loader, to `attach` a new replica before its command runs.
+    pub fn loader_mut(&mut self) -> Option<&mut PolicyLoader> {
+        self.loader.as_mut()
+    }
+
     /// Makes the kernel enforce `input` for `replicas` (this node's running replicas). Skips the
     /// work when nothing changed since the last successful call, unless `force` (periodic
     /// resync). Returns the report when it reconciled.
