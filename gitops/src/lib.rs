@@ -18,9 +18,11 @@ pub mod verify;
 pub mod watch;
 
 pub use repo::{FetchOptions, GitAuth, GitError, GitRepo, HeadMove, Mirror, Mirrors, RepoUrl};
-pub use snapshot::{ClaimedObject, CommitSnapshot, DesiredObject, GitProvenance, ManifestSet};
+pub use snapshot::{
+    ClaimedObject, CommitSnapshot, DesiredObject, GitProvenance, ManifestSet, claim_digest,
+};
 pub use source::{Owner, SourceConfig, SourceId};
 pub use sync::prepare::{LastSync, PreparedSync, SyncError, prepare_sync};
 pub use sync::{LiveObject, LiveObjects, SyncInput, SyncOp, SyncPlan, SyncPolicy, plan_sync};
-pub use verify::{Proposal, VerifyRejection, verify_proposal};
+pub use verify::{Claim, Proposal, VerifyRejection, verify_proposal};
 pub use watch::{ChangeEvent, Trigger};

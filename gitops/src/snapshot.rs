@@ -153,6 +153,23 @@ impl ManifestSet {
     }
 }
 
+/// The digest of a claim, as a git-sourced ledger entry records it: blake3 (hex) of one
+/// `Kind/namespace/name <hash>` line per object, in key order. Equal sets give equal digests
+/// whatever order the claim lists them in; a duplicated key changes the digest.
+pub fn claim_digest(claim: &[ClaimedObject]) -> String {
+    let mut sorted: Vec<&ClaimedObject> = claim.iter().collect();
+    sorted.sort();
+    let mut h = blake3::Hasher::new();
+    for c in sorted {
+        let line = format!(
+            "{}/{}/{} {}\n",
+            c.key.kind, c.key.namespace, c.key.name, c.hash
+        );
+        h.update(line.as_bytes());
+    }
+    h.finalize().to_hex().to_string()
+}
+
 /// blake3 of canonical JSON with sorted keys: the same value `nexus_schemas::content_hash` gives
 /// for the object `value` is the canonical form of.
 pub fn hash_json(value: &Json) -> ContentHash {
@@ -182,5 +199,25 @@ mod tests {
                 .collect(),
         );
         assert_eq!(again.claim(), set.claim());
+    }
+
+    #[test]
+    fn claim_digest_ignores_order_and_sees_every_object() {
+        let text = "apiVersion: nexus/v1\nkind: Workload\nmetadata: {name: a}\nspec: {command: [x]}\n---\napiVersion: nexus/v1\nkind: Workload\nmetadata: {name: b}\nspec: {command: [x]}\n";
+        let set = ManifestSet::validate(&[SourceFile::from_text("a.yaml", text)]);
+        let claim = set.claim();
+        let d = claim_digest(&claim);
+        assert_eq!(d.len(), 64);
+        let mut reversed = claim.clone();
+        reversed.reverse();
+        assert_eq!(claim_digest(&reversed), d);
+        assert_ne!(claim_digest(&claim[..1]), d);
+        let mut dup = claim.clone();
+        dup.push(claim[0].clone());
+        assert_ne!(claim_digest(&dup), d);
+        let mut changed = claim.clone();
+        changed[0].hash = "0".repeat(64);
+        assert_ne!(claim_digest(&changed), d);
+        assert_ne!(claim_digest(&[]), d);
     }
 }

@@ -12,17 +12,37 @@ use thiserror::Error;
 
 use crate::repo::{FetchOptions, GitError, Mirror};
 use crate::signature::{AllowedSigners, SignatureError, SignedBy, SignersError};
-use crate::snapshot::{ClaimedObject, CommitSnapshot, GitProvenance, ManifestSet};
+use crate::snapshot::{ClaimedObject, CommitSnapshot, GitProvenance, ManifestSet, claim_digest};
 use crate::source::{SourceConfig, SourceId};
 use crate::sync::{SyncOp, SyncPlan, SyncPolicy};
+
+/// What a proposer says git holds at the commit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Claim {
+    /// Every object (key and content hash).
+    Objects(Vec<ClaimedObject>),
+    /// The [`claim_digest`] of that list, as a ledger entry records it.
+    Digest(String),
+}
+
+impl Claim {
+    /// The digest form.
+    pub fn digest(&self) -> String {
+        match self {
+            Claim::Objects(c) => claim_digest(c),
+            Claim::Digest(d) => d.clone(),
+        }
+    }
+}
 
 /// What a proposing replica claims about a git sync.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Proposal {
     pub source: SourceId,
     pub provenance: GitProvenance,
-    /// Every object git holds at the commit (key and content hash).
-    pub claim: Vec<ClaimedObject>,
+    /// Every object git holds at the commit.
+    pub claim: Claim,
     /// The ledger operations the entry carries.
     pub ops: Vec<SyncOp>,
 }
@@ -33,7 +53,7 @@ impl Proposal {
         Proposal {
             source: plan.source.clone(),
             provenance: plan.provenance.clone(),
-            claim: plan.claim.clone(),
+            claim: Claim::Objects(plan.claim.clone()),
             ops: plan.ops.clone(),
         }
     }
@@ -105,6 +125,14 @@ pub enum VerifyRejection {
     InvalidInGit { commit: String, errors: usize },
     #[error("the proposal's objects are not what git holds: {0}")]
     Objects(ClaimDiff),
+    #[error(
+        "the proposal's object digest {proposed} is not that of the {objects} objects git holds ({actual})"
+    )]
+    ClaimDigest {
+        proposed: String,
+        actual: String,
+        objects: usize,
+    },
     #[error("operation on {key}: {reason}")]
     Op { key: ObjectKey, reason: String },
     #[error(transparent)]
@@ -227,9 +255,23 @@ pub fn verify_against_snapshot(
             errors: git.errors().count(),
         });
     }
-    let d = diff_claim(&git, &proposal.claim);
-    if d != ClaimDiff::default() {
-        return Err(VerifyRejection::Objects(d));
+    match &proposal.claim {
+        Claim::Objects(claim) => {
+            let d = diff_claim(&git, claim);
+            if d != ClaimDiff::default() {
+                return Err(VerifyRejection::Objects(d));
+            }
+        }
+        Claim::Digest(proposed) => {
+            let actual = claim_digest(&git.claim());
+            if *proposed != actual {
+                return Err(VerifyRejection::ClaimDigest {
+                    proposed: proposed.clone(),
+                    actual,
+                    objects: git.objects.len(),
+                });
+            }
+        }
     }
     check_ops(&git, &proposal.ops, policy)?;
     Ok(git)

@@ -63,6 +63,7 @@ fn config(url: &str, signers: Vec<String>) -> SourceConfig {
             prune: false,
             self_heal: false,
             verify: Some(GitVerify { ssh: signers }),
+            webhook_secret_file: None,
         },
     )
 }

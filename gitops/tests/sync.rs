@@ -8,7 +8,7 @@ use common::{Fixture, apply_plan, workload};
 use nexus_gitops::repo::{FetchOptions, HeadMove, Mirrors};
 use nexus_gitops::sync::prepare::{LastSync, prepare_sync};
 use nexus_gitops::sync::{DriftAction, LiveObject, LiveObjects, RejectReason, SyncOp};
-use nexus_gitops::verify::{VerifyRejection, verify_proposal};
+use nexus_gitops::verify::{Claim, VerifyRejection, verify_proposal};
 use nexus_gitops::{ManifestSet, Owner, SourceConfig, SourceId};
 use nexus_schemas::{GitSourceSpec, Kind, ObjectKey};
 
@@ -23,6 +23,7 @@ fn config(url: &str, prune: bool, self_heal: bool) -> SourceConfig {
             prune,
             self_heal,
             verify: None,
+            webhook_secret_file: None,
         },
     )
 }
@@ -233,14 +234,29 @@ fn replicas_accept_honest_proposals_and_reject_forged_ones() {
 
     // A claim with an extra object.
     let mut forged = honest.clone();
-    let mut extra = forged.claim[0].clone();
+    let Claim::Objects(claim) = &mut forged.claim else {
+        panic!("a plan's proposal lists its objects")
+    };
+    let mut extra = claim[0].clone();
     extra.key.name = "ghost".into();
-    forged.claim.push(extra);
+    claim.push(extra);
+    let ghost_digest = forged.claim.digest();
     let err = verify_proposal(&replica, &cfg, &forged, None, &fetch).unwrap_err();
     assert!(matches!(err, VerifyRejection::Objects(_)), "{err}");
     assert!(
         err.to_string()
             .contains("not in git: Workload default/ghost"),
+        "{err}"
+    );
+
+    // The digest form (what the ledger records): the honest digest passes, the ghost's fails.
+    let mut digest = honest.clone();
+    digest.claim = Claim::Digest(honest.claim.digest());
+    verify_proposal(&replica, &cfg, &digest, None, &fetch).unwrap();
+    digest.claim = Claim::Digest(ghost_digest);
+    let err = verify_proposal(&replica, &cfg, &digest, None, &fetch).unwrap_err();
+    assert!(
+        matches!(err, VerifyRejection::ClaimDigest { objects: 2, .. }),
         "{err}"
     );
 
@@ -289,7 +305,7 @@ fn replicas_accept_honest_proposals_and_reject_forged_ones() {
     let rollback = nexus_gitops::verify::Proposal {
         source: cfg.id.clone(),
         provenance: old_cfg_snapshot.provenance.clone(),
-        claim: old_set.claim(),
+        claim: Claim::Objects(old_set.claim()),
         ops: vec![],
     };
     let err = verify_proposal(&replica, &cfg, &rollback, Some(&c2), &fetch).unwrap_err();

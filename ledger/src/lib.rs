@@ -7,6 +7,7 @@
 //! durably by the [`Store`], and folded into the state. [`audit`] reads the log back and verifies
 //! it; [`bench`] measures all of it.
 
+pub mod admission;
 pub mod audit;
 pub mod bench;
 pub mod codec;
@@ -33,5 +34,5 @@ pub use ledger::{Applied, Caller, Ledger, LedgerConfig, SubmitError};
 pub use plan::{Action, ObjectOutcome, Plan, RequestError, Staged, plan_request};
 pub use request::{Op, Request, SignatureError, SignedRequest, Source};
 pub use sequencer::{Decision, Proposal, Sequencer, SingleNode};
-pub use state::{ObjectState, ObjectView, State};
+pub use state::{GitSync, ObjectState, ObjectView, State};
 pub use store::{Commit, Store, StoreConfig, StoreError};

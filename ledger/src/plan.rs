@@ -175,6 +175,21 @@ fn check_shape(req: &Request) -> Result<(), RequestError> {
     Ok(())
 }
 
+/// Who may claim a source: git-sourced changes come only from replicas (`replica:<name>`), which
+/// sign them after syncing and which every replica re-checks against git before accepting them
+/// (see [`crate::admission`]). A user cannot write "this came from commit X".
+fn check_source(req: &Request) -> Result<(), RequestError> {
+    if let Source::Gitops { git_source, .. } = &req.source
+        && !req.actor.starts_with("replica:")
+    {
+        return Err(RequestError::NotAllowed(format!(
+            "changes from git source {git_source} are written by replicas; {} is not one",
+            req.actor
+        )));
+    }
+    Ok(())
+}
+
 /// An apply operation, parsed and canonicalized.
 fn parse_object(
     op: usize,
@@ -231,6 +246,7 @@ fn check_version(
 /// reason it must be refused (then nothing happens).
 pub fn plan_request<V: ObjectView + ?Sized>(view: &V, req: &Request) -> Result<Plan, RequestError> {
     check_shape(req)?;
+    check_source(req)?;
     let height = view.next_height();
     let mut seen = std::collections::HashSet::new();
     let mut seen_nodes = std::collections::HashSet::new();
@@ -381,6 +397,29 @@ mod tests {
             (p.outcomes[0].action, p.outcomes[0].generation),
             (Action::Created, 1)
         );
+    }
+
+    #[test]
+    fn only_replicas_write_git_sourced_changes() {
+        let git = Source::Gitops {
+            git_source: "default/apps".into(),
+            repo: "/srv/apps.git".into(),
+            commit: "c".into(),
+            tree: "t".into(),
+            author: "a".into(),
+            committer: "c".into(),
+            message: "m".into(),
+            claim: String::new(),
+            forced_over: None,
+        };
+        let mut r = request("r", "user:alice", vec![apply(workload("a", 1))]);
+        r.source = git;
+        assert!(matches!(
+            plan_request(&State::new(), &r),
+            Err(RequestError::NotAllowed(m)) if m.contains("user:alice")
+        ));
+        r.actor = "replica:r0".into();
+        assert_eq!(plan_request(&State::new(), &r).unwrap().events.len(), 1);
     }
 
     #[test]

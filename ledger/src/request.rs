@@ -37,6 +37,17 @@ pub enum Source {
         author: String,
         committer: String,
         message: String,
+        /// blake3 (hex) of every object git holds at `commit` under the source's path, as sorted
+        /// `kind/namespace/name <content hash>` lines: the proposer's claim, recomputed by every
+        /// replica from its own fetch before it accepts the request. Empty only in entries
+        /// written before claims existed.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        claim: String,
+        /// Set when `commit` does not descend from the source's previously synced commit (a
+        /// force-push rewrote the branch, or the source now follows other history): that
+        /// previous commit. Replicas check it against their own fetch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        forced_over: Option<String>,
     },
     /// A control-plane loop.
     Controller { name: String },
@@ -65,6 +76,14 @@ impl Source {
     pub fn commit(&self) -> Option<&str> {
         match self {
             Source::Gitops { commit, .. } => Some(commit),
+            _ => None,
+        }
+    }
+
+    /// The GitSource (`namespace/name`), for git-sourced changes.
+    pub fn git_source(&self) -> Option<&str> {
+        match self {
+            Source::Gitops { git_source, .. } => Some(git_source),
             _ => None,
         }
     }
@@ -469,6 +488,8 @@ mod tests {
             author: "a".into(),
             committer: "c".into(),
             message: "m ,\"source\": {".into(),
+            claim: String::new(),
+            forced_over: None,
         };
         let r = Request {
             id: ",\"ops\":".into(),

@@ -2,11 +2,12 @@
 //! of the log. A snapshot is derived data: one that fails its checksum or does not decode is
 //! skipped and the state is rebuilt from an older snapshot or from the log.
 //!
-//! Format v2: `u8 2 | height | head_hash | timestamp_ms | objects | nodes | validators | pending |
-//! blake3 of everything before [32]`; objects are `key | canonical JSON | content_hash |
-//! generation | resource_version | created | updated | last_actor | last_source (JSON) | owner`;
-//! nodes are `info | joined | lost? | lost attesters`. (v1 lacked the attesters: such snapshots
-//! no longer decode and the state is rebuilt from the log.)
+//! Format v3: `u8 3 | height | head_hash | timestamp_ms | objects | nodes | validators | pending |
+//! git syncs | blake3 of everything before [32]`; objects are `key | canonical JSON |
+//! content_hash | generation | resource_version | created | updated | last_actor | last_source
+//! (JSON) | owner`; nodes are `info | joined | lost? | lost attesters`; git syncs are `source |
+//! repo | commit | height`. (v1 lacked the attesters, v2 the git syncs: such snapshots no longer
+//! decode and the state is rebuilt from the log.)
 
 use nexus_schemas::ContentHash;
 
@@ -14,9 +15,9 @@ use crate::codec::{CodecError, Reader, Writer, parse_json, sorted_json};
 use crate::entry::EntryHash;
 use crate::event::{get_key, get_node, get_validators, put_key, put_node, put_validators};
 use crate::request::Source;
-use crate::state::{NodeState, ObjectState, State};
+use crate::state::{GitSync, NodeState, ObjectState, State};
 
-const SNAPSHOT_VERSION: u8 = 2;
+const SNAPSHOT_VERSION: u8 = 3;
 
 fn put_source(w: &mut Writer, source: &Source) {
     w.str(&sorted_json(
@@ -72,6 +73,10 @@ pub fn encode(state: &State) -> Vec<u8> {
         None => {
             w.bool(false);
         }
+    }
+    w.u32(state.git_syncs.len() as u32);
+    for (source, g) in &state.git_syncs {
+        w.str(source).str(&g.repo).str(&g.commit).u64(g.height);
     }
     let mut bytes = w.finish();
     let sum = blake3::hash(&bytes);
@@ -137,6 +142,15 @@ pub fn decode(bytes: &[u8]) -> Result<State, CodecError> {
         let at = r.u64()?;
         state.pending_validators = Some((at, get_validators(&mut r)?));
     }
+    for _ in 0..r.u32()? {
+        let source = r.string("git source")?;
+        let sync = GitSync {
+            repo: r.string("repo")?,
+            commit: r.string("commit")?,
+            height: r.u64()?,
+        };
+        state.git_syncs.insert(source, sync);
+    }
     r.finish()?;
     Ok(state)
 }
@@ -162,6 +176,8 @@ mod tests {
             author: "a".into(),
             committer: "c".into(),
             message: "m\nx".into(),
+            claim: String::new(),
+            forced_over: None,
         };
         for (i, src) in [
             Source::Cli,
@@ -210,6 +226,14 @@ mod tests {
             power: 1,
         }];
         s.pending_validators = Some((20, vec![]));
+        s.git_syncs.insert(
+            "ns/src".into(),
+            GitSync {
+                repo: "r".into(),
+                commit: "c".into(),
+                height: 7,
+            },
+        );
         s
     }
 

@@ -43,6 +43,16 @@ pub struct NodeState {
     pub lost_attesters: BTreeSet<String>,
 }
 
+/// The last commit a GitSource wrote into the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitSync {
+    /// The repository URL as the source spelled it.
+    pub repo: String,
+    pub commit: String,
+    /// Height of the entry that holds it.
+    pub height: u64,
+}
+
 /// The state after some prefix of the log.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct State {
@@ -58,6 +68,9 @@ pub struct State {
     /// A validator set that decides heights from the given one on (promoted into `validators`
     /// once the state reaches the height before it).
     pub pending_validators: Option<(u64, Vec<Validator>)>,
+    /// Per GitSource (`namespace/name`), the last commit an entry recorded for it: what the next
+    /// sync of that source is compared with (fast-forward or force-push, no going back).
+    pub git_syncs: BTreeMap<String, GitSync>,
 }
 
 /// An entry that does not extend this state.
@@ -173,6 +186,22 @@ impl State {
         for e in &entry.events {
             let req = &entry.requests[e.request as usize].request;
             self.apply_event(entry.height, &req.actor, &req.source, &e.body);
+        }
+        for r in &entry.requests {
+            if let Source::Gitops {
+                git_source,
+                repo,
+                commit,
+                ..
+            } = &r.request.source
+            {
+                let sync = GitSync {
+                    repo: repo.clone(),
+                    commit: commit.clone(),
+                    height: entry.height,
+                };
+                self.git_syncs.insert(git_source.clone(), sync);
+            }
         }
         self.height = entry.height;
         self.head_hash = entry.hash;
@@ -290,6 +319,8 @@ mod tests {
             author: "a".into(),
             committer: "c".into(),
             message: "m".into(),
+            claim: String::new(),
+            forced_over: None,
         };
         let e1 = build_entry(
             EntryHash::ZERO,
@@ -342,6 +373,15 @@ mod tests {
         assert!(s.get(&key("b")).is_none());
         assert_eq!(s.list(Kind::Service, Some("default")).count(), 1);
         assert_eq!(s.list(Kind::Workload, None).count(), 0);
+        assert_eq!(
+            s.git_syncs["default/apps"],
+            GitSync {
+                repo: "r".into(),
+                commit: "c".into(),
+                height: 1
+            }
+        );
+        assert_eq!(s.git_syncs.len(), 1);
     }
 
     #[test]

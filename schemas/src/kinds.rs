@@ -484,6 +484,11 @@ pub struct GitSourceSpec {
     /// Require signed commits from these signers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<GitVerify>,
+    /// File on each replica holding the shared secret of the push webhook
+    /// (`POST /hooks/git/NAMESPACE/NAME`, HMAC-SHA256). A relative path is resolved against the
+    /// replica's data directory. Without it the source has no webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_file: Option<String>,
 }
 
 fn default_branch() -> String {

@@ -591,6 +591,17 @@ fn git_source(c: &mut Checker<'_>, spec: &Path, s: &Json) {
             }
         }
     }
+    if let Some(file) = s.get("webhookSecretFile").and_then(Json::as_str)
+        && (file.trim().is_empty() || file.chars().any(char::is_control))
+    {
+        c.error(
+            "nexus::invalid-value",
+            &spec.key("webhookSecretFile"),
+            format!("invalid secret file path {file:?}"),
+            "not a file path",
+            "name a file on the replicas, e.g. \"/etc/nexus/hooks/apps.secret\"".into(),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,7 @@ pub fn submit_error(e: SubmitError) -> RpcError {
         SubmitError::Signature(_) => ErrorCode::PermissionDenied,
         SubmitError::Request(r) => return request_error(r),
         SubmitError::Storage(_) => ErrorCode::Unavailable,
+        SubmitError::Refused(_) => ErrorCode::InvalidArgument,
         SubmitError::Ordering(_) => ErrorCode::Unavailable,
         SubmitError::Closed => ErrorCode::Unavailable,
     };

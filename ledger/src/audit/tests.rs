@@ -26,6 +26,8 @@ fn git(commit: &str) -> Source {
         author: "Ann".into(),
         committer: "Ann".into(),
         message: "deploy".into(),
+        claim: String::new(),
+        forced_over: None,
     }
 }
 
@@ -67,7 +69,7 @@ fn populated() -> (tempfile::TempDir, Ledger) {
     ); // h2
     submit(
         "3",
-        "git:apps",
+        "replica:git",
         3,
         git("abc123def"),
         vec![apply(workload("web", 1)), apply(workload("api", 3))],
@@ -93,7 +95,7 @@ fn populated() -> (tempfile::TempDir, Ledger) {
     ); // h5
     submit(
         "6",
-        "git:apps",
+        "replica:git",
         3,
         git("fff000"),
         vec![apply(workload("api", 1))],
@@ -233,7 +235,7 @@ fn queries_by_object_actor_source_commit_and_time() {
         ids(&run(
             &l,
             AuditQuery {
-                actor: Some("git:apps".into()),
+                actor: Some("replica:git".into()),
                 name: Some("api".into()),
                 ..AuditQuery::default()
             }
@@ -305,7 +307,7 @@ fn records_carry_who_when_and_where() {
     )[0];
     assert_eq!(
         (r.actor.as_str(), r.request_id.as_str(), r.timestamp_ms),
-        ("git:apps", "3", 1002)
+        ("replica:git", "3", 1002)
     );
     assert_eq!(r.source.commit(), Some("abc123def"));
     let j = r.to_json();
@@ -332,9 +334,9 @@ fn history_shows_every_version_with_diffs() {
         [
             (1, Action::Created, 1, "user:alice"),
             (2, Action::Configured, 2, "user:bob"),
-            (3, Action::Configured, 3, "git:apps"),
+            (3, Action::Configured, 3, "replica:git"),
             (5, Action::Deleted, 3, "user:alice"),
-            (6, Action::Created, 1, "git:apps")
+            (6, Action::Created, 1, "replica:git")
         ]
     );
     assert_eq!(h[1].changes.len(), 1);

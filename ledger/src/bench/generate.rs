@@ -153,6 +153,8 @@ pub fn generate(store: &Store, cfg: &GenConfig) -> Result<GenStats, StoreError> 
                         author: "Ann".into(),
                         committer: "Ann".into(),
                         message: "deploy".into(),
+                        claim: String::new(),
+                        forced_over: None,
                     }
                 } else {
                     Source::Cli

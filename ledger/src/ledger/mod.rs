@@ -19,6 +19,7 @@ use nexus_schemas::ObjectKey;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::admission::{Admission, AdmitAll};
 use crate::entry::Entry;
 use crate::plan::{ObjectOutcome, Plan, RequestError, plan_request};
 use crate::request::{Request, SignatureError, SignedRequest};
@@ -83,6 +84,8 @@ pub enum SubmitError {
     Request(#[from] RequestError),
     #[error("storage failed, nothing was committed: {0}")]
     Storage(String),
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("{0}")]
     Ordering(String),
     #[error("the ledger is shut down")]
@@ -113,6 +116,7 @@ pub struct Ledger {
     writer: Mutex<Option<JoinHandle<()>>>,
     subscribers: Subscribers,
     load_report: LoadReport,
+    admission: RwLock<Arc<dyn Admission>>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -160,18 +164,37 @@ impl Ledger {
             writer: Mutex::new(Some(handle)),
             subscribers,
             load_report,
+            admission: RwLock::new(Arc::new(AdmitAll)),
         })
     }
 
-    /// Verifies `request` against the caller's certificate identity and key, then commits it.
-    /// Returns after the entry holding it is durable. A retry (same actor and id, same content)
-    /// gets the original answer with `duplicate: true`.
+    /// Sets the check every submitted request must pass before it is queued (see
+    /// [`crate::admission`]). The default admits everything.
+    pub fn set_admission(&self, admission: Arc<dyn Admission>) {
+        *self.admission.write().unwrap_or_else(|e| e.into_inner()) = admission;
+    }
+
+    /// The admission check in force (the consensus glue runs it on proposed batches).
+    pub fn admission(&self) -> Arc<dyn Admission> {
+        self.admission
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Verifies `request` against the caller's certificate identity and key, runs the admission
+    /// check (git content for git-sourced requests), then commits it. Returns after the entry
+    /// holding it is durable. A retry (same actor and id, same content) gets the original answer
+    /// with `duplicate: true`.
     ///
     /// A request that changes nothing (every object unchanged) is answered without writing an
     /// entry; `height` is then the height it was evaluated at. Such a request leaves no trace, so
     /// a retry of it is simply evaluated again.
     pub fn submit(&self, request: SignedRequest, caller: &Caller) -> Result<Applied, SubmitError> {
         request.verify_bound(&caller.actor, &caller.public_key)?;
+        self.admission()
+            .admit_current(&self.state, &request)
+            .map_err(SubmitError::Refused)?;
         let (reply, answer) = mpsc::sync_channel(1);
         {
             let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());

@@ -183,6 +183,41 @@ fn conflicts_and_failed_operations_write_nothing() {
 }
 
 #[test]
+fn admission_refuses_before_anything_is_written() {
+    struct NoEvil;
+    impl crate::admission::Admission for NoEvil {
+        fn admit(&self, state: &State, req: &SignedRequest) -> Result<(), String> {
+            let evil = req.request.ops.iter().any(
+                |op| matches!(op, Op::Apply { object, .. } if object["metadata"]["name"] == "evil"),
+            );
+            if evil {
+                Err(format!("evil at height {}", state.height))
+            } else {
+                Ok(())
+            }
+        }
+    }
+    let dir = tempdir();
+    let l = open(&dir.path().join("l.redb"));
+    l.set_admission(Arc::new(NoEvil));
+    let alice = caller("user:alice", 1);
+    l.submit(
+        sign("1", "user:alice", 1, vec![apply(workload("a", 1))]),
+        &alice,
+    )
+    .unwrap();
+    let err = l
+        .submit(
+            sign("2", "user:alice", 1, vec![apply(workload("evil", 1))]),
+            &alice,
+        )
+        .unwrap_err();
+    assert_eq!(err, SubmitError::Refused("evil at height 1".into()));
+    assert_eq!(l.height(), 1, "a refused request writes nothing");
+    assert!(l.get(&wkey("evil")).is_none());
+}
+
+#[test]
 fn signatures_are_checked_against_the_callers_certificate() {
     let dir = tempdir();
     let l = open(&dir.path().join("l.redb"));
