@@ -1,6 +1,11 @@
 //! The effect handler: everything Malachite's core asks of the host during `process!` (sign,
 //! verify, log, flush, publish, time, decide), answered synchronously and without ever
 //! returning `Err` (an `Err` would abort the input halfway through).
+//!
+//! Outgoing messages wait in an outbox until the node releases it ([`Io::release`]): once per
+//! batch of inputs, and before a decided height is committed or the WAL moves to a new height.
+//! Releasing flushes the WAL once if any own vote or proposal is waiting, then sends everything,
+//! so a proposal and the proposer's own prevote (or several votes) share one fsync.
 
 use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
@@ -22,7 +27,7 @@ use super::sync::SyncState;
 use super::timers::{TimerId, TimerKey, TimerTable};
 use super::types::{Batch, Height, NexusCtx};
 use super::wal::Wal;
-use super::{Host, NodeConfig, NodeError, Stats};
+use super::{App, Host, NodeConfig, NodeError, Stats};
 
 /// The host side of the node: IO handles plus the bookkeeping effects need. Kept apart from
 /// Malachite's `State`, which `process!` borrows while this handles effects.
@@ -56,6 +61,13 @@ pub(crate) struct Io<H, W, S, A> {
     pub stats: Stats,
     /// Mutation testing only: when false, messages go out without the WAL flush.
     pub flush_before_publish: bool,
+    /// Messages waiting for [`Io::release`]: `None` = broadcast, `Some(peer)` = send.
+    pub outbox: Vec<(Option<super::types::ValidatorKey>, Vec<u8>)>,
+    /// Whether the outbox holds an own vote or proposal (the WAL must be flushed first).
+    pub outbox_signed: bool,
+    /// This replica is the whole validator set: its votes reach nobody, so they need no flush
+    /// before they are "sent" (a decided height is then committed durably instead).
+    pub solo: bool,
 }
 
 impl<H: Host, W: Wal, S, A> Io<H, W, S, A> {
@@ -79,9 +91,40 @@ impl<H: Host, W: Wal, S, A> Io<H, W, S, A> {
         }
     }
 
+    /// Queue a message for every peer.
     pub fn broadcast(&mut self, msg: &WireMsg) {
         if self.fatal.is_none() {
-            self.host.broadcast(encode_wire(msg));
+            self.outbox.push((None, encode_wire(msg)));
+        }
+    }
+
+    /// Queue a message for one peer.
+    pub fn send(&mut self, to: super::types::ValidatorKey, msg: &WireMsg) {
+        if self.fatal.is_none() {
+            self.outbox.push((Some(to), encode_wire(msg)));
+        }
+    }
+
+    /// Send what the outbox holds: first flush the WAL if an own vote or proposal is among it
+    /// (on failure the node halts and nothing is sent).
+    pub fn release(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let signed = std::mem::take(&mut self.outbox_signed);
+        if signed && self.flush_before_publish && !self.solo && !self.flush_wal() {
+            self.outbox.clear();
+            return;
+        }
+        if self.fatal.is_some() {
+            self.outbox.clear();
+            return;
+        }
+        for (to, msg) in std::mem::take(&mut self.outbox) {
+            match to {
+                Some(peer) => self.host.send(peer, msg),
+                None => self.host.broadcast(msg),
+            }
         }
     }
 
@@ -97,15 +140,21 @@ impl<H: Host, W: Wal, S, A> Io<H, W, S, A> {
         }
         self.wal.append(bytes);
     }
+}
 
-    /// Propose the oldest pending items now (possibly none).
+impl<H: Host, W: Wal, S, A: App> Io<H, W, S, A> {
+    /// Propose the oldest pending items now (possibly none), as the application builds them.
     pub fn propose_now(&mut self, height: Height, round: Round) {
         self.get_value = None;
         self.timers.cancel(TimerKey::BuildValue);
-        let items = self
+        let pending = self
             .pool
             .peek_batch(self.cfg.max_batch_items, self.cfg.max_batch_bytes);
-        let value = Batch::new(items);
+        let built = self.app.build(height.0, pending);
+        if !built.drop.is_empty() {
+            self.pool.remove(&built.drop);
+        }
+        let value = Batch::new(built.items);
         self.feedback.push(Input::Propose(LocallyProposedValue::new(
             height, round, value,
         )));
@@ -173,14 +222,14 @@ impl<H: Host, W: Wal, S, A> Io<H, W, S, A> {
             // sent, and that flush covers whatever was logged before it (the log is ordered).
             Effect::StartRound(_, _, _, _, r) => r.resume_with(()),
             Effect::PublishConsensusMsg(msg, r) => {
-                // The core appended the message before publishing it: make it durable first.
-                if !self.flush_before_publish || self.flush_wal() {
-                    let wire = match msg {
-                        SignedConsensusMsg::Vote(v) => WireMsg::Vote(v),
-                        SignedConsensusMsg::Proposal(p) => WireMsg::Proposal(p),
-                    };
-                    self.broadcast(&wire);
-                }
+                // The core appended the message before publishing it: it leaves only after the
+                // WAL flush that `release` does first.
+                let wire = match msg {
+                    SignedConsensusMsg::Vote(v) => WireMsg::Vote(v),
+                    SignedConsensusMsg::Proposal(p) => WireMsg::Proposal(p),
+                };
+                self.broadcast(&wire);
+                self.outbox_signed = true;
                 r.resume_with(())
             }
             Effect::PublishLivenessMsg(msg, r) => {
@@ -265,8 +314,9 @@ impl<H: Host, W: Wal, S, A> Io<H, W, S, A> {
                 r.resume_with(())
             }
             Effect::Decide(cert, _extensions, r) => {
-                // Everything logged so far must be durable before the decision is acted on.
-                self.flush_wal();
+                // Committed once `process!` returns, after the outbox is released (so every own
+                // message sent is durable before the decision is). Unsent WAL entries (others'
+                // votes) need not be durable: the store is at this height once it commits.
                 self.pending_decide = Some(cert);
                 r.resume_with(())
             }

@@ -101,9 +101,29 @@ pub trait App {
         let _ = item;
         true
     }
+    /// The value this replica proposes at `height`, from the oldest pending items (within the
+    /// batch limits). The default proposes them as they are. An application may add a header
+    /// (a timestamp) and leave out items that became useless (returned in `drop`, which are
+    /// removed from the pool without being gossiped again).
+    fn build(&mut self, height: u64, pending: Vec<Vec<u8>>) -> Built {
+        let _ = height;
+        Built {
+            items: pending,
+            drop: Vec::new(),
+        }
+    }
     /// A height was decided and durably stored (called once per height, in order, before the
     /// next height starts, so `validator_set(h + 1)` may depend on it).
     fn on_decided(&mut self, decided: &Decided);
+}
+
+/// What [`App::build`] made of the pending items.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Built {
+    /// The batch to propose.
+    pub items: Vec<Vec<u8>>,
+    /// Pending items to forget (invalid by now).
+    pub drop: Vec<Vec<u8>>,
 }
 
 /// Consensus round timeouts.
@@ -167,6 +187,10 @@ pub struct NodeConfig {
     pub sync_max_bytes: usize,
     /// Most pending items held.
     pub pool_max_items: usize,
+    /// Start the next height only when there is something to order: pending items, or a peer
+    /// that already works on it or is ahead. An idle cluster then decides nothing (no empty
+    /// heights, no fsyncs). Pending items are also gossiped again while they wait.
+    pub lazy_heights: bool,
 }
 
 impl NodeConfig {
@@ -183,6 +207,7 @@ impl NodeConfig {
             sync_max_heights: 64,
             sync_max_bytes: 8 << 20,
             pool_max_items: 100_000,
+            lazy_heights: false,
         }
     }
 }
@@ -226,8 +251,27 @@ pub struct NodeStatus {
     /// Highest tip a peer reported.
     pub best_peer_tip: u64,
     pub pending_items: usize,
+    /// Waiting for something to order before starting `height` (see `lazy_heights`).
+    pub idle: bool,
+    /// Members of the validator set at `height`.
+    pub validators: usize,
+    /// What each peer last said about itself (status beacons).
+    pub peers: Vec<PeerStatus>,
     pub halted: Option<String>,
     pub stats: Stats,
+}
+
+/// A peer as its last status beacon described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub key: ValidatorKey,
+    /// Its last decided height.
+    pub tip: u64,
+    /// The height it works on, and its round there (`None`: not started, idle).
+    pub height: u64,
+    pub round: Option<u32>,
+    /// When the beacon arrived ([`Host::now_ms`]).
+    pub seen_ms: u64,
 }
 
 /// Counters, for status and tests.

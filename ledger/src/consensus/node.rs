@@ -12,16 +12,16 @@ use arc_malachitebft_core_types::{
     VoteExtensions,
 };
 
-use super::codec::{Decided, WireMsg, decode_wal_entry, decode_wire, encode_batch, encode_wire};
+use super::codec::{Decided, WireMsg, decode_wal_entry, decode_wire, encode_batch};
 use super::effects::Io;
 use super::pool::Pool;
 use super::signing::{CommitCert, Signer, Verifier};
 use super::store::DecidedStore;
 use super::sync::SyncState;
 use super::timers::{TimerId, TimerKey, TimerTable};
-use super::types::{BatchId, Height, NexusCtx, ValidatorKey};
+use super::types::{BatchId, Height, NexusCtx, ValidatorKey, ValidatorSet};
 use super::wal::Wal;
-use super::{App, Consensus, Host, NodeConfig, NodeError, NodeStatus, Stats};
+use super::{App, Consensus, Host, NodeConfig, NodeError, NodeStatus, PeerStatus, Stats};
 
 /// Future heights (and inputs per height) the core buffers for us.
 const QUEUE_HEIGHTS: usize = 16;
@@ -42,6 +42,14 @@ pub struct Node<H: Host, W: Wal, S: DecidedStore, A: App> {
     validations_per_round: HashMap<u32, u8>,
     verdict_height: u64,
     replay_enabled: bool,
+    /// With `lazy_heights`: the height to start (and its validator set) once there is work.
+    held: Option<(u64, ValidatorSet)>,
+    /// A peer showed that it works on the held height, or is past it: start it.
+    wake: bool,
+    /// Consensus messages that arrived while holding, handled once the height starts.
+    stash: Vec<(ValidatorKey, WireMsg)>,
+    /// Status beacons of peers.
+    peers: BTreeMap<ValidatorKey, PeerStatus>,
 }
 
 impl<H: Host, W: Wal, S: DecidedStore, A: App> std::fmt::Debug for Node<H, W, S, A> {
@@ -102,6 +110,9 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
                 fatal: None,
                 stats: Stats::default(),
                 flush_before_publish: true,
+                outbox: Vec::new(),
+                outbox_signed: false,
+                solo: false,
             },
             queue: VecDeque::new(),
             future: BTreeMap::new(),
@@ -109,6 +120,10 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
             validations_per_round: HashMap::new(),
             verdict_height: 0,
             replay_enabled: true,
+            held: None,
+            wake: false,
+            stash: Vec::new(),
+            peers: BTreeMap::new(),
         }
     }
 
@@ -211,6 +226,15 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
             self.io.wal.reset(h)?;
         }
         self.io.replay = (!entries.is_empty()).then_some(raw);
+        if entries.is_empty() && self.io.cfg.lazy_heights {
+            // Nothing was logged at this height: wait for work like after any decision.
+            self.enter_height(h)?;
+            self.io.solo = is_solo(&vs, &self.key());
+            self.held = Some((h, vs));
+            let every = self.io.cfg.status_interval;
+            self.io.arm(TimerKey::Status, every);
+            return self.drain();
+        }
         self.feed(Input::StartHeight(
             Height(h),
             vs,
@@ -257,8 +281,20 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
         self.state.as_ref().map_or(0, |s| s.height().0)
     }
 
+    /// The height being decided, or waited for when idle.
+    fn current(&self) -> u64 {
+        self.held
+            .as_ref()
+            .map_or_else(|| self.height(), |(h, _)| *h)
+    }
+
     /// Prepare the IO side for `StartHeight(h)`.
     fn enter_height(&mut self, h: u64) -> Result<(), NodeError> {
+        // Whatever waits to be sent belongs to the previous height's log: send it first.
+        self.io.release();
+        if let Some(e) = self.io.fatal.clone() {
+            return self.halt(e);
+        }
         if self.io.wal.height() != Some(h) {
             if let Err(e) = self.io.wal.reset(h) {
                 return self.halt(e.into());
@@ -276,8 +312,9 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
         if let Some(e) = &self.io.fatal {
             return Err(NodeError::Halted(e.to_string()));
         }
-        if let Input::StartHeight(h, ..) = &input {
+        if let Input::StartHeight(h, vs, ..) = &input {
             self.enter_height(h.0)?;
+            self.io.solo = is_solo(vs, &self.key());
         }
         let Some(state) = self.state.as_mut() else {
             return Err(NodeError::NotStarted);
@@ -300,15 +337,43 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
             let Some(vs) = self.io.app.validator_set(next) else {
                 return self.halt(NodeError::NoValidatorSet(next));
             };
-            self.queue.push_back(Input::StartHeight(
-                Height(next),
-                vs,
-                false,
-                None,
-                VoteExtensionPolicy::Disabled,
-            ));
+            if self.io.cfg.lazy_heights {
+                // The decided height's timers must not fire into the idle core.
+                self.io.timers.cancel_consensus();
+                self.held = Some((next, vs));
+                self.wake = false;
+            } else {
+                self.start_height(next, vs);
+            }
         }
         Ok(())
+    }
+
+    fn start_height(&mut self, h: u64, vs: ValidatorSet) {
+        self.queue.push_back(Input::StartHeight(
+            Height(h),
+            vs,
+            false,
+            None,
+            VoteExtensionPolicy::Disabled,
+        ));
+    }
+
+    /// Start the held height if there is work: pending items, or a peer on it or past it.
+    fn maybe_wake(&mut self) {
+        let Some((h, _)) = &self.held else { return };
+        let h = *h;
+        let behind = self.io.sync.best_tip() >= h;
+        if (self.wake || behind || !self.io.pool.is_empty())
+            && let Some((h, vs)) = self.held.take()
+        {
+            self.wake = false;
+            self.start_height(h, vs);
+            for (from, msg) in std::mem::take(&mut self.stash) {
+                // Cannot fail: consensus messages only queue inputs.
+                let _ = self.on_wire(from, msg);
+            }
+        }
     }
 
     fn commit_decided(
@@ -323,6 +388,11 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
             return self.halt(NodeError::Core("certificate with a nil round".into()));
         };
         let h = cc.height;
+        // Own messages sent before this point must be durable before the decision is.
+        self.io.release();
+        if self.io.fatal.is_some() {
+            return Ok(());
+        }
         match self.io.store.get(h) {
             Err(e) => return self.halt(e.into()),
             Ok(Some(stored)) if stored.batch.id() != batch.id() => {
@@ -352,20 +422,31 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
         Ok(())
     }
 
-    /// Process queued inputs until none is left.
+    /// Process queued inputs until none is left, then send what they produced.
     fn drain(&mut self) -> Result<(), NodeError> {
         loop {
             self.pump();
             let Some(input) = self.queue.pop_front() else {
-                return Ok(());
+                self.io.release();
+                return match self.io.fatal.clone() {
+                    Some(e) => self.halt(e),
+                    None => Ok(()),
+                };
             };
-            self.feed(input)?;
+            if let Err(e) = self.feed(input) {
+                self.io.release();
+                return Err(e);
+            }
         }
     }
 
     /// Move work that became ready (proposals for the new height, sync records, sync
     /// requests) into the queue.
     fn pump(&mut self) {
+        self.maybe_wake();
+        if self.held.is_some() {
+            return;
+        }
         let cur = self.height();
         if let Some(props) = self.future.remove(&cur) {
             for p in props {
@@ -390,11 +471,11 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
         }
         if let Some(req) = self.io.sync.want(cur, self.io.cfg.sync_max_heights) {
             self.io.stats.sync_requests += 1;
-            let msg = encode_wire(&WireMsg::SyncRequest {
+            let msg = WireMsg::SyncRequest {
                 from: req.from,
                 to: req.to,
-            });
-            self.io.host.send(req.peer, msg);
+            };
+            self.io.send(req.peer, &msg);
             let after = self.io.cfg.sync_timeout;
             self.io.arm(TimerKey::SyncRetry, after);
         }
@@ -476,6 +557,31 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
 
     fn on_wire(&mut self, from: ValidatorKey, msg: WireMsg) -> Result<(), NodeError> {
         let cur = self.height();
+        if let Some((held, _)) = &self.held {
+            let at = match &msg {
+                WireMsg::Proposal(p) => Some(p.height.0),
+                WireMsg::Vote(v) => Some(v.height.0),
+                WireMsg::Polka(c) => Some(c.height.0),
+                WireMsg::RoundCert(c) => Some(c.height.0),
+                WireMsg::Status { height, round, .. } => {
+                    Some(if round.is_defined() { *height } else { 0 })
+                }
+                _ => None,
+            };
+            if at.is_some_and(|h| h >= *held) {
+                self.wake = true;
+            }
+            if matches!(
+                msg,
+                WireMsg::Proposal(_) | WireMsg::Vote(_) | WireMsg::Polka(_) | WireMsg::RoundCert(_)
+            ) {
+                // The core must not see them before its height starts.
+                if self.stash.len() < QUEUE_PER_HEIGHT {
+                    self.stash.push((from, msg));
+                }
+                return Ok(());
+            }
+        }
         match msg {
             WireMsg::Proposal(p) => self.on_proposal(from, p),
             WireMsg::Vote(v) => {
@@ -486,7 +592,20 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
             }
             WireMsg::Polka(c) => self.queue.push_back(Input::PolkaCertificate(c)),
             WireMsg::RoundCert(c) => self.queue.push_back(Input::RoundCertificate(c)),
-            WireMsg::Status { tip, .. } => self.io.sync.note_tip(from, tip),
+            WireMsg::Status { tip, height, round } => {
+                self.io.sync.note_tip(from, tip);
+                let seen_ms = self.io.host.now_ms();
+                self.peers.insert(
+                    from,
+                    PeerStatus {
+                        key: from,
+                        tip,
+                        height,
+                        round: round.as_u32(),
+                        seen_ms,
+                    },
+                );
+            }
             WireMsg::SyncRequest { from: lo, to } => {
                 let hi = to.min(lo.saturating_add(self.io.cfg.sync_max_heights.max(1) - 1));
                 let lo = lo.max(1);
@@ -503,8 +622,7 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
                     Vec::new()
                 };
                 records.truncate(super::codec::MAX_SYNC_RECORDS);
-                let msg = encode_wire(&WireMsg::SyncResponse(records));
-                self.io.host.send(from, msg);
+                self.io.send(from, &WireMsg::SyncResponse(records));
             }
             WireMsg::SyncResponse(records) => {
                 // Records whose certificate cannot match them are dropped before the core.
@@ -594,13 +712,25 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Consensus for Node<H, W, S, A> {
                 }
             }
             TimerKey::Status => {
+                let round = match (&self.held, &self.state) {
+                    (None, Some(s)) => s.round(),
+                    _ => Round::Nil,
+                };
                 let status = WireMsg::Status {
                     tip: self.io.store.last_height()?.unwrap_or(0),
-                    height: self.height(),
-                    round: self.state.as_ref().map_or(Round::Nil, |s| s.round()),
+                    height: self.current(),
+                    round,
                 };
                 self.io.broadcast(&status);
                 self.io.sync.tick();
+                if self.io.cfg.lazy_heights {
+                    // Items that waited two ticks go out again (a peer may have missed them).
+                    let again = self.io.pool.waiting(2, 256);
+                    if !again.is_empty() {
+                        self.io.broadcast(&WireMsg::Items(again));
+                    }
+                    self.io.pool.tick();
+                }
                 let every = self.io.cfg.status_interval;
                 self.io.arm(TimerKey::Status, every);
             }
@@ -616,15 +746,31 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Consensus for Node<H, W, S, A> {
     fn status(&self) -> NodeStatus {
         let mut stats = self.io.stats.clone();
         stats.sync_records_rejected = self.io.sync.records_rejected;
+        let validators = match (&self.held, &self.state) {
+            (Some((_, vs)), _) => vs.validators().len(),
+            (None, Some(s)) => s.validator_set().validators().len(),
+            (None, None) => 0,
+        };
         NodeStatus {
             key: self.key(),
-            height: self.height(),
-            round: self.state.as_ref().and_then(|s| s.round().as_u32()),
+            height: self.current(),
+            round: match self.held {
+                Some(_) => None,
+                None => self.state.as_ref().and_then(|s| s.round().as_u32()),
+            },
             tip: self.io.store.last_height().ok().flatten(),
             best_peer_tip: self.io.sync.best_tip(),
             pending_items: self.io.pool.len(),
+            idle: self.held.is_some(),
+            validators,
+            peers: self.peers.values().cloned().collect(),
             halted: self.io.fatal.as_ref().map(|e| e.to_string()),
             stats,
         }
     }
+}
+
+/// Whether `me` is the only member of `vs`.
+fn is_solo(vs: &ValidatorSet, me: &ValidatorKey) -> bool {
+    vs.validators().len() == 1 && vs.contains(me)
 }

@@ -1,5 +1,7 @@
 //! The pending pool: submitted items waiting to be proposed, deduplicated by blake3, removed
 //! once decided. A bounded memory of recently decided items stops late gossip re-adding them.
+//! Each item remembers the status tick it arrived at, so items that wait long are gossiped
+//! again (a peer that was unreachable when they first went out still gets them).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -7,7 +9,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
     order: VecDeque<[u8; 32]>,
-    items: HashMap<[u8; 32], Vec<u8>>,
+    items: HashMap<[u8; 32], (Vec<u8>, u64)>,
+    tick: u64,
     bytes: usize,
     decided: HashSet<[u8; 32]>,
     decided_order: VecDeque<[u8; 32]>,
@@ -38,7 +41,7 @@ impl Pool {
             return false;
         }
         self.bytes += item.len();
-        self.items.insert(k, item);
+        self.items.insert(k, (item, self.tick));
         self.order.push_back(k);
         true
     }
@@ -48,7 +51,7 @@ impl Pool {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for k in &self.order {
-            let Some(item) = self.items.get(k) else {
+            let Some((item, _)) = self.items.get(k) else {
                 continue;
             };
             if out.len() >= max_items || (!out.is_empty() && bytes + item.len() > max_bytes) {
@@ -60,11 +63,50 @@ impl Pool {
         out
     }
 
+    /// Advance the pool's clock (one status tick).
+    pub fn tick(&mut self) {
+        self.tick += 1;
+    }
+
+    /// Items that have waited at least `ticks` ticks, oldest first, at most `max` of them.
+    pub fn waiting(&self, ticks: u64, max: usize) -> Vec<Vec<u8>> {
+        self.order
+            .iter()
+            .filter_map(|k| self.items.get(k))
+            .take_while(|(_, t)| self.tick.saturating_sub(*t) >= ticks)
+            .take(max)
+            .map(|(i, _)| i.clone())
+            .collect()
+    }
+
+    /// Forget items without remembering them as decided (they became invalid).
+    pub fn remove(&mut self, items: &[Vec<u8>]) {
+        for item in items {
+            if let Some((old, _)) = self.items.remove(&key(item)) {
+                self.bytes -= old.len();
+            }
+        }
+        self.compact();
+    }
+
+    fn compact(&mut self) {
+        while let Some(front) = self.order.front() {
+            if self.items.contains_key(front) {
+                break;
+            }
+            self.order.pop_front();
+        }
+        if self.order.len() > 2 * self.items.len() + 64 {
+            let items = &self.items;
+            self.order.retain(|k| items.contains_key(k));
+        }
+    }
+
     /// Forget decided items and remember them as decided.
     pub fn remove_decided(&mut self, items: &[Vec<u8>]) {
         for item in items {
             let k = key(item);
-            if let Some(old) = self.items.remove(&k) {
+            if let Some((old, _)) = self.items.remove(&k) {
                 self.bytes -= old.len();
             }
             if self.decided.insert(k) {
@@ -76,16 +118,7 @@ impl Pool {
                 }
             }
         }
-        while let Some(front) = self.order.front() {
-            if self.items.contains_key(front) {
-                break;
-            }
-            self.order.pop_front();
-        }
-        if self.order.len() > 2 * self.items.len() + 64 {
-            let items = &self.items;
-            self.order.retain(|k| items.contains_key(k));
-        }
+        self.compact();
     }
 
     pub fn len(&self) -> usize {
@@ -115,5 +148,13 @@ mod tests {
         assert!(!p.add(b"a".to_vec()), "recently decided");
         assert!(!p.add(b"zz".to_vec()));
         assert_eq!(p.peek_batch(10, 100).len(), 2);
+        assert!(p.waiting(1, 10).is_empty(), "nothing waited a tick yet");
+        p.tick();
+        assert!(p.add(b"d".to_vec()));
+        assert_eq!(p.waiting(1, 10), vec![b"bb".to_vec(), b"c".to_vec()]);
+        assert_eq!(p.waiting(1, 1).len(), 1);
+        p.remove(&[b"bb".to_vec()]);
+        assert_eq!(p.len(), 2);
+        assert!(p.add(b"bb".to_vec()), "removed, not decided: may come back");
     }
 }

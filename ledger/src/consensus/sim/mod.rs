@@ -52,6 +52,9 @@ pub struct SimOptions {
     pub flush_before_publish: bool,
     /// From this height on, the first replica leaves and an extra one joins.
     pub membership_change_at: Option<u64>,
+    /// Replicas start a height only when there is work (`NodeConfig::lazy_heights`); clients
+    /// then also pause now and then, so idle periods are part of the run.
+    pub lazy_heights: bool,
 }
 
 impl SimOptions {
@@ -72,6 +75,7 @@ impl SimOptions {
             replay_wal: true,
             flush_before_publish: true,
             membership_change_at: None,
+            lazy_heights: seed % 2 == 1,
         }
     }
 }
@@ -469,7 +473,11 @@ impl Sim {
                         .collect();
                     self.call(i, |n| n.submit(items).map(|_| ()));
                 }
-                let next = self.rng.range(100, 700);
+                let next = if self.opts.lazy_heights && self.rng.chance(0.1) {
+                    self.rng.range(2_000, 5_000) // an idle period
+                } else {
+                    self.rng.range(100, 700)
+                };
                 self.at(next, Event::Submit);
             }
             Event::Crash { node, point } => match point {
@@ -564,7 +572,11 @@ impl Sim {
         };
         let verifier = Verifier::with_cache(self.chain, self.cache.clone());
         let mut node = Node::with_verifier(
-            sim_config(self.chain),
+            {
+                let mut cfg = sim_config(self.chain);
+                cfg.lazy_heights = self.opts.lazy_heights;
+                cfg
+            },
             signer,
             verifier,
             host,
