@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod gitops;
 
 /// RPC kinds (stream names) of the client API.
 pub mod kinds {
@@ -23,6 +24,10 @@ pub mod kinds {
     pub const VERIFY: &str = "nexus.verify";
     /// Cluster status; unary.
     pub const STATUS: &str = "nexus.status";
+    /// Sync status of git sources; unary.
+    pub const GITOPS_STATUS: &str = "nexus.gitops.status";
+    /// Sync one git source now; unary, answered when that sync finished.
+    pub const GITOPS_SYNC: &str = "nexus.gitops.sync";
 }
 
 /// Bytes carried as lower-case hex in JSON.

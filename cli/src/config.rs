@@ -212,6 +212,36 @@ pub struct ServerConfig {
     /// `host` for replicas sharing their node's network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_pool: Option<String>,
+    /// Git sources: the push webhook endpoint, watchers, fetch credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<GitopsConfig>,
+}
+
+/// The `gitops:` section of `server.yaml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GitopsConfig {
+    /// Where the push webhook endpoint listens (plain HTTP, e.g. `127.0.0.1:7480`; put a TLS
+    /// proxy in front for the internet). Unset: no endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_listen: Option<String>,
+    /// Watch local and file:// repositories for pushes (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_local: Option<bool>,
+    /// Private key for ssh:// repositories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<PathBuf>,
+    /// Ask the ssh agent (`SSH_AUTH_SOCK`) for keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_agent: Option<bool>,
+    /// User name for https:// repositories, with the password or token in `httpsTokenFile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_token_file: Option<PathBuf>,
+    /// Fetch deadline (`2m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_timeout: Option<String>,
 }
 
 /// Another replica.

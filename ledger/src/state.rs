@@ -187,7 +187,13 @@ impl State {
             let req = &entry.requests[e.request as usize].request;
             self.apply_event(entry.height, &req.actor, &req.source, &e.body);
         }
-        for r in &entry.requests {
+        // A git-sourced request counts once it changed something: an entry may also hold
+        // requests that failed or changed nothing when they were executed.
+        let mut changed = vec![false; entry.requests.len()];
+        for e in &entry.events {
+            changed[e.request as usize] = true;
+        }
+        for (r, _) in entry.requests.iter().zip(changed).filter(|(_, c)| *c) {
             if let Source::Gitops {
                 git_source,
                 repo,
@@ -382,6 +388,14 @@ mod tests {
             }
         );
         assert_eq!(s.git_syncs.len(), 1);
+        // A git-sourced request that changed nothing (it failed when executed) does not count.
+        let mut idle = req("replica:r0", git.clone());
+        if let Source::Gitops { commit, .. } = &mut idle.request.source {
+            *commit = "c2".into();
+        }
+        let e4 = build_entry(e3.hash, 4, 400, vec![idle], vec![]).unwrap();
+        s.apply_entry(&e4).unwrap();
+        assert_eq!(s.git_syncs["default/apps"].commit, "c");
     }
 
     #[test]

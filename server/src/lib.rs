@@ -3,6 +3,7 @@
 //! the certificate it arrived with (DESIGN.md BFT rule 2), and streams watches from the log.
 
 mod convert;
+pub mod gitops;
 pub mod nodes;
 mod service;
 mod watch;
@@ -17,6 +18,7 @@ use nexus_transport::quic::{Endpoint, ServerOptions, ServerTls};
 use nexus_transport::rpc::{RpcConfig, RpcServer, ServerHandle};
 
 pub use convert::object_info;
+pub use gitops::{GitOps, GitOpsOptions};
 pub use nodes::{Nodes, NodesOptions};
 
 /// Everything a replica needs to start.
@@ -35,6 +37,8 @@ pub struct ReplicaOptions {
     pub key_pem: String,
     pub ledger: LedgerConfig,
     pub rpc: RpcConfig,
+    /// Git sources: watchers, webhook endpoint, fetch credentials.
+    pub gitops: GitOpsOptions,
 }
 
 impl std::fmt::Debug for ReplicaOptions {
@@ -57,6 +61,8 @@ pub enum StartError {
     Ledger { path: String, message: String },
     #[error("cannot listen on {addr}: {message}")]
     Listen { addr: SocketAddr, message: String },
+    #[error("cannot start the git webhook endpoint on {addr}: {message}")]
+    Webhook { addr: SocketAddr, message: String },
 }
 
 /// Shared state of a running replica, handed to every handler.
@@ -68,6 +74,8 @@ pub(crate) struct Shared {
     pub watch: watch::Hub,
     /// Node agents, scheduling and live status.
     pub nodes: Arc<Nodes>,
+    /// Git sources: sync controller, admission, status.
+    pub gitops: Arc<GitOps>,
 }
 
 /// A running replica.
@@ -132,6 +140,20 @@ impl Replica {
             nodes_opts,
         );
         nodes.start(watch.subscribe());
+        let gitops = GitOps::new(
+            opts.name.clone(),
+            leaf.signing_key().clone(),
+            ledger.clone(),
+            opts.data_dir.clone(),
+            opts.gitops.clone(),
+        );
+        if let Err(e) = gitops.start(watch.subscribe()).await {
+            nodes.stop();
+            return Err(StartError::Webhook {
+                addr: opts.gitops.webhook_listen.unwrap_or(opts.listen),
+                message: e.to_string(),
+            });
+        }
         let shared = Arc::new(Shared {
             cluster: opts.cluster.clone(),
             name: opts.name.clone(),
@@ -139,9 +161,11 @@ impl Replica {
             ledger,
             watch,
             nodes,
+            gitops,
         });
         let mut router = service::router(shared.clone());
         shared.nodes.routes(&mut router);
+        shared.gitops.routes(&mut router);
         let rpc = RpcServer::new(endpoint, router, opts.rpc.clone()).spawn();
         tracing::info!(replica = %opts.name, %addr, height = shared.ledger.height(), "replica serving");
         Ok(Replica { shared, rpc })
@@ -163,7 +187,13 @@ impl Replica {
         &self.shared.nodes
     }
 
+    /// The GitOps side (sources, status, webhook).
+    pub fn gitops(&self) -> &Arc<GitOps> {
+        &self.shared.gitops
+    }
+
     pub async fn shutdown(self) {
+        self.shared.gitops.stop();
         self.shared.nodes.stop();
         self.rpc.shutdown().await;
         self.shared.watch.stop();

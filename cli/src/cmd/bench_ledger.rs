@@ -101,6 +101,7 @@ async fn quic_levels(dir: &std::path::Path, per_level: Duration) -> Result<Vec<B
         key_pem: replica.key_pem().to_string(),
         ledger: Default::default(),
         rpc: Default::default(),
+        gitops: Default::default(),
     };
     let server = Replica::start(opts).await.map_err(|e| e.to_string())?;
     let ctx = Context {

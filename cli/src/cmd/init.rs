@@ -133,6 +133,7 @@ fn init(args: &Args) -> Result<PathBuf, ConfigError> {
         node_timeout: None,
         heartbeat: None,
         network_pool: None,
+        gitops: None,
     };
     let server_yaml = data.join("server.yaml");
     server.save(&server_yaml)?;

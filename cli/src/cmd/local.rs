@@ -214,6 +214,7 @@ pub fn create(dir: &Path, spec: &Spec) -> Result<Layout, ConfigError> {
             node_timeout: Some(spec.node_timeout.clone()),
             heartbeat: None,
             network_pool: Some(pool.clone()),
+            gitops: None,
         };
         let path = Layout::server_yaml(dir, &r.name);
         cfg.save(&path)?;

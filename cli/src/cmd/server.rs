@@ -85,7 +85,44 @@ pub fn options(
         key_pem: read_text(&cfg.key)?,
         ledger: Default::default(),
         rpc: Default::default(),
+        gitops: gitops_options(path, cfg.gitops.as_ref())?,
     })
+}
+
+/// GitOps settings from the `gitops:` section of `server.yaml`.
+pub fn gitops_options(
+    path: &std::path::Path,
+    cfg: Option<&crate::config::GitopsConfig>,
+) -> Result<nexus_server::GitOpsOptions, crate::config::ConfigError> {
+    let mut o = nexus_server::GitOpsOptions::default();
+    let Some(cfg) = cfg else {
+        return Ok(o);
+    };
+    let bad = |what: &str, text: &str, why: String| {
+        crate::config::ConfigError::Other(format!(
+            "{}: gitops.{what} {text:?}: {why}",
+            path.display()
+        ))
+    };
+    if let Some(l) = &cfg.webhook_listen {
+        o.webhook_listen = Some(
+            l.parse()
+                .map_err(|_| bad("webhookListen", l, "not host:port".into()))?,
+        );
+    }
+    if let Some(w) = cfg.watch_local {
+        o.watch_local = w;
+    }
+    if let Some(t) = &cfg.fetch_timeout {
+        o.fetch.timeout = duration(path, "gitops.fetchTimeout", t)?;
+    }
+    o.fetch.auth.ssh_key = cfg.ssh_key.clone();
+    o.fetch.auth.ssh_agent = cfg.ssh_agent.unwrap_or(false);
+    if let (Some(user), Some(file)) = (&cfg.https_user, &cfg.https_token_file) {
+        let token = read_text(file)?.trim().to_string();
+        o.fetch.auth.https = Some((user.clone(), token));
+    }
+    Ok(o)
 }
 
 fn duration(
