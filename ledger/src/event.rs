@@ -31,9 +31,10 @@ pub struct NodeInfo {
     pub gpus: u32,
 }
 
-/// A consensus validator.
+/// A consensus validator: a replica (its certificate is `replica:<name>` with this key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Validator {
+    pub name: String,
     pub public_key: [u8; 32],
     pub address: String,
     pub power: u64,
@@ -161,7 +162,10 @@ pub(crate) fn get_node(r: &mut Reader<'_>) -> Result<NodeInfo, CodecError> {
 pub(crate) fn put_validators(w: &mut Writer, validators: &[Validator]) {
     w.u32(validators.len() as u32);
     for v in validators {
-        w.array(&v.public_key).str(&v.address).u64(v.power);
+        w.str(&v.name)
+            .array(&v.public_key)
+            .str(&v.address)
+            .u64(v.power);
     }
 }
 
@@ -170,6 +174,7 @@ pub(crate) fn get_validators(r: &mut Reader<'_>) -> Result<Vec<Validator>, Codec
     let mut out = Vec::new();
     for _ in 0..n {
         out.push(Validator {
+            name: r.string("validator name")?,
             public_key: r.array::<32>()?,
             address: r.string("validator address")?,
             power: r.u64()?,
@@ -395,6 +400,7 @@ mod tests {
                 request: 3,
                 body: EventBody::MembershipChanged {
                     validators: vec![Validator {
+                        name: "r1".into(),
                         public_key: [1; 32],
                         address: "a:1".into(),
                         power: 10,

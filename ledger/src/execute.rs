@@ -38,12 +38,47 @@ impl Execution {
         certificate: Option<Vec<u8>>,
     ) -> Result<Commit, EntryError> {
         let entry = build_entry(prev_hash, height, timestamp_ms, self.requests, self.events)?;
+        // Refused requests are in the entry only after `execute_all`; name them by index.
+        let errors = if self.results.len() == self.outcomes.len() {
+            self.results
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.as_ref().err().map(|e| (i as u32, e.clone())))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Commit {
             entry,
             certificate,
             outcomes: self.outcomes,
+            errors,
         })
     }
+}
+
+/// Executes a decided batch of the replicated ledger: like [`execute`], but every request enters
+/// the entry, in order, including those that fail or change nothing (they have no events). The
+/// entry then holds exactly the decided requests, so its commit certificate can be checked
+/// against it, and a request id is used once whatever became of it.
+pub fn execute_all(state: &State, requests: &[SignedRequest]) -> Execution {
+    let mut staged = Staged::new(state);
+    let mut out = Execution::default();
+    for (index, req) in requests.iter().enumerate() {
+        let result = plan_request(&staged, &req.request).map(|plan| {
+            staged.stage(&req.request.actor, &req.request.source, &plan.events);
+            out.events.extend(plan.events.into_iter().map(|body| Event {
+                request: index as u32,
+                body,
+            }));
+            plan.outcomes
+        });
+        out.outcomes
+            .push(result.clone().unwrap_or_default());
+        out.requests.push(req.clone());
+        out.results.push(result);
+    }
+    out
 }
 
 /// Plans `requests` in order on top of `state` (which is not modified).
@@ -127,5 +162,20 @@ mod tests {
         assert_eq!(state.get(&wkey("a")).unwrap().generation, 2);
         assert!(state.get(&wkey("b")).is_none());
         assert_eq!(state.objects.len(), 2);
+
+        // The replicated form keeps every request; events name them by their batch position.
+        let all = execute_all(&State::new(), &reqs);
+        assert_eq!(all.requests.len(), 4);
+        assert_eq!(
+            all.events.iter().map(|e| e.request).collect::<Vec<_>>(),
+            [0, 3, 3]
+        );
+        assert!(all.outcomes[2].is_empty());
+        let commit = all.into_commit(EntryHash::ZERO, 1, 5, None).unwrap();
+        assert_eq!(commit.errors.len(), 1);
+        assert_eq!(commit.errors[0].0, 2);
+        let mut s2 = State::new();
+        s2.apply_entry(&commit.entry).unwrap();
+        assert_eq!(s2.objects, state.objects);
     }
 }

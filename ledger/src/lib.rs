@@ -18,6 +18,7 @@ pub mod execute;
 pub mod ledger;
 pub mod nodes;
 pub mod plan;
+pub mod replicated;
 pub mod request;
 pub mod sequencer;
 pub mod snapshot;

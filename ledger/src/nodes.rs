@@ -270,6 +270,7 @@ mod tests {
     fn validators(n: usize) -> Vec<Validator> {
         (0..n)
             .map(|i| Validator {
+                name: format!("r{i}"),
                 public_key: [i as u8; 32],
                 address: format!("r{i}"),
                 power: 1,

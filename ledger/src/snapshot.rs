@@ -2,12 +2,13 @@
 //! of the log. A snapshot is derived data: one that fails its checksum or does not decode is
 //! skipped and the state is rebuilt from an older snapshot or from the log.
 //!
-//! Format v3: `u8 3 | height | head_hash | timestamp_ms | objects | nodes | validators | pending |
+//! Format v4: `u8 4 | height | head_hash | timestamp_ms | objects | nodes | validators | pending |
 //! git syncs | blake3 of everything before [32]`; objects are `key | canonical JSON |
 //! content_hash | generation | resource_version | created | updated | last_actor | last_source
 //! (JSON) | owner`; nodes are `info | joined | lost? | lost attesters`; git syncs are `source |
-//! repo | commit | height`. (v1 lacked the attesters, v2 the git syncs: such snapshots no longer
-//! decode and the state is rebuilt from the log.)
+//! repo | commit | height`; validators are `name | key | address | power`. (v1 lacked the
+//! attesters, v2 the git syncs, v3 the validator names: such snapshots no longer decode and the
+//! state is rebuilt from the log.)
 
 use nexus_schemas::ContentHash;
 
@@ -17,7 +18,7 @@ use crate::event::{get_key, get_node, get_validators, put_key, put_node, put_val
 use crate::request::Source;
 use crate::state::{GitSync, NodeState, ObjectState, State};
 
-const SNAPSHOT_VERSION: u8 = 3;
+const SNAPSHOT_VERSION: u8 = 4;
 
 fn put_source(w: &mut Writer, source: &Source) {
     w.str(&sorted_json(
@@ -221,6 +222,7 @@ mod tests {
             },
         );
         s.validators = vec![Validator {
+            name: "r2".into(),
             public_key: [2; 32],
             address: "v".into(),
             power: 1,

@@ -430,6 +430,7 @@ mod tests {
     #[test]
     fn membership_takes_effect_at_its_height() {
         let v = vec![Validator {
+            name: "r1".into(),
             public_key: [1; 32],
             address: "a".into(),
             power: 1,

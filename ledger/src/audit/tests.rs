@@ -595,6 +595,7 @@ fn verify_reports_entries_appended_with_a_bad_request_index() {
             entry: good.clone(),
             certificate: None,
             outcomes: vec![vec![]],
+            errors: vec![],
         }])
         .unwrap();
     let mut bad = good.encode();

@@ -188,6 +188,7 @@ pub fn generate(store: &Store, cfg: &GenConfig) -> Result<GenStats, StoreError> 
             entry,
             certificate: None,
             outcomes,
+            errors: Vec::new(),
         });
         stats.entries += 1;
         if pending.len() >= cfg.entries_per_transaction.max(1) {

@@ -646,6 +646,19 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
         Ok(())
     }
 
+    /// Several peer messages at once: their inputs are processed together, so one outbox
+    /// release (one WAL flush) covers every vote they cause.
+    pub fn on_messages(&mut self, msgs: Vec<(ValidatorKey, Vec<u8>)>) -> Result<(), NodeError> {
+        self.alive()?;
+        for (from, bytes) in msgs {
+            match decode_wire(&bytes) {
+                Ok(msg) => self.on_wire(from, msg)?,
+                Err(_) => self.io.stats.undecodable_messages += 1,
+            }
+        }
+        self.drain()
+    }
+
     /// A proposer waiting for items proposes as soon as there are some.
     fn maybe_propose_waiting(&mut self) {
         let Some((h, r)) = self.io.get_value else {

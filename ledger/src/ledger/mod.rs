@@ -7,7 +7,11 @@
 //! appends it in ONE durable transaction, then folds it into the state and answers every caller.
 //! While one batch is being fsynced the next one queues up, so under load each fsync covers many
 //! requests. A caller is answered only after its entry is durable.
+//!
+//! A replicated ledger ([`Ledger::open_replicated`], in `replica.rs`) has no writer: its
+//! consensus node orders requests with the other replicas (see [`crate::replicated`]).
 
+mod replica;
 mod writer;
 
 use std::path::Path;
@@ -106,7 +110,7 @@ pub(crate) struct Job {
     pub reply: mpsc::SyncSender<Result<Applied, SubmitError>>,
 }
 
-type Subscribers = Arc<Mutex<Vec<mpsc::Sender<Arc<Entry>>>>>;
+pub(crate) type Subscribers = Arc<Mutex<Vec<mpsc::Sender<Arc<Entry>>>>>;
 
 /// The single-replica ledger (or one replica's view of the replicated one).
 pub struct Ledger {
@@ -116,7 +120,9 @@ pub struct Ledger {
     writer: Mutex<Option<JoinHandle<()>>>,
     subscribers: Subscribers,
     load_report: LoadReport,
-    admission: RwLock<Arc<dyn Admission>>,
+    admission: Arc<RwLock<Arc<dyn Admission>>>,
+    /// The consensus node of a replicated ledger (then `jobs` is unused).
+    replica: Option<crate::replicated::Handle>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -164,7 +170,8 @@ impl Ledger {
             writer: Mutex::new(Some(handle)),
             subscribers,
             load_report,
-            admission: RwLock::new(Arc::new(AdmitAll)),
+            admission: Arc::new(RwLock::new(Arc::new(AdmitAll))),
+            replica: None,
         })
     }
 
@@ -195,6 +202,9 @@ impl Ledger {
         self.admission()
             .admit_current(&self.state, &request)
             .map_err(SubmitError::Refused)?;
+        if let Some(replica) = &self.replica {
+            return self.submit_replicated(replica, request);
+        }
         let (reply, answer) = mpsc::sync_channel(1);
         {
             let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
@@ -246,8 +256,11 @@ impl Ledger {
         rx
     }
 
-    /// Stops the writer after the queued requests and waits for it.
+    /// Stops the writer after the queued requests (or the consensus node) and waits for it.
     pub fn shutdown(&self) {
+        if let Some(r) = &self.replica {
+            r.stop();
+        }
         self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = h.join();

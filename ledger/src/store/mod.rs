@@ -6,6 +6,7 @@
 //! Reading never panics on bad bytes: an undecodable row is [`StoreError::Corrupt`] naming its
 //! height. (redb itself may still fail on a damaged page structure; see `audit::verify`.)
 
+mod consensus;
 mod read;
 mod tables;
 
@@ -16,7 +17,7 @@ use thiserror::Error;
 
 use crate::codec::CodecError;
 use crate::entry::{Entry, EntryHash};
-use crate::plan::ObjectOutcome;
+use crate::plan::{ObjectOutcome, RequestError};
 use crate::request::{RawSignedRequest, digest_of_json};
 use crate::snapshot;
 use crate::state::{FoldError, State};
@@ -97,6 +98,9 @@ pub struct Commit {
     pub certificate: Option<Vec<u8>>,
     /// Per request of the entry (same order): the outcomes to answer a retry with.
     pub outcomes: Vec<Vec<ObjectOutcome>>,
+    /// Requests of the entry that were refused when it was executed (by index), and why: their
+    /// answer to a retry. (Only the replicated ledger keeps refused requests in entries.)
+    pub errors: Vec<(u32, RequestError)>,
 }
 
 /// How the state was rebuilt on open.
@@ -158,6 +162,7 @@ impl Store {
             txn.open_table(BY_TIME).map_err(dberr)?;
             txn.open_table(REQUEST_IDS).map_err(dberr)?;
             txn.open_table(SNAPSHOTS).map_err(dberr)?;
+            txn.open_table(consensus::WAL).map_err(dberr)?;
         }
         txn.commit().map_err(dberr)?;
         Ok(Store { db, config, path })
@@ -231,11 +236,24 @@ impl Store {
     /// previous hash, timestamp not before the previous one) and carry its correct hash; nothing
     /// is written unless all are accepted.
     pub fn append(&self, commits: &[Commit]) -> Result<(), StoreError> {
+        self.append_with(commits, true)
+    }
+
+    /// [`Store::append`], with `durable: false` committing without fsync: the entries are
+    /// visible at once and become durable with the next durable commit of this store (a crash
+    /// before it loses them, never a part of them). The replicated ledger uses this when the
+    /// decision is already durable elsewhere (2f+1 replicas logged their precommits).
+    pub fn append_with(&self, commits: &[Commit], durable: bool) -> Result<(), StoreError> {
         if commits.is_empty() {
             return Ok(());
         }
         let mut txn = self.db.begin_write().map_err(dberr)?;
-        txn.set_durability(Durability::Immediate).map_err(dberr)?;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })
+        .map_err(dberr)?;
         txn.set_quick_repair(self.config.quick_repair);
         {
             let mut meta = txn.open_table(META).map_err(dberr)?;
@@ -306,6 +324,7 @@ impl Store {
         let head = view.head()?.map_or(0, |h| h.height);
         let mut report = LoadReport::default();
         let mut state = State::new();
+        state.validators = self.genesis()?;
         for (height, bytes) in view.snapshots()?.into_iter().rev() {
             let usable = snapshot::decode(&bytes)
                 .map_err(|e| e.to_string())
@@ -465,6 +484,11 @@ impl Writers<'_> {
                 index: i,
                 digest: digest_of_json(raw.json),
                 outcomes: c.outcomes[i as usize].clone(),
+                error: c
+                    .errors
+                    .iter()
+                    .find(|(at, _)| *at == i)
+                    .map(|(_, e)| e.clone()),
             };
             self.request_ids
                 .insert(

@@ -8,7 +8,7 @@ use redb::TableDefinition;
 
 use crate::codec::{CodecError, Reader, Writer};
 use crate::event::{get_key, put_key};
-use crate::plan::{Action, ObjectOutcome};
+use crate::plan::{Action, ObjectOutcome, RequestError};
 
 /// `"head"` -> `height u64 | hash [32] | timestamp u64`; `"format"` -> `u8`.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -51,6 +51,9 @@ pub struct RequestRecord {
     /// The request's digest (blake3 of its canonical JSON).
     pub digest: [u8; 32],
     pub outcomes: Vec<ObjectOutcome>,
+    /// Why the request was refused when its decided entry was executed (replicated ledger: an
+    /// entry holds every decided request, also those that failed; they have no events).
+    pub error: Option<RequestError>,
 }
 
 fn action_tag(a: Action) -> u8 {
@@ -63,9 +66,11 @@ fn action_tag(a: Action) -> u8 {
 }
 
 impl RequestRecord {
+    /// Format v1: `u8 1 | height | index | digest | outcomes`; v2 (a refused request) appends
+    /// the error as JSON.
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(64 + self.outcomes.len() * 48);
-        w.u8(1)
+        w.u8(if self.error.is_some() { 2 } else { 1 })
             .u64(self.height)
             .u32(self.index)
             .array(&self.digest)
@@ -76,12 +81,22 @@ impl RequestRecord {
                 .u64(o.generation)
                 .u64(o.resource_version);
         }
+        if let Some(e) = &self.error {
+            // Serializing our own error type cannot fail.
+            w.str(&serde_json::to_string(e).unwrap_or_default());
+        }
         w.finish()
     }
 
     pub(crate) fn from_bytes(bytes: &[u8]) -> Result<RequestRecord, CodecError> {
         let mut r = Reader::new(bytes);
-        r.version("request id record", 1)?;
+        let version = r.u8()?;
+        if version != 1 && version != 2 {
+            return Err(CodecError::Version {
+                what: "request id record",
+                found: version,
+            });
+        }
         let (height, index, digest) = (r.u64()?, r.u32()?, r.array()?);
         let mut outcomes = Vec::new();
         for _ in 0..r.u32()? {
@@ -105,12 +120,22 @@ impl RequestRecord {
                 resource_version: r.u64()?,
             });
         }
+        let error = if version == 2 {
+            let json = r.str("request error")?;
+            Some(serde_json::from_str(json).map_err(|e| CodecError::Json {
+                what: "request error",
+                message: e.to_string(),
+            })?)
+        } else {
+            None
+        };
         r.finish()?;
         Ok(RequestRecord {
             height,
             index,
             digest,
             outcomes,
+            error,
         })
     }
 }
@@ -169,8 +194,18 @@ mod tests {
                     resource_version: 5,
                 },
             ],
+            error: None,
         };
         assert_eq!(RequestRecord::from_bytes(&rec.to_bytes()).unwrap(), rec);
+        let refused = RequestRecord {
+            outcomes: vec![],
+            error: Some(RequestError::NotFound { key: wkey("c") }),
+            ..rec.clone()
+        };
+        assert_eq!(
+            RequestRecord::from_bytes(&refused.to_bytes()).unwrap(),
+            refused
+        );
         let head = Head {
             height: 3,
             hash: crate::entry::EntryHash([1; 32]),

@@ -99,6 +99,7 @@ fn entries_that_do_not_extend_the_log_are_refused_whole() {
         .unwrap(),
         certificate: None,
         outcomes: outcomes.clone(),
+        errors: vec![],
     };
     let cases = vec![
         (make(e1.hash, 3, 11), "log ends at height 1"),

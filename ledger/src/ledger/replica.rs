@@ -1,0 +1,138 @@
+//! The replicated ledger's front: opening it (genesis, the node thread), submitting through
+//! consensus, read barriers, peer bytes in, status out.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::time::Duration;
+
+use super::{Applied, Clock, Job, Ledger, LedgerConfig, OpenError, SubmitError, Subscribers};
+use crate::admission::{Admission, AdmitAll};
+use crate::consensus::ValidatorKey;
+use crate::plan::{RequestError, plan_request};
+use crate::replicated::app::AppParts;
+use crate::replicated::runner::{Handle, Parts};
+use crate::replicated::{Network, ReplicaConfig, ReplicationStatus};
+use crate::request::SignedRequest;
+use crate::store::Store;
+
+impl Ledger {
+    /// Opens one replica of a replicated ledger: records (or checks) the genesis validator set,
+    /// rebuilds the state, and starts the consensus node on its own thread. Peer bytes go out
+    /// through `network` and come in through [`Ledger::deliver`].
+    pub fn open_replicated(
+        path: impl AsRef<Path>,
+        config: LedgerConfig,
+        replica: ReplicaConfig,
+        network: Arc<dyn Network>,
+        clock: Clock,
+    ) -> Result<Ledger, OpenError> {
+        let store = Arc::new(Store::open(path, config.store.clone())?);
+        store.init_genesis(&replica.genesis)?;
+        let (state, load_report) = store.load_state()?;
+        let state = Arc::new(RwLock::new(state));
+        let subscribers: Subscribers = Arc::default();
+        let admission: Arc<RwLock<Arc<dyn Admission>>> = Arc::new(RwLock::new(Arc::new(AdmitAll)));
+        let app = AppParts {
+            store: store.clone(),
+            state: state.clone(),
+            subscribers: subscribers.clone(),
+            admission: admission.clone(),
+            clock,
+        };
+        let handle = Handle::spawn(Parts {
+            name: replica.name.clone(),
+            node_config: replica.node_config(config.max_batch),
+            signer_seed: replica.seed,
+            store: store.clone(),
+            app,
+            network,
+            submit_timeout: replica.submit_timeout,
+        })
+        .map_err(OpenError::Thread)?;
+        Ok(Ledger {
+            store,
+            state,
+            jobs: Mutex::new(None),
+            writer: Mutex::new(None),
+            subscribers,
+            load_report,
+            admission,
+            replica: Some(handle),
+        })
+    }
+
+    /// Whether this ledger is one replica of a replicated one.
+    pub fn is_replicated(&self) -> bool {
+        self.replica.is_some()
+    }
+
+    /// Bytes replica `from` sent (its key as the transport authenticated it).
+    pub fn deliver(&self, from: ValidatorKey, bytes: Vec<u8>) {
+        if let Some(r) = &self.replica {
+            r.deliver(from, bytes);
+        }
+    }
+
+    /// Where consensus is (`None` for a single-writer ledger, or if the node does not answer).
+    pub fn replication_status(&self) -> Option<ReplicationStatus> {
+        self.replica.as_ref().and_then(|r| r.status())
+    }
+
+    /// A linearizable read point: orders a barrier through consensus and returns once the local
+    /// state holds the height that decided it (so it includes every write acknowledged before
+    /// this call, by any replica). A single-writer ledger is always current.
+    pub fn read_barrier(&self, timeout: Duration) -> Result<u64, SubmitError> {
+        match &self.replica {
+            Some(r) => r.barrier(timeout),
+            None => Ok(self.height()),
+        }
+    }
+
+    /// Submits a verified, admitted request through consensus. A retry of a decided request
+    /// gets its original answer; a request that would change nothing or fail against the
+    /// current state is answered at once, without ordering (it leaves no trace).
+    pub(super) fn submit_replicated(
+        &self,
+        replica: &Handle,
+        request: SignedRequest,
+    ) -> Result<Applied, SubmitError> {
+        let (actor, id) = (&request.request.actor, &request.request.id);
+        match self.store.request_record(actor, id) {
+            Err(e) => return Err(SubmitError::Storage(e.to_string())),
+            Ok(Some(rec)) if rec.digest == request.request.digest() => {
+                return match rec.error {
+                    Some(e) => Err(e.into()),
+                    None => Ok(Applied {
+                        height: rec.height,
+                        request_id: id.clone(),
+                        outcomes: rec.outcomes,
+                        duplicate: true,
+                    }),
+                };
+            }
+            Ok(Some(_)) => {
+                return Err(RequestError::RequestIdReused {
+                    id: id.clone(),
+                    actor: actor.clone(),
+                }
+                .into());
+            }
+            Ok(None) => {}
+        }
+        {
+            let state = self.state();
+            let plan = plan_request(&*state, &request.request)?;
+            if plan.events.is_empty() {
+                return Ok(Applied {
+                    height: state.height,
+                    request_id: id.clone(),
+                    outcomes: plan.outcomes,
+                    duplicate: false,
+                });
+            }
+        }
+        let (reply, answer) = mpsc::sync_channel(1);
+        replica.submit(Job { request, reply })?;
+        answer.recv().map_err(|_| SubmitError::Closed)?
+    }
+}

@@ -1,0 +1,448 @@
+//! The consensus node's three storage/application seams implemented over the ledger itself:
+//! [`LedgerWal`] (the WAL, in the ledger's redb file), [`LedgerStore`] (decided heights ARE the
+//! ledger's entries: committing one executes its batch and appends the entry with its
+//! certificate) and [`LedgerApp`] (validator sets from the state, batch validity, proposals).
+//! All three live on the node thread and hand what happened to the runner through [`Handoff`].
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::sync::{Arc, RwLock};
+
+use super::batch::{self, BarrierId, CertRecord, Header};
+use crate::admission::Admission;
+use crate::consensus::{
+    App, Batch, Built, Decided, DecidedStore, StoreError as CStoreError, Wal, WalError,
+};
+use crate::consensus::{ValidatorKey, ValidatorSet};
+use crate::entry::Entry;
+use crate::event::Validator;
+use crate::execute::execute_all;
+use crate::ledger::{Clock, Subscribers};
+use crate::plan::{ObjectOutcome, RequestError};
+use crate::request::SignedRequest;
+use crate::state::State;
+use crate::store::Store;
+
+/// A proposer's clock may run at most this far ahead of a validator's.
+pub const MAX_CLOCK_AHEAD_MS: u64 = 30_000;
+
+/// A decided height as the runner sees it: the entry, each request's result, the barriers.
+#[derive(Debug, Clone)]
+pub(crate) struct DecidedHeight {
+    pub entry: Arc<Entry>,
+    pub results: Vec<Result<Vec<ObjectOutcome>, RequestError>>,
+    pub barriers: Vec<BarrierId>,
+}
+
+/// What the store side executed and the app side still has to fold, and what the runner still
+/// has to answer.
+#[derive(Debug, Default)]
+pub(crate) struct Handoff {
+    executed: Option<DecidedHeight>,
+    pub decided: Vec<DecidedHeight>,
+}
+
+pub(crate) type SharedHandoff = Rc<RefCell<Handoff>>;
+
+fn read(state: &RwLock<State>) -> std::sync::RwLockReadGuard<'_, State> {
+    state.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A ledger validator set as the consensus engine's (`None` when a key is invalid or the set
+/// is empty).
+pub fn consensus_set(validators: &[Validator]) -> Option<ValidatorSet> {
+    ValidatorSet::new(
+        validators
+            .iter()
+            .map(|v| (ValidatorKey(v.public_key), v.power)),
+    )
+    .ok()
+}
+
+// WAL ---------------------------------------------------------------------------------------
+
+/// The consensus WAL in the ledger's redb file (one durable transaction per flush).
+pub(crate) struct LedgerWal {
+    store: Arc<Store>,
+    height: Option<u64>,
+    next_seq: u64,
+    pending: Vec<Vec<u8>>,
+    pending_reset: Option<u64>,
+}
+
+impl LedgerWal {
+    pub fn open(store: Arc<Store>) -> Result<Self, WalError> {
+        let c = store.wal_contents().map_err(|e| WalError(e.to_string()))?;
+        Ok(LedgerWal {
+            store,
+            height: c.height,
+            next_seq: c.entries.len() as u64,
+            pending: Vec::new(),
+            pending_reset: None,
+        })
+    }
+}
+
+impl Wal for LedgerWal {
+    fn height(&self) -> Option<u64> {
+        self.pending_reset.or(self.height)
+    }
+
+    fn append(&mut self, entry: Vec<u8>) {
+        self.pending.push(entry);
+    }
+
+    fn flush(&mut self) -> Result<(), WalError> {
+        if self.pending.is_empty() && self.pending_reset.is_none() {
+            return Ok(());
+        }
+        let first = if self.pending_reset.is_some() {
+            0
+        } else {
+            self.next_seq
+        };
+        self.store
+            .wal_write(self.pending_reset, first, &self.pending)
+            .map_err(|e| WalError(e.to_string()))?;
+        if let Some(h) = self.pending_reset.take() {
+            self.height = Some(h);
+        }
+        self.next_seq = first + self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn reset(&mut self, height: u64) -> Result<(), WalError> {
+        self.pending.clear();
+        self.pending_reset = Some(height);
+        Ok(())
+    }
+
+    fn entries(&self) -> Result<Vec<Vec<u8>>, WalError> {
+        let mut out = if self.pending_reset.is_none() {
+            self.store
+                .wal_contents()
+                .map_err(|e| WalError(e.to_string()))?
+                .entries
+        } else {
+            Vec::new()
+        };
+        out.extend(self.pending.iter().cloned());
+        Ok(out)
+    }
+}
+
+// Decided store -----------------------------------------------------------------------------
+
+/// Decided heights are ledger entries; the certificate record beside each rebuilds the batch.
+pub(crate) struct LedgerStore {
+    pub store: Arc<Store>,
+    pub state: Arc<RwLock<State>>,
+    pub handoff: SharedHandoff,
+}
+
+fn serr(e: impl std::fmt::Display) -> CStoreError {
+    CStoreError(e.to_string())
+}
+
+impl DecidedStore for LedgerStore {
+    fn last_height(&self) -> Result<Option<u64>, CStoreError> {
+        Ok(self.store.head().map_err(serr)?.map(|h| h.height))
+    }
+
+    fn get(&self, height: u64) -> Result<Option<Decided>, CStoreError> {
+        let view = self.store.read().map_err(serr)?;
+        let Some((_, requests, _)) = view.raw_entry(height).map_err(serr)? else {
+            return Ok(None);
+        };
+        // Entries written before replication have no certificate: they cannot be served.
+        let Some(rec) = view.certificate(height).map_err(serr)? else {
+            return Ok(None);
+        };
+        let rec = CertRecord::from_bytes(&rec).map_err(serr)?;
+        let items = batch::batch_items(&rec.header, &requests, &rec.barriers);
+        Ok(Some(Decided {
+            height,
+            batch: Batch::new(items),
+            cert: rec.cert,
+        }))
+    }
+
+    /// Executes the batch against the state and appends its entry with the certificate record.
+    /// With more than one validator the append is not fsynced: the decision is durable on the
+    /// 2f+1 replicas that logged their precommits, and the entry becomes durable here with this
+    /// replica's next WAL flush (same file), which comes before anything it sends next.
+    fn commit(&mut self, d: &Decided) -> Result<(), CStoreError> {
+        let parts = batch::split(d.batch.items())
+            .ok_or_else(|| serr(format!("decided batch at {} is malformed", d.height)))?;
+        let header = Header::from_bytes(parts.header).map_err(serr)?;
+        let requests = parts
+            .requests
+            .iter()
+            .map(|b| SignedRequest::from_bytes(b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(serr)?;
+        let (commit, results, durable) = {
+            let state = read(&self.state);
+            if state.height + 1 != d.height {
+                return Err(serr(format!(
+                    "decided height {} does not follow the ledger's {}",
+                    d.height, state.height
+                )));
+            }
+            let ex = execute_all(&state, &requests);
+            let results = ex.results.clone();
+            let rec = CertRecord {
+                header: parts.header.to_vec(),
+                barriers: parts.barriers.clone(),
+                cert: d.cert.clone(),
+            };
+            let commit = ex
+                .into_commit(
+                    state.head_hash,
+                    d.height,
+                    header.timestamp_ms,
+                    Some(rec.to_bytes()),
+                )
+                .map_err(serr)?;
+            (commit, results, state.validators.len() <= 1)
+        };
+        self.store
+            .append_with(std::slice::from_ref(&commit), durable)
+            .map_err(serr)?;
+        self.handoff.borrow_mut().executed = Some(DecidedHeight {
+            entry: Arc::new(commit.entry),
+            results,
+            barriers: parts.barriers,
+        });
+        Ok(())
+    }
+}
+
+// Application -------------------------------------------------------------------------------
+
+/// What the application is built from (sent to the node thread, which adds the handoff).
+pub(crate) struct AppParts {
+    pub store: Arc<Store>,
+    pub state: Arc<RwLock<State>>,
+    pub subscribers: Subscribers,
+    pub admission: Arc<RwLock<Arc<dyn Admission>>>,
+    pub clock: Clock,
+}
+
+impl LedgerApp {
+    pub fn new(p: AppParts, handoff: SharedHandoff) -> Self {
+        LedgerApp {
+            store: p.store,
+            state: p.state,
+            subscribers: p.subscribers,
+            admission: p.admission,
+            clock: p.clock,
+            handoff,
+            verified: HashSet::new(),
+        }
+    }
+}
+
+/// Validator sets, batch validity and proposals over the ledger state.
+pub(crate) struct LedgerApp {
+    pub store: Arc<Store>,
+    pub state: Arc<RwLock<State>>,
+    pub subscribers: Subscribers,
+    pub admission: Arc<RwLock<Arc<dyn Admission>>>,
+    pub clock: Clock,
+    pub handoff: SharedHandoff,
+    /// blake3 of request items whose signature verified (bounded).
+    pub verified: HashSet<[u8; 32]>,
+}
+
+const VERIFIED_MAX: usize = 1 << 16;
+
+/// A request item checked on its own (not against the batch or the log).
+fn decode_request(item: &[u8]) -> Option<SignedRequest> {
+    let r = SignedRequest::from_bytes(item).ok()?;
+    // Stored entries re-encode requests: only canonical bytes keep the batch id rebuildable.
+    (r.to_bytes() == item).then_some(r)
+}
+
+impl LedgerApp {
+    fn signature_ok(&mut self, item: &[u8], req: &SignedRequest) -> bool {
+        let k = *blake3::hash(item).as_bytes();
+        if self.verified.contains(&k) {
+            return true;
+        }
+        if req.verify().is_err() {
+            return false;
+        }
+        if self.verified.len() >= VERIFIED_MAX {
+            self.verified.clear();
+        }
+        self.verified.insert(k);
+        true
+    }
+
+    /// A `replica:<name>` actor must sign with that replica's validator key (BFT rule 2 for
+    /// node facts: one replica cannot attest in another's name).
+    fn actor_key_ok(state: &State, req: &SignedRequest) -> bool {
+        let Some(name) = req.request.actor.strip_prefix("replica:") else {
+            return true;
+        };
+        let pending = state.pending_validators.iter().flat_map(|(_, v)| v.iter());
+        state
+            .validators
+            .iter()
+            .chain(pending)
+            .any(|v| v.name == name && v.public_key == req.public_key)
+    }
+
+    fn admission(&self) -> Arc<dyn Admission> {
+        self.admission
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Why a request may not be part of a batch at the next height (`None`: it may).
+    fn refuse(
+        &mut self,
+        state: &State,
+        item: &[u8],
+        seen: &mut HashSet<(String, String)>,
+        admission: &dyn Admission,
+    ) -> Option<String> {
+        let Some(req) = decode_request(item) else {
+            return Some("undecodable or non-canonical request".into());
+        };
+        if !self.signature_ok(item, &req) {
+            return Some("bad signature".into());
+        }
+        let key = (req.request.actor.clone(), req.request.id.clone());
+        if !seen.insert(key.clone()) {
+            return Some(format!("request {} of {} appears twice", key.1, key.0));
+        }
+        match self.store.request_record(&key.0, &key.1) {
+            Ok(None) => {}
+            Ok(Some(_)) => return Some(format!("request {} of {} was decided", key.1, key.0)),
+            Err(e) => return Some(format!("cannot read the log: {e}")),
+        }
+        if !Self::actor_key_ok(state, &req) {
+            return Some(format!("{} did not sign with its key", req.request.actor));
+        }
+        admission.admit(state, &req).err()
+    }
+}
+
+impl App for LedgerApp {
+    fn validator_set(&self, height: u64) -> Option<ValidatorSet> {
+        let state = read(&self.state);
+        if height != state.height + 1 {
+            return None;
+        }
+        consensus_set(&state.validators)
+    }
+
+    fn validate(&mut self, height: u64, batch: &Batch) -> bool {
+        let state_lock = self.state.clone();
+        let state = read(&state_lock);
+        if height != state.height + 1 {
+            return false;
+        }
+        let Some(parts) = batch::split(batch.items()) else {
+            return false;
+        };
+        let Ok(header) = Header::from_bytes(parts.header) else {
+            return false;
+        };
+        let now = (self.clock)();
+        if header.timestamp_ms < state.timestamp_ms
+            || header.timestamp_ms > now.saturating_add(MAX_CLOCK_AHEAD_MS)
+        {
+            tracing::warn!(
+                height,
+                proposed = header.timestamp_ms,
+                previous = state.timestamp_ms,
+                now,
+                "refusing a batch: its time is before the previous entry or too far ahead"
+            );
+            return false;
+        }
+        let admission = self.admission();
+        let mut seen = HashSet::new();
+        for item in parts.requests {
+            if let Some(why) = self.refuse(&state, item, &mut seen, admission.as_ref()) {
+                tracing::warn!(height, "refusing a batch: {why}");
+                return false;
+            }
+        }
+        let mut barriers = HashSet::new();
+        parts.barriers.iter().all(|b| barriers.insert(*b))
+    }
+
+    fn admit(&mut self, item: &[u8]) -> bool {
+        if batch::as_barrier(item).is_some() {
+            return true;
+        }
+        match decode_request(item) {
+            Some(req) => self.signature_ok(item, &req),
+            None => false,
+        }
+    }
+
+    fn build(&mut self, height: u64, pending: Vec<Vec<u8>>) -> Built {
+        let state_lock = self.state.clone();
+        let state = read(&state_lock);
+        let header = Header {
+            timestamp_ms: (self.clock)().max(state.timestamp_ms),
+        };
+        let admission = self.admission();
+        let mut seen = HashSet::new();
+        let mut requests = Vec::new();
+        let mut barriers = Vec::new();
+        let mut drop = Vec::new();
+        for item in pending {
+            if let Some(b) = batch::as_barrier(&item) {
+                if barriers.len() < batch::MAX_BARRIERS && !barriers.contains(&b) {
+                    barriers.push(b);
+                }
+                continue;
+            }
+            match self.refuse(&state, &item, &mut seen, admission.as_ref()) {
+                None => requests.push(item),
+                Some(why) => {
+                    tracing::debug!(height, "not proposing a pending request: {why}");
+                    drop.push(item);
+                }
+            }
+        }
+        Built {
+            items: batch::batch_items(&header.to_bytes(), &requests, &barriers),
+            drop,
+        }
+    }
+
+    fn on_decided(&mut self, _decided: &Decided) {
+        let Some(d) = self.handoff.borrow_mut().executed.take() else {
+            return;
+        };
+        {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            if state.apply_entry(&d.entry).is_err() {
+                // The store holds the entry but the fold refused it: rebuild from the store.
+                if let Ok((s, _)) = self.store.load_state() {
+                    *state = s;
+                }
+            }
+        }
+        let every = self.store.config().snapshot_every;
+        if every > 0 && d.entry.height.is_multiple_of(every) {
+            let state = read(&self.state);
+            let _ = self.store.write_snapshot(&state);
+        }
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|s| s.send(d.entry.clone()).is_ok());
+        self.handoff.borrow_mut().decided.push(d);
+    }
+}

@@ -1,0 +1,547 @@
+//! The node thread: owns the consensus [`Node`], feeds it peer messages, timer expiries and
+//! client requests (several at a time, so one WAL flush covers them), and answers each client
+//! once its request is in a decided entry — or each read barrier once its height is applied.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::app::{AppParts, LedgerApp, LedgerStore, LedgerWal, SharedHandoff};
+use super::batch::{BarrierId, barrier_item};
+use super::{Network, ReplicationStatus};
+use crate::consensus::{Consensus, Host, Node, NodeError, Signer, TimerId, ValidatorKey};
+use crate::ledger::{Applied, Job, SubmitError};
+use crate::plan::RequestError;
+use crate::request::SignedRequest;
+use crate::store::Store;
+
+/// Most commands taken from the queue per turn.
+const MAX_TURN: usize = 4096;
+/// How often waiting requests are checked for their timeout.
+const HOUSEKEEPING: Duration = Duration::from_millis(500);
+
+pub(crate) enum Cmd {
+    Submit(Box<Job>),
+    Peer(ValidatorKey, Vec<u8>),
+    Barrier(BarrierId, SyncSender<Result<u64, SubmitError>>),
+    Status(SyncSender<ReplicationStatus>),
+    Stop,
+}
+
+/// The running replica, as the [`crate::Ledger`] holds it.
+pub struct Handle {
+    tx: Mutex<Option<Sender<Cmd>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    name: String,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").field("name", &self.name).finish()
+    }
+}
+
+impl Handle {
+    fn send(&self, cmd: Cmd) -> Result<(), SubmitError> {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        tx.as_ref()
+            .ok_or(SubmitError::Closed)?
+            .send(cmd)
+            .map_err(|_| SubmitError::Closed)
+    }
+
+    pub(crate) fn submit(&self, job: Job) -> Result<(), SubmitError> {
+        self.send(Cmd::Submit(Box::new(job)))
+    }
+
+    /// Bytes a peer sent (dropped silently once stopped).
+    pub fn deliver(&self, from: ValidatorKey, bytes: Vec<u8>) {
+        let _ = self.send(Cmd::Peer(from, bytes));
+    }
+
+    /// Where consensus is (`None` if the node thread does not answer within a second).
+    pub fn status(&self) -> Option<ReplicationStatus> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Cmd::Status(tx)).ok()?;
+        rx.recv_timeout(Duration::from_secs(1)).ok()
+    }
+
+    /// Orders a read barrier and waits until this replica applied the height that decided it:
+    /// every write acknowledged (by any replica) before the call is then in the local state.
+    pub fn barrier(&self, timeout: Duration) -> Result<u64, SubmitError> {
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let mut h = blake3::Hasher::new_derive_key("nexus read barrier v1");
+        h.update(self.name.as_bytes());
+        h.update(&n.to_le_bytes());
+        h.update(&nanos.to_le_bytes());
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Cmd::Barrier(id, tx))?;
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(SubmitError::Ordering(format!(
+                "no height was decided within {timeout:?} (is a quorum of replicas up?)"
+            ))),
+            Err(RecvTimeoutError::Disconnected) => Err(SubmitError::Closed),
+        }
+    }
+
+    /// Stops the node thread (pending callers are told the ledger is closed) and waits.
+    pub fn stop(&self) {
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.send(Cmd::Stop);
+        }
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Everything the node thread starts from.
+pub(crate) struct Parts {
+    pub name: String,
+    pub node_config: crate::consensus::NodeConfig,
+    pub signer_seed: [u8; 32],
+    pub store: Arc<Store>,
+    pub app: AppParts,
+    pub network: Arc<dyn Network>,
+    pub submit_timeout: Duration,
+}
+
+impl Handle {
+    pub(crate) fn spawn(parts: Parts) -> std::io::Result<Handle> {
+        let (tx, rx) = mpsc::channel();
+        let name = parts.name.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("nexus-consensus-{name}"))
+            .spawn(move || run(parts, rx))?;
+        Ok(Handle {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            name,
+            counter: Default::default(),
+        })
+    }
+}
+
+/// The host the node talks through: peers via the network, timers into the runner's heap.
+struct RunnerHost {
+    net: Arc<dyn Network>,
+    new_timers: Vec<(TimerId, u64, Duration)>,
+    start: Instant,
+}
+
+impl Host for RunnerHost {
+    fn send(&mut self, to: ValidatorKey, msg: Vec<u8>) {
+        self.net.send(to, msg);
+    }
+    fn broadcast(&mut self, msg: Vec<u8>) {
+        self.net.broadcast(msg);
+    }
+    fn set_timer(&mut self, timer: TimerId, generation: u64, after: Duration) {
+        self.new_timers.push((timer, generation, after));
+    }
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+}
+
+type IdKey = (String, String);
+
+fn id_key(r: &SignedRequest) -> IdKey {
+    (r.request.actor.clone(), r.request.id.clone())
+}
+
+/// A request this replica submitted and the callers waiting for it.
+struct Waiting {
+    digest: [u8; 32],
+    jobs: Vec<Job>,
+    since: Instant,
+}
+
+fn answer(jobs: Vec<Job>, result: Result<Applied, SubmitError>) {
+    let mut first = true;
+    for job in jobs {
+        let r = match &result {
+            Ok(a) if !first => Ok(Applied {
+                duplicate: true,
+                ..a.clone()
+            }),
+            other => other.clone(),
+        };
+        first = false;
+        let _ = job.reply.send(r);
+    }
+}
+
+type LedgerNode = Node<RunnerHost, LedgerWal, LedgerStore, LedgerApp>;
+
+struct Runner {
+    node: LedgerNode,
+    handoff: SharedHandoff,
+    store: Arc<Store>,
+    waiters: HashMap<IdKey, Waiting>,
+    barriers: HashMap<BarrierId, (SyncSender<Result<u64, SubmitError>>, Instant)>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timer_ids: HashMap<u64, (TimerId, u64)>,
+    timer_seq: u64,
+    submit_timeout: Duration,
+    halted: Option<String>,
+}
+
+fn run(parts: Parts, rx: Receiver<Cmd>) {
+    let handoff: SharedHandoff = Default::default();
+    let Parts {
+        name,
+        node_config,
+        signer_seed,
+        store,
+        app,
+        network,
+        submit_timeout,
+    } = parts;
+    let app = LedgerApp::new(app, handoff.clone());
+    let signer = Signer::from_seed(node_config.chain, signer_seed);
+    let host = RunnerHost {
+        net: network,
+        new_timers: Vec::new(),
+        start: Instant::now(),
+    };
+    let decided = LedgerStore {
+        store: store.clone(),
+        state: app.state.clone(),
+        handoff: handoff.clone(),
+    };
+    let wal = match LedgerWal::open(store.clone()) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(replica = %name, "cannot open the consensus WAL: {e}");
+            return refuse_all(rx, &format!("cannot open the consensus WAL: {e}"));
+        }
+    };
+    let node = Node::new(node_config, signer, host, wal, decided, app);
+    let mut r = Runner {
+        node,
+        handoff,
+        store,
+        waiters: HashMap::new(),
+        barriers: HashMap::new(),
+        timers: BinaryHeap::new(),
+        timer_ids: HashMap::new(),
+        timer_seq: 0,
+        submit_timeout,
+        halted: None,
+    };
+    let started = r.node.start();
+    r.check(started);
+    r.after_call();
+    tracing::info!(replica = %name, status = ?r.node.status(), "consensus started");
+    let mut last_housekeeping = Instant::now();
+    loop {
+        let wait = r
+            .timers
+            .peek()
+            .map_or(HOUSEKEEPING, |Reverse((at, _))| {
+                at.saturating_duration_since(Instant::now())
+            })
+            .min(HOUSEKEEPING);
+        let mut cmds = Vec::new();
+        match rx.recv_timeout(wait) {
+            Ok(c) => cmds.push(c),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return r.close(),
+        }
+        while cmds.len() < MAX_TURN {
+            match rx.try_recv() {
+                Ok(c) => cmds.push(c),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return r.close(),
+            }
+        }
+        if r.turn(cmds) {
+            return r.close();
+        }
+        if last_housekeeping.elapsed() >= HOUSEKEEPING {
+            last_housekeeping = Instant::now();
+            r.expire();
+        }
+    }
+}
+
+/// The WAL could not even be opened: answer every caller with the reason until stopped.
+fn refuse_all(rx: Receiver<Cmd>, why: &str) {
+    while let Ok(cmd) = rx.recv() {
+        match cmd {
+            Cmd::Submit(job) => {
+                let _ = job.reply.send(Err(SubmitError::Ordering(why.into())));
+            }
+            Cmd::Barrier(_, tx) => {
+                let _ = tx.send(Err(SubmitError::Ordering(why.into())));
+            }
+            Cmd::Stop => return,
+            Cmd::Peer(..) | Cmd::Status(_) => {}
+        }
+    }
+}
+
+impl Runner {
+    /// One turn: the commands, then due timers. Returns true to stop.
+    fn turn(&mut self, cmds: Vec<Cmd>) -> bool {
+        let mut items = Vec::new();
+        let mut msgs = Vec::new();
+        let mut statuses = Vec::new();
+        let mut stop = false;
+        for c in cmds {
+            match c {
+                Cmd::Submit(job) => self.register(*job, &mut items),
+                Cmd::Peer(from, bytes) => msgs.push((from, bytes)),
+                Cmd::Barrier(id, tx) => match &self.halted {
+                    Some(h) => {
+                        let _ = tx.send(Err(SubmitError::Ordering(h.clone())));
+                    }
+                    None => {
+                        self.barriers.insert(id, (tx, Instant::now()));
+                        items.push(barrier_item(&id));
+                    }
+                },
+                Cmd::Status(tx) => statuses.push(tx),
+                Cmd::Stop => stop = true,
+            }
+        }
+        if !msgs.is_empty() && self.halted.is_none() {
+            let r = self.node.on_messages(msgs);
+            self.check(r);
+            self.after_call();
+        }
+        if !items.is_empty() && self.halted.is_none() {
+            let r = self.node.submit(items).map(|_| ());
+            self.check(r);
+            self.after_call();
+        }
+        self.fire_timers();
+        if !statuses.is_empty() {
+            let s = self.status();
+            for tx in statuses {
+                let _ = tx.send(s.clone());
+            }
+        }
+        stop
+    }
+
+    fn status(&self) -> ReplicationStatus {
+        let s = self.node.status();
+        ReplicationStatus {
+            key: s.key,
+            tip: s.tip.unwrap_or(0),
+            height: s.height,
+            round: s.round,
+            idle: s.idle,
+            best_peer_tip: s.best_peer_tip,
+            pending: s.pending_items,
+            validators: s.validators,
+            peers: s.peers,
+            halted: s.halted.or_else(|| self.halted.clone()),
+            decided_by_sync: s.stats.decided_by_sync,
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        loop {
+            let now = Instant::now();
+            let due = matches!(self.timers.peek(), Some(Reverse((at, _))) if *at <= now);
+            if !due {
+                return;
+            }
+            let Some(Reverse((_, seq))) = self.timers.pop() else {
+                return;
+            };
+            let Some((id, generation)) = self.timer_ids.remove(&seq) else {
+                continue;
+            };
+            if self.halted.is_none() {
+                let r = self.node.on_timer(id, generation);
+                self.check(r);
+                self.after_call();
+            }
+        }
+    }
+
+    /// Records a node failure: consensus is halted, every waiting caller is told.
+    fn check(&mut self, r: Result<(), NodeError>) {
+        let Err(e) = r else { return };
+        if matches!(e, NodeError::NotStarted) {
+            return;
+        }
+        let why = format!("consensus halted: {e}");
+        if self.halted.is_none() {
+            tracing::error!("{why}");
+            self.halted = Some(why.clone());
+        }
+        for (_, w) in self.waiters.drain() {
+            answer(w.jobs, Err(SubmitError::Ordering(why.clone())));
+        }
+        for (_, (tx, _)) in self.barriers.drain() {
+            let _ = tx.send(Err(SubmitError::Ordering(why.clone())));
+        }
+    }
+
+    /// Moves new timers into the heap and answers what the node decided.
+    fn after_call(&mut self) {
+        let now = Instant::now();
+        for (id, generation, after) in std::mem::take(&mut self.node.host_mut().new_timers) {
+            self.timer_seq += 1;
+            self.timers.push(Reverse((now + after, self.timer_seq)));
+            self.timer_ids.insert(self.timer_seq, (id, generation));
+        }
+        let decided = std::mem::take(&mut self.handoff.borrow_mut().decided);
+        for d in decided {
+            for (i, req) in d.entry.requests.iter().enumerate() {
+                let Some(w) = self.waiters.remove(&id_key(req)) else {
+                    continue;
+                };
+                let result = if w.digest != req.request.digest() {
+                    Err(SubmitError::Request(RequestError::RequestIdReused {
+                        id: req.request.id.clone(),
+                        actor: req.request.actor.clone(),
+                    }))
+                } else {
+                    match d.results.get(i) {
+                        Some(Ok(outcomes)) => Ok(Applied {
+                            height: d.entry.height,
+                            request_id: req.request.id.clone(),
+                            outcomes: outcomes.clone(),
+                            duplicate: false,
+                        }),
+                        Some(Err(e)) => Err(SubmitError::Request(e.clone())),
+                        None => Err(SubmitError::Storage(
+                            "no result for a decided request".into(),
+                        )),
+                    }
+                };
+                answer(w.jobs, result);
+            }
+            for b in &d.barriers {
+                if let Some((tx, _)) = self.barriers.remove(b) {
+                    let _ = tx.send(Ok(d.entry.height));
+                }
+            }
+        }
+    }
+
+    /// Registers a caller; queues its request for the pool unless it is already known.
+    fn register(&mut self, job: Job, items: &mut Vec<Vec<u8>>) {
+        if let Some(h) = &self.halted {
+            let _ = job.reply.send(Err(SubmitError::Ordering(h.clone())));
+            return;
+        }
+        let key = id_key(&job.request);
+        let digest = job.request.request.digest();
+        match self.store.request_record(&key.0, &key.1) {
+            Ok(None) => {}
+            Ok(Some(rec)) if rec.digest == digest => {
+                let r = match rec.error {
+                    Some(e) => Err(SubmitError::Request(e)),
+                    None => Ok(Applied {
+                        height: rec.height,
+                        request_id: key.1,
+                        outcomes: rec.outcomes,
+                        duplicate: true,
+                    }),
+                };
+                let _ = job.reply.send(r);
+                return;
+            }
+            Ok(Some(_)) => {
+                let _ = job
+                    .reply
+                    .send(Err(SubmitError::Request(RequestError::RequestIdReused {
+                        id: key.1,
+                        actor: key.0,
+                    })));
+                return;
+            }
+            Err(e) => {
+                let _ = job.reply.send(Err(SubmitError::Storage(e.to_string())));
+                return;
+            }
+        }
+        match self.waiters.get_mut(&key) {
+            Some(w) if w.digest == digest => w.jobs.push(job),
+            Some(_) => {
+                let _ = job
+                    .reply
+                    .send(Err(SubmitError::Request(RequestError::RequestIdReused {
+                        id: key.1,
+                        actor: key.0,
+                    })));
+            }
+            None => {
+                items.push(job.request.to_bytes());
+                self.waiters.insert(
+                    key,
+                    Waiting {
+                        digest,
+                        jobs: vec![job],
+                        since: Instant::now(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Answers callers that waited too long (their request may still be decided later).
+    fn expire(&mut self) {
+        let limit = self.submit_timeout;
+        let old: Vec<IdKey> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.since.elapsed() > limit)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in old {
+            if let Some(w) = self.waiters.remove(&k) {
+                answer(
+                    w.jobs,
+                    Err(SubmitError::Ordering(format!(
+                        "request {} was not decided within {limit:?}; retry it with the same \
+                         request id (it is applied at most once)",
+                        k.1
+                    ))),
+                );
+            }
+        }
+        self.barriers.retain(|_, (tx, since)| {
+            if since.elapsed() > limit {
+                let _ = tx.send(Err(SubmitError::Ordering(
+                    "the read barrier was not decided in time".into(),
+                )));
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn close(mut self) {
+        for (_, w) in self.waiters.drain() {
+            answer(w.jobs, Err(SubmitError::Closed));
+        }
+        for (_, (tx, _)) in self.barriers.drain() {
+            let _ = tx.send(Err(SubmitError::Closed));
+        }
+        // Make what this replica decided without an fsync durable before it goes away.
+        if let Err(e) = self.store.sync() {
+            tracing::warn!("cannot sync the ledger on shutdown: {e}");
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! Replicated ledgers in one process, connected by an in-memory network that can cut replicas
+//! off: one replica alone, four replicas under concurrent load, a restarted replica and an
+//! empty one catching up, a minority that cannot decide, read barriers, certificates.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use super::batch::CertRecord;
+use super::{Network, ReplicaConfig, consensus_set};
+use crate::consensus::{Timeouts, ValidatorKey, Verifier, verify_commit_cert};
+use crate::event::Validator;
+use crate::ledger::{Caller, Ledger, LedgerConfig, SubmitError, system_clock};
+use crate::plan::{Action, RequestError};
+use crate::request::{Op, SignedRequest};
+use crate::testutil::*;
+
+/// Delivers bytes between the ledgers of one test; replicas in `cut` neither send nor receive.
+#[derive(Default)]
+struct Net {
+    ledgers: RwLock<HashMap<ValidatorKey, Arc<Ledger>>>,
+    cut: RwLock<HashSet<ValidatorKey>>,
+}
+
+struct Link {
+    me: ValidatorKey,
+    net: Arc<Net>,
+}
+
+impl Link {
+    fn deliver(&self, to: &ValidatorKey, msg: Vec<u8>) {
+        let cut = self.net.cut.read().unwrap();
+        if cut.contains(&self.me) || cut.contains(to) {
+            return;
+        }
+        if let Some(l) = self.net.ledgers.read().unwrap().get(to) {
+            l.deliver(self.me, msg);
+        }
+    }
+}
+
+impl Network for Link {
+    fn send(&self, to: ValidatorKey, msg: Vec<u8>) {
+        self.deliver(&to, msg);
+    }
+    fn broadcast(&self, msg: Vec<u8>) {
+        let peers: Vec<ValidatorKey> = self
+            .net
+            .ledgers
+            .read()
+            .unwrap()
+            .keys()
+            .filter(|k| **k != self.me)
+            .copied()
+            .collect();
+        for p in peers {
+            self.deliver(&p, msg.clone());
+        }
+    }
+}
+
+fn seed(i: usize) -> [u8; 32] {
+    [100 + i as u8; 32]
+}
+
+fn key(i: usize) -> ValidatorKey {
+    ValidatorKey(
+        ed25519_dalek::SigningKey::from_bytes(&seed(i))
+            .verifying_key()
+            .to_bytes(),
+    )
+}
+
+fn genesis(n: usize) -> Vec<Validator> {
+    (0..n)
+        .map(|i| Validator {
+            name: format!("r{i}"),
+            public_key: key(i).0,
+            address: format!("r{i}"),
+            power: 1,
+        })
+        .collect()
+}
+
+struct Cluster {
+    dirs: Vec<tempfile::TempDir>,
+    net: Arc<Net>,
+    n: usize,
+}
+
+impl Cluster {
+    fn new(n: usize) -> Cluster {
+        let c = Cluster {
+            dirs: (0..n).map(|_| tempdir()).collect(),
+            net: Arc::default(),
+            n,
+        };
+        for i in 0..n {
+            c.start(i);
+        }
+        c
+    }
+
+    fn start(&self, i: usize) -> Arc<Ledger> {
+        let mut cfg = ReplicaConfig::new("test", &format!("r{i}"), seed(i), genesis(self.n));
+        cfg.timeouts = Timeouts {
+            propose: Duration::from_millis(400),
+            prevote: Duration::from_millis(200),
+            precommit: Duration::from_millis(200),
+            delta: Duration::from_millis(100),
+            rebroadcast: Duration::from_millis(500),
+            max: Duration::from_secs(3),
+        };
+        cfg.empty_batch_delay = Duration::from_millis(50);
+        cfg.status_interval = Duration::from_millis(100);
+        let link = Arc::new(Link {
+            me: key(i),
+            net: self.net.clone(),
+        });
+        let l = Arc::new(
+            Ledger::open_replicated(
+                self.dirs[i].path().join("ledger.redb"),
+                LedgerConfig::default(),
+                cfg,
+                link,
+                system_clock(),
+            )
+            .expect("open replica"),
+        );
+        self.net.ledgers.write().unwrap().insert(key(i), l.clone());
+        l
+    }
+
+    fn get(&self, i: usize) -> Arc<Ledger> {
+        self.net.ledgers.read().unwrap()[&key(i)].clone()
+    }
+
+    /// Stops replica `i` (like a crash after its last durable commit).
+    fn stop(&self, i: usize) {
+        let l = self.net.ledgers.write().unwrap().remove(&key(i));
+        if let Some(l) = l {
+            l.shutdown();
+        }
+    }
+
+    fn wipe(&mut self, i: usize) {
+        self.stop(i);
+        self.dirs[i] = tempdir();
+    }
+
+    fn cut(&self, i: usize, off: bool) {
+        let mut c = self.net.cut.write().unwrap();
+        if off {
+            c.insert(key(i));
+        } else {
+            c.remove(&key(i));
+        }
+    }
+
+    fn wait_height(&self, i: usize, h: u64) {
+        let t = Instant::now();
+        while self.get(i).height() < h {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "replica {i} stuck at {} < {h}: {:?}",
+                self.get(i).height(),
+                self.get(i).replication_status()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.n {
+            self.stop(i);
+        }
+    }
+}
+
+fn caller() -> Caller {
+    Caller {
+        actor: "user:a".into(),
+        public_key: signing_key(1).verifying_key().to_bytes(),
+    }
+}
+
+fn apply_req(id: &str, name: &str, replicas: u64) -> SignedRequest {
+    signed(id, "user:a", vec![apply(workload(name, replicas))])
+}
+
+/// Every replica holds the same chain, and every entry's certificate verifies against the
+/// validator set of its height and matches the entry's batch.
+fn assert_same_certified_chain(ledgers: &[Arc<Ledger>], n: usize) {
+    let heads: Vec<_> = ledgers
+        .iter()
+        .map(|l| l.store().head().unwrap().unwrap())
+        .collect();
+    assert!(heads.windows(2).all(|w| w[0] == w[1]), "heads {heads:?}");
+    let verifier = Verifier::new(crate::consensus::ChainId::from_name("test"));
+    let vs = consensus_set(&genesis(n)).unwrap();
+    let store = ledgers[0].store();
+    let view = store.read().unwrap();
+    for h in 1..=heads[0].height {
+        let (_, requests, _) = view.raw_entry(h).unwrap().unwrap();
+        let rec = CertRecord::from_bytes(&view.certificate(h).unwrap().unwrap()).unwrap();
+        assert_eq!(rec.cert.height, h);
+        assert_eq!(
+            rec.cert.batch_id,
+            super::batch::batch_id(&rec.header, &requests, &rec.barriers),
+            "height {h}: the certificate signs this entry's batch"
+        );
+        verify_commit_cert(&verifier, &rec.cert, &vs).expect("valid certificate");
+    }
+}
+
+#[test]
+fn one_replica_decides_alone_and_idles_without_heights() {
+    let c = Cluster::new(1);
+    let l = c.get(0);
+    let a = l.submit(apply_req("1", "a", 1), &caller()).unwrap();
+    assert_eq!((a.height, a.duplicate), (1, false));
+    assert_eq!(a.outcomes[0].action, Action::Created);
+    // A retry is answered from the log; an unchanged apply writes nothing.
+    let again = l.submit(apply_req("1", "a", 1), &caller()).unwrap();
+    assert!(again.duplicate);
+    let same = l.submit(apply_req("2", "a", 1), &caller()).unwrap();
+    assert_eq!(same.outcomes[0].action, Action::Unchanged);
+    // A request failing against the current state is refused without an entry.
+    let bad = signed(
+        "3",
+        "user:a",
+        vec![Op::Delete {
+            key: wkey("zz"),
+            if_version: None,
+        }],
+    );
+    assert!(matches!(
+        l.submit(bad, &caller()),
+        Err(SubmitError::Request(RequestError::NotFound { .. }))
+    ));
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(l.height(), 1, "an idle replica decides no heights");
+    assert_eq!(l.read_barrier(Duration::from_secs(5)).unwrap(), 2);
+    assert_same_certified_chain(std::slice::from_ref(&l), 1);
+    // Restart: the state and the height are back, and consensus continues after them.
+    drop(l);
+    c.stop(0);
+    let l = c.start(0);
+    assert_eq!(l.height(), 2);
+    let b = l.submit(apply_req("4", "b", 1), &caller()).unwrap();
+    assert_eq!(b.height, 3);
+    assert!(l.get(&wkey("a")).is_some());
+}
+
+#[test]
+fn four_replicas_order_concurrent_clients_and_agree() {
+    let c = Cluster::new(4);
+    let mut handles = Vec::new();
+    for i in 0..4 {
+        let l = c.get(i);
+        handles.push(std::thread::spawn(move || {
+            (0..15)
+                .map(|k| {
+                    let name = format!("w{i}-{k}");
+                    l.submit(apply_req(&name, &name, 1), &caller())
+                        .unwrap_or_else(|e| panic!("{name}: {e}"))
+                        .height
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let heights: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let top = *heights.iter().max().unwrap();
+    for i in 0..4 {
+        c.wait_height(i, top);
+    }
+    let ledgers: Vec<_> = (0..4).map(|i| c.get(i)).collect();
+    assert_same_certified_chain(&ledgers, 4);
+    for l in &ledgers {
+        assert_eq!(l.state().objects.len(), 60);
+    }
+    // The same request sent to two replicas is applied once.
+    let dup = apply_req("twice", "twice", 1);
+    let a = c.get(0).submit(dup.clone(), &caller()).unwrap();
+    let b = c.get(1).submit(dup, &caller()).unwrap();
+    assert_eq!(a.height, b.height);
+    assert!(b.duplicate);
+    let s = c.get(2).replication_status().unwrap();
+    assert_eq!(s.validators, 4);
+    assert!(s.peers.len() >= 2, "{s:?}");
+}
+
+#[test]
+fn restarted_and_wiped_replicas_catch_up_and_a_minority_stands_still() {
+    let mut c = Cluster::new(4);
+    for k in 0..5 {
+        let n = format!("x{k}");
+        c.get(0).submit(apply_req(&n, &n, 1), &caller()).unwrap();
+    }
+    // Replica 3 goes down; three of four still decide.
+    c.stop(3);
+    for k in 0..5 {
+        let n = format!("y{k}");
+        c.get(1).submit(apply_req(&n, &n, 1), &caller()).unwrap();
+    }
+    let top = c.get(1).height();
+    c.start(3);
+    c.wait_height(3, top);
+    // A wiped replica syncs from height 1.
+    c.wipe(2);
+    c.start(2);
+    c.wait_height(2, top);
+    let ledgers: Vec<_> = (0..4).map(|i| c.get(i)).collect();
+    assert_same_certified_chain(&ledgers, 4);
+    assert_eq!(ledgers[2].state().objects.len(), 10);
+
+    // Cut two replicas off: neither side has a quorum, nothing is decided.
+    c.cut(0, true);
+    c.cut(1, true);
+    let l2 = c.get(2);
+    let stuck = std::thread::spawn(move || l2.submit(apply_req("late", "late", 1), &caller()));
+    std::thread::sleep(Duration::from_millis(1500));
+    for i in 0..4 {
+        assert_eq!(c.get(i).height(), top, "no quorum, no progress");
+    }
+    // Heal: the waiting request is decided and everyone converges.
+    c.cut(0, false);
+    c.cut(1, false);
+    let h = stuck.join().unwrap().unwrap().height;
+    for i in 0..4 {
+        c.wait_height(i, h);
+    }
+    let ledgers: Vec<_> = (0..4).map(|i| c.get(i)).collect();
+    assert_same_certified_chain(&ledgers, 4);
+}

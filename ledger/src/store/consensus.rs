@@ -1,0 +1,188 @@
+//! What the replicated ledger keeps in the same redb file as the log: the consensus write-ahead
+//! log of the current height and the genesis validator set. Sharing the file makes one durable
+//! commit persist every earlier non-durable one (a decided entry written without fsync becomes
+//! durable with the next WAL flush, which precedes anything this replica sends next).
+
+use redb::{Durability, ReadableTable, TableDefinition};
+
+use super::tables::META;
+use super::{Store, StoreError, dberr};
+use crate::codec::{Reader, Writer};
+use crate::event::{Validator, get_validators, put_validators};
+
+/// seq -> encoded consensus WAL entry (see `consensus::codec::encode_wal_entry`).
+pub(crate) const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("consensus_wal");
+
+/// The consensus WAL as stored: the height it is for and its entries, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WalContents {
+    pub height: Option<u64>,
+    pub entries: Vec<Vec<u8>>,
+}
+
+impl Store {
+    /// Reads the consensus WAL.
+    pub fn wal_contents(&self) -> Result<WalContents, StoreError> {
+        let view = self.read()?;
+        let meta = view.txn().open_table(META).map_err(dberr)?;
+        let height = match meta.get("wal_height").map_err(dberr)? {
+            None => None,
+            Some(v) => {
+                let mut r = Reader::new(v.value());
+                Some(r.u64().map_err(|source| StoreError::Corrupt {
+                    height: 0,
+                    what: "consensus WAL height",
+                    source,
+                })?)
+            }
+        };
+        let t = view.txn().open_table(WAL).map_err(dberr)?;
+        let mut entries = Vec::new();
+        for row in t.iter().map_err(dberr)? {
+            let (_, v) = row.map_err(dberr)?;
+            entries.push(v.value().to_vec());
+        }
+        Ok(WalContents { height, entries })
+    }
+
+    /// Durably writes WAL changes in one transaction: when `reset` is set, every entry is
+    /// dropped and the WAL moves to that height first; then `entries` are stored from
+    /// sequence number `first_seq` on. Also persists every earlier non-durable commit.
+    pub fn wal_write(
+        &self,
+        reset: Option<u64>,
+        first_seq: u64,
+        entries: &[Vec<u8>],
+    ) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(dberr)?;
+        txn.set_durability(Durability::Immediate).map_err(dberr)?;
+        {
+            let mut t = txn.open_table(WAL).map_err(dberr)?;
+            if let Some(h) = reset {
+                t.retain(|_, _| false).map_err(dberr)?;
+                let mut w = Writer::with_capacity(8);
+                w.u64(h);
+                let bytes = w.finish();
+                txn.open_table(META)
+                    .map_err(dberr)?
+                    .insert("wal_height", bytes.as_slice())
+                    .map_err(dberr)?;
+            }
+            for (i, e) in entries.iter().enumerate() {
+                t.insert(first_seq + i as u64, e.as_slice())
+                    .map_err(dberr)?;
+            }
+        }
+        txn.commit().map_err(dberr)
+    }
+
+    /// A durable empty commit: persists every earlier non-durable commit.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(dberr)?;
+        txn.set_durability(Durability::Immediate).map_err(dberr)?;
+        txn.commit().map_err(dberr)
+    }
+
+    /// The validator set of height 1 (empty for a single-replica ledger that never had one).
+    pub fn genesis(&self) -> Result<Vec<Validator>, StoreError> {
+        let view = self.read()?;
+        let meta = view.txn().open_table(META).map_err(dberr)?;
+        let Some(v) = meta.get("genesis").map_err(dberr)? else {
+            return Ok(Vec::new());
+        };
+        let mut r = Reader::new(v.value());
+        let corrupt = |source| StoreError::Corrupt {
+            height: 0,
+            what: "genesis validators",
+            source,
+        };
+        let set = get_validators(&mut r).map_err(corrupt)?;
+        r.finish().map_err(corrupt)?;
+        Ok(set)
+    }
+
+    /// Records the genesis validator set, once: refused when the log already has entries but
+    /// no genesis, or a different genesis is recorded.
+    pub fn init_genesis(&self, validators: &[Validator]) -> Result<(), StoreError> {
+        let current = self.genesis()?;
+        if current == validators {
+            return Ok(());
+        }
+        let refuse = |reason: String| StoreError::NotNext { height: 1, reason };
+        if !current.is_empty() {
+            return Err(refuse(format!(
+                "this ledger's genesis validators are [{}], not [{}]",
+                names(&current),
+                names(validators)
+            )));
+        }
+        if self.head()?.is_some() {
+            return Err(refuse(
+                "the ledger already has entries written without a validator set".into(),
+            ));
+        }
+        let mut w = Writer::with_capacity(64 * validators.len());
+        put_validators(&mut w, validators);
+        let bytes = w.finish();
+        let mut txn = self.db.begin_write().map_err(dberr)?;
+        txn.set_durability(Durability::Immediate).map_err(dberr)?;
+        txn.open_table(META)
+            .map_err(dberr)?
+            .insert("genesis", bytes.as_slice())
+            .map_err(dberr)?;
+        txn.commit().map_err(dberr)
+    }
+}
+
+fn names(vs: &[Validator]) -> String {
+    vs.iter()
+        .map(|v| v.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+
+    fn v(name: &str, k: u8) -> Validator {
+        Validator {
+            name: name.into(),
+            public_key: [k; 32],
+            address: format!("127.0.0.1:{k}"),
+            power: 1,
+        }
+    }
+
+    #[test]
+    fn wal_and_genesis_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.redb");
+        {
+            let s = Store::open(&path, StoreConfig::default()).unwrap();
+            assert_eq!(s.wal_contents().unwrap(), WalContents::default());
+            s.wal_write(Some(3), 0, &[b"a".to_vec(), b"b".to_vec()])
+                .unwrap();
+            s.wal_write(None, 2, &[b"c".to_vec()]).unwrap();
+            s.init_genesis(&[v("r0", 1), v("r1", 2)]).unwrap();
+        }
+        let s = Store::open(&path, StoreConfig::default()).unwrap();
+        let w = s.wal_contents().unwrap();
+        assert_eq!(w.height, Some(3));
+        assert_eq!(w.entries, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        s.wal_write(Some(4), 0, &[b"d".to_vec()]).unwrap();
+        assert_eq!(
+            s.wal_contents().unwrap(),
+            WalContents {
+                height: Some(4),
+                entries: vec![b"d".to_vec()]
+            }
+        );
+        assert_eq!(s.genesis().unwrap().len(), 2);
+        s.init_genesis(&[v("r0", 1), v("r1", 2)]).unwrap();
+        assert!(s.init_genesis(&[v("r0", 1)]).is_err());
+        let (state, _) = s.load_state().unwrap();
+        assert_eq!(state.validators, vec![v("r0", 1), v("r1", 2)]);
+    }
+}
