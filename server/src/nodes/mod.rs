@@ -277,6 +277,9 @@ impl Nodes {
             {
                 tracing::error!("a scheduling round panicked");
             }
+            // Triggers that arrive meanwhile coalesce into the next round; pausing as long as
+            // the round took (at least 10 ms) keeps scheduling below half a core under load.
+            tokio::time::sleep(last_round.elapsed().max(Duration::from_millis(10))).await;
         }
     }
 
@@ -304,9 +307,12 @@ impl Nodes {
             .collect()
     }
 
-    /// One scheduling round (blocking: it holds the state's read lock while it runs).
+    /// One scheduling round (blocking). The state's read lock is held only while the round
+    /// collects what it needs (changed objects are copied, parsed after the lock is released).
     pub(crate) fn round(&self) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let state = self.ledger.state();
+        let collected = cache.collect(&state);
         let (reports, prev, warm) = {
             let mut inner = self.lock();
             if !inner.warm {
@@ -322,9 +328,10 @@ impl Nodes {
                 inner.warm,
             )
         };
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        drop(state);
+        let snapshot = cache.finish(collected);
         let input = round::RoundInput {
-            state: &state,
+            snapshot: &snapshot,
             reports: &reports,
             prev: prev.as_deref(),
             pool: self.opts.network_pool,
@@ -332,7 +339,6 @@ impl Nodes {
         let mut old = |wk: &WorkloadKey, hash: &ContentHash| self.old_template(wk, hash);
         let out = round::run(&mut cache, &input, &mut old);
         drop(cache);
-        drop(state);
         let mut inner = self.lock();
         inner.rounds += 1;
         inner.statuses = Arc::new(out.statuses);

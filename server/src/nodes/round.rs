@@ -15,6 +15,7 @@ use nexus_api::agent::{
     AssignmentSet, Capacity as WireCapacity, InstanceReport, NETWORK_LABEL, NodeStatus, Phase,
 };
 use nexus_ledger::State;
+use nexus_ledger::state::NodeState;
 use nexus_reconciler::model::{Footprint, InstanceId, WorkloadKey, template_hash};
 use nexus_reconciler::scheduler::{
     Capacity, CurrentInstance, Input, NodeCondition, NodeInput, Schedule, WorkloadInput, schedule,
@@ -63,85 +64,161 @@ fn parse(value: &Value) -> Option<Object> {
     serde_json::from_value(value.clone()).ok()
 }
 
-/// The parsed workloads and services of `state`, refreshing the cache.
 type Services = Vec<(ObjectKey, Arc<ServiceSpec>)>;
 
-fn refresh(cache: &mut Cache, state: &State) -> (Vec<Arc<ParsedWorkload>>, Services) {
-    let mut workloads = Vec::new();
-    for (key, o) in state.list(Kind::Workload, None) {
-        let hit = cache
-            .workloads
-            .get(key)
-            .filter(|(rv, _)| *rv == o.resource_version)
-            .map(|(_, p)| p.clone());
-        let parsed = match hit {
-            Some(p) => p,
-            None => {
-                let Some(obj) = parse(&o.object) else {
-                    continue;
-                };
-                let Spec::Workload(spec) = obj.spec else {
-                    continue;
-                };
-                let wk = WorkloadKey::from(key);
-                let hash = template_hash(&spec);
-                cache.templates.insert((wk.clone(), hash), spec.clone());
-                let p = Arc::new(ParsedWorkload {
-                    input: WorkloadInput {
-                        key: wk,
-                        spec,
-                        generation: o.generation,
-                        hash,
-                    },
-                    labels: obj.metadata.labels,
-                });
-                cache
+/// An object either parsed already or still to parse.
+enum Item<T> {
+    Cached(Arc<T>),
+    Raw {
+        key: ObjectKey,
+        resource_version: u64,
+        generation: u64,
+        value: Value,
+    },
+}
+
+/// What a round needs from the state, taken quickly under its read lock ([`Cache::collect`]):
+/// cached objects by reference, only changed ones copied.
+pub struct Collected {
+    height: u64,
+    workloads: Vec<Item<ParsedWorkload>>,
+    services: Vec<(ObjectKey, Item<ServiceSpec>)>,
+    nodes: Vec<NodeState>,
+}
+
+/// The committed state a round works on (no lock held).
+pub struct Snapshot {
+    pub height: u64,
+    workloads: Vec<Arc<ParsedWorkload>>,
+    services: Services,
+    pub nodes: Vec<NodeState>,
+}
+
+impl Cache {
+    /// Under the state lock: cheap, parses nothing.
+    pub fn collect(&mut self, state: &State) -> Collected {
+        let mut workloads = Vec::new();
+        for (key, o) in state.list(Kind::Workload, None) {
+            workloads.push(
+                match self
                     .workloads
-                    .insert(key.clone(), (o.resource_version, p.clone()));
-                p
-            }
-        };
-        workloads.push(parsed);
+                    .get(key)
+                    .filter(|(rv, _)| *rv == o.resource_version)
+                {
+                    Some((_, p)) => Item::Cached(p.clone()),
+                    None => Item::Raw {
+                        key: key.clone(),
+                        resource_version: o.resource_version,
+                        generation: o.generation,
+                        value: o.object.clone(),
+                    },
+                },
+            );
+        }
+        let mut services = Vec::new();
+        for (key, o) in state.list(Kind::Service, None) {
+            let item = match self
+                .services
+                .get(key)
+                .filter(|(rv, _)| *rv == o.resource_version)
+            {
+                Some((_, s)) => Item::Cached(s.clone()),
+                None => Item::Raw {
+                    key: key.clone(),
+                    resource_version: o.resource_version,
+                    generation: o.generation,
+                    value: o.object.clone(),
+                },
+            };
+            services.push((key.clone(), item));
+        }
+        self.workloads.retain(|k, _| state.objects.contains_key(k));
+        self.services.retain(|k, _| state.objects.contains_key(k));
+        self.templates
+            .retain(|(wk, _), _| state.objects.contains_key(&ObjectKey::from(wk)));
+        Collected {
+            height: state.height,
+            workloads,
+            services,
+            nodes: state.nodes.values().cloned().collect(),
+        }
     }
-    cache.workloads.retain(|k, _| state.objects.contains_key(k));
-    cache
-        .templates
-        .retain(|(wk, _), _| state.objects.contains_key(&ObjectKey::from(wk)));
-    let mut services = Vec::new();
-    for (key, o) in state.list(Kind::Service, None) {
-        let hit = cache
-            .services
-            .get(key)
-            .filter(|(rv, _)| *rv == o.resource_version)
-            .map(|(_, s)| s.clone());
-        let spec = match hit {
-            Some(s) => s,
-            None => {
-                let Some(Spec::Service(spec)) = parse(&o.object).map(|o| o.spec) else {
-                    continue;
-                };
-                let s = Arc::new(spec);
-                cache
-                    .services
-                    .insert(key.clone(), (o.resource_version, s.clone()));
-                s
+
+    /// Without the lock: parses what changed.
+    pub fn finish(&mut self, c: Collected) -> Snapshot {
+        let mut workloads = Vec::with_capacity(c.workloads.len());
+        for item in c.workloads {
+            match item {
+                Item::Cached(p) => workloads.push(p),
+                Item::Raw {
+                    key,
+                    resource_version,
+                    generation,
+                    value,
+                } => {
+                    let Some(obj) = parse(&value) else { continue };
+                    let Spec::Workload(spec) = obj.spec else {
+                        continue;
+                    };
+                    let wk = WorkloadKey::from(&key);
+                    let hash = template_hash(&spec);
+                    self.templates.insert((wk.clone(), hash), spec.clone());
+                    let p = Arc::new(ParsedWorkload {
+                        input: WorkloadInput {
+                            key: wk,
+                            spec,
+                            generation,
+                            hash,
+                        },
+                        labels: obj.metadata.labels,
+                    });
+                    self.workloads.insert(key, (resource_version, p.clone()));
+                    workloads.push(p);
+                }
             }
-        };
-        services.push((key.clone(), spec));
+        }
+        let mut services = Vec::with_capacity(c.services.len());
+        for (key, item) in c.services {
+            match item {
+                Item::Cached(s) => services.push((key, s)),
+                Item::Raw {
+                    resource_version,
+                    value,
+                    ..
+                } => {
+                    let Some(Spec::Service(spec)) = parse(&value).map(|o| o.spec) else {
+                        continue;
+                    };
+                    let s = Arc::new(spec);
+                    self.services
+                        .insert(key.clone(), (resource_version, s.clone()));
+                    services.push((key, s));
+                }
+            }
+        }
+        Snapshot {
+            height: c.height,
+            workloads,
+            services,
+            nodes: c.nodes,
+        }
     }
-    cache.services.retain(|k, _| state.objects.contains_key(k));
-    (workloads, services)
+
+    /// Both steps at once (tests).
+    pub fn snapshot(&mut self, state: &State) -> Snapshot {
+        let c = self.collect(state);
+        self.finish(c)
+    }
 }
 
 /// The /24 of each node in a `a.b.0.0/16` pool: node number `i` (1-based, in order of first
 /// join, then name) gets `a.b.i.0/24`; nodes beyond 254 get none (host network).
-pub fn node_subnets(state: &State, pool: Option<[u8; 2]>) -> BTreeMap<String, String> {
+pub fn node_subnets(nodes: &[NodeState], pool: Option<[u8; 2]>) -> BTreeMap<String, String> {
     let Some([a, b]) = pool else {
         return BTreeMap::new();
     };
-    let mut order: Vec<(u64, &str)> = state
-        .nodes
-        .values()
+    let mut order: Vec<(u64, &str)> = nodes
+        .iter()
         .map(|n| (n.joined_height, n.info.name.as_str()))
         .collect();
     order.sort();
@@ -155,7 +232,7 @@ pub fn node_subnets(state: &State, pool: Option<[u8; 2]>) -> BTreeMap<String, St
 
 /// Everything a round looks at.
 pub struct RoundInput<'a> {
-    pub state: &'a State,
+    pub snapshot: &'a Snapshot,
     pub reports: &'a BTreeMap<String, NodeReport>,
     /// The previous round's schedule; `None` on the first round after start (current
     /// placement is then taken from what the agents report running).
@@ -189,13 +266,13 @@ pub fn run(
     input: &RoundInput<'_>,
     old_template: &mut dyn FnMut(&WorkloadKey, &ContentHash) -> Option<WorkloadSpec>,
 ) -> RoundOutput {
-    let state = input.state;
-    let (workloads, services) = refresh(cache, state);
+    let snap = input.snapshot;
+    let (workloads, services) = (&snap.workloads, &snap.services);
     let by_key: BTreeMap<&WorkloadKey, &ParsedWorkload> =
         workloads.iter().map(|w| (&w.input.key, &**w)).collect();
-    let nodes: Vec<NodeInput> = state
+    let nodes: Vec<NodeInput> = snap
         .nodes
-        .values()
+        .iter()
         .map(|n| NodeInput {
             name: n.info.name.clone(),
             capacity: Capacity {
@@ -226,7 +303,7 @@ pub fn run(
                     .is_some_and(|r| r.ready)
             })
         }
-        None => seed(state, input.reports, &by_key),
+        None => seed(&snap.nodes, input.reports, &by_key),
     };
     let inputs: Vec<WorkloadInput> = workloads.iter().map(|w| w.input.clone()).collect();
     let sched = schedule(&Input {
@@ -236,7 +313,7 @@ pub fn run(
     });
 
     // Replica specs per node.
-    let subnets = node_subnets(state, input.pool);
+    let subnets = node_subnets(&snap.nodes, input.pool);
     let mut per_node: BTreeMap<&str, Vec<ReplicaSpec>> = BTreeMap::new();
     let mut spec_errors: BTreeMap<WorkloadKey, String> = BTreeMap::new();
     for a in &sched.assignments {
@@ -258,7 +335,7 @@ pub fn run(
         }
     }
     let mut out = RoundOutput::default();
-    for n in state.nodes.values() {
+    for n in &snap.nodes {
         let name = n.info.name.clone();
         let replicas = if n.lost_height.is_some() {
             Vec::new()
@@ -267,7 +344,7 @@ pub fn run(
         };
         let set = AssignmentSet::new(
             name.clone(),
-            state.height,
+            snap.height,
             subnets.get(&name).cloned(),
             replicas,
         );
@@ -283,7 +360,7 @@ pub fn run(
             .or_default()
             .push(a);
     }
-    for w in &workloads {
+    for w in workloads {
         let key = &w.input.key;
         let assigned = by_workload.remove(key).unwrap_or_default();
         let rollout = sched.rollouts.iter().find(|r| &r.workload == key);
@@ -359,7 +436,7 @@ pub fn run(
             ready: *ready,
         })
         .collect();
-    for (key, spec) in &services {
+    for (key, spec) in services {
         let eps = endpoints(&key.namespace, spec, &cands);
         let status = json!({
             "endpoints": eps.iter().map(|e| e.target()).collect::<Vec<_>>(),
@@ -374,7 +451,7 @@ pub fn run(
     }
 
     // Node table.
-    for n in state.nodes.values() {
+    for n in &snap.nodes {
         let name = &n.info.name;
         let r = input.reports.get(name);
         let mut allocated = WireCapacity::default();
@@ -427,15 +504,15 @@ fn phase_name(p: Phase) -> &'static str {
 /// The placement agents report, for the first round after a start: instances of existing
 /// workloads on nodes that are in the log and not lost.
 fn seed(
-    state: &State,
+    nodes: &[NodeState],
     reports: &BTreeMap<String, NodeReport>,
     workloads: &BTreeMap<&WorkloadKey, &ParsedWorkload>,
 ) -> Vec<CurrentInstance> {
     let mut out = Vec::new();
     for (node, r) in reports {
-        if state
-            .nodes
-            .get(node)
+        if nodes
+            .iter()
+            .find(|n| &n.info.name == node)
             .is_none_or(|n| n.lost_height.is_some())
         {
             continue;

@@ -118,7 +118,7 @@ fn assignments_status_endpoints_and_a_lost_node() {
     let mut cache = Cache::default();
     let reports = BTreeMap::new();
     let input = RoundInput {
-        state: &state,
+        snapshot: &cache.snapshot(&state),
         reports: &reports,
         prev: None,
         pool: Some([10, 77]),
@@ -140,7 +140,7 @@ fn assignments_status_endpoints_and_a_lost_node() {
     // Everything reports ready: status and endpoints follow; the sets do not change.
     let reports = all_ready(&out);
     let input = RoundInput {
-        state: &state,
+        snapshot: &cache.snapshot(&state),
         reports: &reports,
         prev: Some(&out.schedule),
         pool: Some([10, 77]),
@@ -175,7 +175,7 @@ fn assignments_status_endpoints_and_a_lost_node() {
         }],
     );
     let input = RoundInput {
-        state: &state,
+        snapshot: &cache.snapshot(&state),
         reports: &reports,
         prev: Some(&out2.schedule),
         pool: Some([10, 77]),
@@ -198,10 +198,11 @@ fn first_round_continues_from_what_agents_report() {
     commit(&mut state, "user:a", vec![web("v1", 1)]);
     let mut cache = Cache::default();
     let empty = BTreeMap::new();
+    let snapshot = cache.snapshot(&state);
     let fresh = run(
         &mut cache,
         &RoundInput {
-            state: &state,
+            snapshot: &snapshot,
             reports: &empty,
             prev: None,
             pool: None,
@@ -214,10 +215,12 @@ fn first_round_continues_from_what_agents_report() {
     let mut reports = all_ready(&fresh);
     let r = reports.remove("n1").unwrap();
     reports.insert("n3".into(), r);
+    let mut restarted = Cache::default();
+    let snapshot = restarted.snapshot(&state);
     let out = run(
-        &mut Cache::default(),
+        &mut restarted,
         &RoundInput {
-            state: &state,
+            snapshot: &snapshot,
             reports: &reports,
             prev: None,
             pool: None,
@@ -234,10 +237,11 @@ fn rolling_update_sends_the_old_template_from_history() {
     commit(&mut state, "user:a", vec![web("v1", 1)]);
     let mut cache = Cache::default();
     let empty = BTreeMap::new();
+    let snapshot = cache.snapshot(&state);
     let out = run(
         &mut cache,
         &RoundInput {
-            state: &state,
+            snapshot: &snapshot,
             reports: &empty,
             prev: None,
             pool: None,
@@ -261,10 +265,13 @@ fn rolling_update_sends_the_old_template_from_history() {
         asked.push((wk.clone(), *hash));
         (template_hash(&v1_spec) == *hash).then(|| v1_spec.clone())
     };
+    let mut restarted = Cache::default();
+    // Only the current template is known to a restarted replica's cache.
+    let snapshot = restarted.snapshot(&state);
     let out2 = run(
-        &mut Cache::default(),
+        &mut restarted,
         &RoundInput {
-            state: &state,
+            snapshot: &snapshot,
             reports: &reports,
             prev: Some(&out.schedule),
             pool: None,
