@@ -188,6 +188,46 @@ impl RpcClient {
         })
     }
 
+    /// One-way message whose body is `bytes` as they are (see `Router::oneway_bytes`). Returns
+    /// when the data is handed to QUIC.
+    pub async fn send_oneway_bytes(&self, kind: &str, bytes: &[u8]) -> Result<(), TransportError> {
+        if bytes.len() > self.cfg.max_frame {
+            return Err(TransportError::FrameTooLarge {
+                size: bytes.len() as u64,
+                limit: self.cfg.max_frame as u64,
+                remote: false,
+            });
+        }
+        let header = serde_json::to_vec(&RequestHeader {
+            v: PROTOCOL_VERSION,
+            kind: kind.to_owned(),
+        })
+        .map_err(|e| TransportError::Encode {
+            what: "the message header".into(),
+            reason: e.to_string(),
+        })?;
+        let mut frames = Vec::with_capacity(header.len() + bytes.len() + 8);
+        encode_frame(&mut frames, &header).map_err(|e| frame_error(e, self.cfg.max_frame))?;
+        encode_frame(&mut frames, bytes).map_err(|e| frame_error(e, self.cfg.max_frame))?;
+        self.with_deadline(|| format!("sending the one-way {kind:?} message"), async {
+            let mut send = self
+                .conn
+                .quinn()
+                .open_uni()
+                .await
+                .map_err(connection_error)?;
+            send.write_all(&frames).await.map_err(|e| match e {
+                quinn::WriteError::ConnectionLost(e) => connection_error(e),
+                other => TransportError::ConnectionLost {
+                    reason: format!("cannot send the message: {other}"),
+                },
+            })?;
+            let _ = send.finish();
+            Ok(())
+        })
+        .await
+    }
+
     /// One-way message on a unidirectional stream (consensus gossip). Returns when the data is
     /// handed to QUIC, not when the peer processed it; the receiver sees our `Identity`.
     pub async fn send_oneway<Msg>(&self, kind: &str, msg: &Msg) -> Result<(), TransportError>

@@ -210,6 +210,28 @@ impl Router {
     }
 }
 
+impl Router {
+    /// Registers a one-way kind whose body is raw bytes, not JSON (consensus traffic between
+    /// replicas: no encoding cost, frames checked against `max_frame` like any other).
+    pub fn oneway_bytes<F, Fut>(&mut self, kind: &str, access: Access, f: F) -> &mut Self
+    where
+        F: Fn(Context, Vec<u8>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let handler: OneWayFn = Arc::new(move |ctx: Context, body: Bytes| {
+            let f = f.clone();
+            async move {
+                f(ctx, body).await;
+                Ok(())
+            }
+            .boxed()
+        });
+        self.insert(kind, access, Handler::OneWay(handler));
+        self
+    }
+}
+
 /// Adapts a channel receiver into the item stream a streaming handler returns.
 pub fn channel_stream<T: Send + 'static>(
     rx: tokio::sync::mpsc::Receiver<Result<T, RpcError>>,

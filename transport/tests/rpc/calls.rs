@@ -152,6 +152,16 @@ async fn one_way_gossip_carries_the_sender_identity_and_respects_roles() {
         rx.try_recv().is_err(),
         "a user's gossip must not reach the handler"
     );
+    // Raw one-way bodies arrive byte for byte, without JSON.
+    replica
+        .send_oneway_bytes("raw", &[0xff; 1000])
+        .await
+        .unwrap();
+    let (from, _, msg) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((from.as_str(), msg.round), ("replica:r1", 1000));
     // A one-way kind called as a request is refused clearly.
     let err = replica
         .call::<_, ()>("gossip", &Gossip { round: 9 })

@@ -128,6 +128,7 @@ pub fn router(
             Ok(nexus_transport::rpc::channel_stream(rx))
         }
     });
+    let raw = gossip.clone();
     r.oneway(
         "gossip",
         Access::Roles(vec![Role::Replica]),
@@ -136,6 +137,24 @@ pub fn router(
             async move {
                 let from = ctx.peer.map(|p| p.to_string()).unwrap_or_default();
                 let _ = tx.send((from, ctx.remote, msg));
+            }
+        },
+    );
+    r.oneway_bytes(
+        "raw",
+        Access::Roles(vec![Role::Replica]),
+        move |ctx: Context, bytes: Vec<u8>| {
+            let tx = raw.clone();
+            async move {
+                let from = ctx.peer.map(|p| p.to_string()).unwrap_or_default();
+                // Reported as a gossip round: the byte count.
+                let _ = tx.send((
+                    from,
+                    ctx.remote,
+                    Gossip {
+                        round: bytes.len() as u64,
+                    },
+                ));
             }
         },
     );
