@@ -73,6 +73,12 @@ pub fn run(args: Args, context: Option<&str>) -> u8 {
                 v.actor,
                 source_text(&v.source)
             );
+            if let Some(subject) = git_subject(&v.source) {
+                println!(
+                    "    commit {subject:?} from git source {}",
+                    v.source["git_source"].as_str().unwrap_or_default()
+                );
+            }
             for c in &v.changes {
                 let show = |x: &Option<serde_json::Value>| {
                     x.as_ref()
@@ -86,7 +92,17 @@ pub fn run(args: Args, context: Option<&str>) -> u8 {
     })
 }
 
-/// `cli`, `gitops repo@commit (author: message)`, `controller NAME`.
+/// The first line of a git-sourced change's commit message.
+pub fn git_subject(v: &serde_json::Value) -> Option<String> {
+    if v.get("type").and_then(|t| t.as_str()) != Some("gitops") {
+        return None;
+    }
+    v.get("message")
+        .and_then(|m| m.as_str())
+        .map(|m| m.lines().next().unwrap_or("").to_string())
+}
+
+/// `cli`, `gitops repo@commit by author (force-push over commit)`, `controller NAME`.
 pub fn source_text(v: &serde_json::Value) -> String {
     let s = |k: &str| {
         v.get(k)
@@ -112,7 +128,13 @@ pub fn source_text(v: &serde_json::Value) -> String {
                     .to_string()
             };
             let commit: String = g("commit").chars().take(12).collect();
-            format!("gitops {}@{commit} by {}", g("repo"), g("author"))
+            let forced: String = g("forced_over").chars().take(12).collect();
+            let forced = if forced.is_empty() {
+                String::new()
+            } else {
+                format!(" (force-push over {forced})")
+            };
+            format!("gitops {}@{commit} by {}{forced}", g("repo"), g("author"))
         }
         "controller" => format!("controller {}", s("name")),
         other => other.to_string(),

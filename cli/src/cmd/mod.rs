@@ -12,15 +12,18 @@ pub mod cluster;
 pub mod completion;
 pub mod diff;
 pub mod get;
+pub mod gitops;
 pub mod history;
 pub mod init;
 pub mod local;
 pub mod logs;
+pub mod plan;
 pub mod schema;
 pub mod server;
 pub mod service;
 pub mod token;
 pub mod up;
+pub mod up_git;
 pub mod user;
 pub mod validate;
 pub mod wait;
@@ -76,6 +79,10 @@ pub enum Command {
     History(history::Args),
     /// Query the audit log, or `audit verify` the hash chain and signatures.
     Audit(audit::Args),
+    /// Git sources: add one, show their sync status, sync one now.
+    Gitops(gitops::Args),
+    /// What merging a branch would change in the live cluster (for pull-request review).
+    Plan(plan::Args),
     /// Create a cluster: CA, replica certificate and config, admin user, and a client context.
     Init(init::Args),
     /// Manage user certificates.
@@ -106,6 +113,8 @@ pub fn run(cli: Cli) -> u8 {
         Command::Delete(a) => apply::delete(a, cli.context.as_deref()),
         Command::History(a) => history::run(a, cli.context.as_deref()),
         Command::Audit(a) => audit::run(a, cli.context.as_deref()),
+        Command::Gitops(a) => gitops::run(a, cli.context.as_deref()),
+        Command::Plan(a) => plan::run(a, cli.context.as_deref()),
         Command::User(a) => user::run(a, cli.context.as_deref()),
         Command::Bench(a) => bench::run(a),
     }

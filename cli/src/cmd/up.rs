@@ -103,8 +103,9 @@ async fn wait_nodes(session: &Session, want: usize, deadline: Instant) -> Result
     }
 }
 
-/// Validates and applies manifest paths; prints kubectl-style outcomes.
-pub async fn apply_paths(session: &Session, paths: &[PathBuf]) -> Result<(), String> {
+/// Validates and applies manifest paths; prints kubectl-style outcomes. GitSources with a
+/// relative local URL point into the cluster directory `dir` (see [`super::up_git`]).
+pub async fn apply_paths(session: &Session, paths: &[PathBuf], dir: &Path) -> Result<(), String> {
     let files = crate::load::load_sources(paths).map_err(|e| e.to_string())?;
     let v = nexus_schemas::validate_sources(&files);
     if v.has_errors() {
@@ -114,11 +115,18 @@ pub async fn apply_paths(session: &Session, paths: &[PathBuf]) -> Result<(), Str
         );
         return Err("the manifests have errors; nothing was applied".into());
     }
-    let ops: Vec<Op> = v
+    let mut objects: Vec<Value> = v
         .objects
         .iter()
-        .map(|o| Op::Apply {
-            object: canonical_value(&o.object),
+        .map(|o| canonical_value(&o.object))
+        .collect();
+    for note in super::up_git::provision(dir, &mut objects)? {
+        eprintln!("{note}");
+    }
+    let ops: Vec<Op> = objects
+        .into_iter()
+        .map(|object| Op::Apply {
+            object,
             if_version: None,
         })
         .collect();
@@ -228,6 +236,7 @@ pub async fn summary(session: &Session, layout: &Layout, dir: &Path) -> String {
          nexus cluster status              replicas, nodes, capacity, allocations\n  \
          nexus history workload/web        every version: who, when, what changed\n  \
          nexus audit                       the audit log; `nexus audit verify` proves it\n  \
+         nexus gitops status               git sources: synced commit, errors, drift\n  \
          nexus service deploy 'python3 -m http.server 9000' --name files --replicas 2 --port 9000 --wait\n\n\
          Ctrl-C stops the cluster (the agents stop their replicas first); `nexus up` resumes it.\n",
     );
@@ -373,7 +382,7 @@ pub fn run(args: Args) -> u8 {
                             .join(", ")
                     );
                 } else {
-                    apply_paths(&session, &manifests).await?;
+                    apply_paths(&session, &manifests, &dir).await?;
                 }
             }
             if let Err(e) = super::wait::until_ready(&session, &[], Duration::from_secs(120)).await
