@@ -18,6 +18,9 @@ pub enum What {
     /// Node agents: apply → running p50/p99, replica and agent RSS, scheduler time, and
     /// convergence of 1,000 simulated agents running 10,000 replicas.
     Agents(super::bench_agents::Args),
+    /// GitOps: push -> entry committed p50/p99 with the notify watcher, the webhook and
+    /// polling; first sync, peak RSS and a one-file push for a repository of 5,000 manifests.
+    Gitops(super::bench_gitops::Args),
     /// Apply latency/throughput (through a real replica over QUIC, and through the ledger front)
     /// with 1, 8 and 64 clients; audit queries and `audit verify` over a generated log.
     Ledger {
@@ -48,6 +51,7 @@ pub enum What {
 pub fn run(args: Args) -> u8 {
     match args.what {
         What::Agents(a) => super::bench_agents::run(a),
+        What::Gitops(a) => super::bench_gitops::run(a),
         What::Validate { objects, dir, runs } => bench_validate(objects, dir, runs),
         What::Ledger {
             events,

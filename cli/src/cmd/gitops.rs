@@ -368,8 +368,16 @@ fn problems(s: &SourceStatus) -> String {
     if let Some(e) = &s.error {
         out.push_str(&format!("  error: {e}\n"));
     }
-    for d in s.diagnostics.iter().filter(|d| d.severity == "error") {
-        out.push_str(&format!("    {}\n", d.one_line()));
+    // The error names the first problem; list them all when there are more.
+    let errors: Vec<_> = s
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == "error")
+        .collect();
+    if errors.len() > 1 {
+        for d in errors {
+            out.push_str(&format!("    {}\n", d.one_line()));
+        }
     }
     for d in &s.drift {
         let fields = if d.fields.is_empty() {

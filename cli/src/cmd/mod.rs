@@ -7,6 +7,7 @@ pub mod apply;
 pub mod audit;
 pub mod bench;
 pub mod bench_agents;
+pub mod bench_gitops;
 pub mod bench_ledger;
 pub mod cluster;
 pub mod completion;

@@ -5,7 +5,8 @@
 //! git's content and delete only what left git (with prune), the signature policy, and the
 //! force-push flag. Anything else is refused with the reason and nothing is written.
 
-use std::sync::{Arc, RwLock};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, RwLock};
 
 use nexus_gitops::{FetchOptions, SourceConfig, verify_proposal};
 use nexus_ledger::admission::Admission;
@@ -15,22 +16,48 @@ use nexus_schemas::{Kind, Object, ObjectKey};
 use super::mirrors::{MirrorPool, lock};
 use super::request::{Claimed, claimed, forced_over};
 
+/// Checks remembered as passed: the same request is checked when it is submitted, when a batch
+/// holding it is built and when that batch is validated.
+const REMEMBERED: usize = 64;
+
 /// What the check needs from the state, copied so the state lock is not held during git IO.
 struct Pending {
     cfg: SourceConfig,
     claimed: Claimed,
     recorded: Option<String>,
+    /// Identifies this exact check: the request, the source's spec and the recorded commit.
+    memo: [u8; 32],
 }
 
 /// Verifies git-sourced requests against this replica's own mirrors.
 pub struct GitAdmission {
     pool: Arc<MirrorPool>,
     fetch: FetchOptions,
+    passed: Mutex<VecDeque<[u8; 32]>>,
 }
 
 impl GitAdmission {
     pub(crate) fn new(pool: Arc<MirrorPool>, fetch: FetchOptions) -> GitAdmission {
-        GitAdmission { pool, fetch }
+        GitAdmission {
+            pool,
+            fetch,
+            passed: Mutex::default(),
+        }
+    }
+
+    fn remembered(&self, memo: &[u8; 32]) -> bool {
+        self.passed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(memo)
+    }
+
+    fn remember(&self, memo: [u8; 32]) {
+        let mut passed = self.passed.lock().unwrap_or_else(|e| e.into_inner());
+        if passed.len() >= REMEMBERED {
+            passed.pop_front();
+        }
+        passed.push_back(memo);
     }
 
     /// Reads the source's config and last recorded commit; `Ok(None)` for other requests.
@@ -51,15 +78,23 @@ impl GitAdmission {
             .git_syncs
             .get(&id.to_string())
             .map(|g| g.commit.clone());
+        let mut h = blake3::Hasher::new();
+        h.update(&req.request.digest());
+        h.update(obj.content_hash.0.as_slice());
+        h.update(recorded.as_deref().unwrap_or("-").as_bytes());
         Ok(Some(Pending {
             cfg,
             claimed,
             recorded,
+            memo: *h.finalize().as_bytes(),
         }))
     }
 
     /// The git side of the check (blocking IO).
     fn check(&self, p: Pending) -> Result<(), String> {
+        if self.remembered(&p.memo) {
+            return Ok(());
+        }
         let url = &p.cfg.spec.url;
         let shared = self
             .pool
@@ -84,6 +119,7 @@ impl GitAdmission {
                 describe(expected.as_deref()),
             ));
         }
+        self.remember(p.memo);
         Ok(())
     }
 }

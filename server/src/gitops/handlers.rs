@@ -25,6 +25,10 @@ pub(crate) fn routes(g: &Arc<GitOps>, r: &mut Router) {
         move |_ctx: Context, req: GitopsStatusRequest| {
             let s = s.clone();
             async move {
+                if req.name.is_some() {
+                    // A source committed a moment ago may not be picked up yet.
+                    s.reconcile();
+                }
                 let sources: Vec<_> = s
                     .statuses()
                     .into_iter()
@@ -55,13 +59,13 @@ pub(crate) fn routes(g: &Arc<GitOps>, r: &mut Router) {
             let s = s.clone();
             async move {
                 let id = SourceId::new(req.namespace, req.name);
-                if !s.lock().sources.contains_key(&id) {
-                    return Err(RpcError::not_found(format!("no git source {id}")));
-                }
-                let status = s
-                    .sync_now(&id, SYNC_WAIT)
-                    .await
-                    .map_err(|e| RpcError::new(ErrorCode::Unavailable, e))?;
+                let status = s.sync_now(&id, SYNC_WAIT).await.map_err(|e| {
+                    if e.starts_with("no git source") {
+                        RpcError::not_found(e)
+                    } else {
+                        RpcError::new(ErrorCode::Unavailable, e)
+                    }
+                })?;
                 Ok(GitopsSyncResponse { status })
             }
         },

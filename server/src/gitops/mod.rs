@@ -273,7 +273,15 @@ impl GitOps {
 
     /// Syncs `id` now and returns its status once a sync that started after this call
     /// finished. `Err` says why not (no such source, removed meanwhile, or `timeout`).
-    pub async fn sync_now(&self, id: &SourceId, timeout: Duration) -> Result<SourceStatus, String> {
+    pub async fn sync_now(
+        self: &Arc<Self>,
+        id: &SourceId,
+        timeout: Duration,
+    ) -> Result<SourceStatus, String> {
+        // A source committed a moment ago may not have been picked up from the entry stream.
+        if !self.lock().sources.contains_key(id) {
+            self.reconcile();
+        }
         let (mut done, target) = {
             let inner = self.lock();
             let e = inner
