@@ -110,6 +110,8 @@ pub(crate) struct SourceEntry {
     pub owned: BTreeSet<ObjectKey>,
     /// The manifests of the last recorded commit, kept as the drift baseline.
     pub last: Option<LastSync>,
+    /// A head whose changes are left to the replica chosen to write them, and since when.
+    pub waiting: Option<(String, std::time::Instant)>,
     pub poller: JoinHandle<()>,
     pub worker: JoinHandle<()>,
     pub watcher: Option<LocalWatcher>,
@@ -440,6 +442,7 @@ impl GitOps {
                             done: watch::channel(0).0,
                             owned: BTreeSet::new(),
                             last: None,
+                            waiting: None,
                             poller,
                             worker,
                             watcher: None,

@@ -2,15 +2,18 @@
 //! objects and the last recorded commit from the committed state, fetches and plans with
 //! `prepare_sync`, and writes one request signed by this replica when the plan has changes. A
 //! concurrent change to a planned object (an `if_version` conflict) is planned again at once.
+//! With a validator set, one replica per source writes its syncs ([`syncer`]); the others take
+//! over when it leaves a change pending.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use nexus_api::gitops::SourceStatus;
 use nexus_gitops::sync::{LiveObject, LiveObjects, SyncOp};
 use nexus_gitops::{GitRepo, LastSync, Owner, SourceConfig, SourceId, prepare_sync};
-use nexus_ledger::{Caller, GitSync, Request, RequestError, SignedRequest, SubmitError};
+use nexus_ledger::{Caller, GitSync, Request, RequestError, SignedRequest, SubmitError, Validator};
 use nexus_schemas::ObjectKey;
 use tokio::sync::Notify;
 
@@ -26,6 +29,32 @@ const ATTEMPTS: usize = 3;
 struct Carry {
     owned: BTreeSet<ObjectKey>,
     last: Option<LastSync>,
+    /// Changes at this head left to the chosen replica since then (see [`syncer`]).
+    waiting: Option<(String, Instant)>,
+}
+
+/// The replica that writes the syncs of `id`: the validator whose name ranks first for the source
+/// by rendezvous hashing, so sources spread over replicas and only one replica writes each
+/// (the others still plan every commit and verify the chosen one's requests). `None` without a
+/// validator set: a lone replica writes its syncs itself.
+pub fn syncer<'a>(validators: &'a [Validator], id: &SourceId) -> Option<&'a str> {
+    let rank = |name: &str| {
+        let mut h = blake3::Hasher::new();
+        h.update(id.to_string().as_bytes());
+        h.update(&[0]);
+        h.update(name.as_bytes());
+        *h.finalize().as_bytes()
+    };
+    validators
+        .iter()
+        .max_by_key(|v| (rank(&v.name), v.name.clone()))
+        .map(|v| v.name.as_str())
+}
+
+/// How long the other replicas leave a pending change to the chosen one before writing it
+/// themselves (liveness only: whoever writes it, every replica checks it against git).
+fn takeover(cfg: &SourceConfig) -> Duration {
+    cfg.interval() * 2 + Duration::from_secs(5)
 }
 
 /// How one attempt ended.
@@ -56,7 +85,7 @@ impl GitOps {
 
     /// One sync of `id` (blocking).
     pub(crate) fn sync_once(&self, id: &SourceId) {
-        let (cfg, why, last, number, mut st, watching) = {
+        let (cfg, why, last, waiting, number, mut st, watching) = {
             let mut inner = self.lock();
             let Some(e) = inner.sources.get_mut(id) else {
                 return;
@@ -66,6 +95,7 @@ impl GitOps {
                 e.cfg.clone(),
                 e.why.take().unwrap_or(Why::Poll),
                 e.last.take(),
+                e.waiting.take(),
                 e.started,
                 e.status.clone(),
                 e.watcher.is_some(),
@@ -79,9 +109,11 @@ impl GitOps {
         let mut carry = Carry {
             owned: BTreeSet::new(),
             last,
+            waiting,
         };
         for attempt in 1..=ATTEMPTS {
-            match self.attempt(&cfg, carry.last.take(), &mut st, attempt == ATTEMPTS) {
+            let (last, waiting) = (carry.last.take(), carry.waiting.take());
+            match self.attempt(&cfg, last, waiting, &mut st, attempt == ATTEMPTS) {
                 Attempt::Done(c) => {
                     carry = c;
                     break;
@@ -99,6 +131,7 @@ impl GitOps {
             e.owned = carry.owned;
             if e.cfg == cfg {
                 e.last = carry.last;
+                e.waiting = carry.waiting;
             }
             e.done.send_replace(number);
         }
@@ -122,11 +155,12 @@ impl GitOps {
         &self,
         cfg: &SourceConfig,
         last: Option<LastSync>,
+        waiting: Option<(String, Instant)>,
         st: &mut SourceStatus,
         final_attempt: bool,
     ) -> Attempt {
         let me = cfg.id.owner();
-        let (live, mut owned, recorded) = {
+        let (live, mut owned, recorded, chosen) = {
             let state = self.ledger.state();
             let mut owned = BTreeSet::new();
             let live: LiveObjects = state
@@ -146,7 +180,8 @@ impl GitOps {
                 })
                 .collect();
             let recorded: Option<GitSync> = state.git_syncs.get(&cfg.id.to_string()).cloned();
-            (live, owned, recorded)
+            let chosen = syncer(&state.validators, &cfg.id).map(str::to_string);
+            (live, owned, recorded, chosen)
         };
         let recorded_commit = recorded.as_ref().map(|r| r.commit.clone());
         st.recorded_commit = recorded_commit.clone();
@@ -162,7 +197,11 @@ impl GitOps {
         };
         let fail = |st: &mut SourceStatus, msg: String, last: Option<LastSync>, owned| {
             st.error = Some(msg);
-            Attempt::Done(Carry { owned, last })
+            Attempt::Done(Carry {
+                owned,
+                last,
+                waiting: None,
+            })
         };
         let shared = match self.pool.get(&cfg.spec.url) {
             Ok(m) => m,
@@ -213,7 +252,30 @@ impl GitOps {
             } else {
                 last
             };
-            return Attempt::Done(Carry { owned, last });
+            return Attempt::Done(Carry {
+                owned,
+                last,
+                waiting: None,
+            });
+        }
+        if let Some(chosen) = chosen.filter(|c| *c != self.replica) {
+            let since = match waiting {
+                Some((c, t)) if c == head.commit => t,
+                _ => Instant::now(),
+            };
+            if since.elapsed() < takeover(cfg) {
+                st.error = None;
+                st.last_result = Some(format!(
+                    "replica {chosen} writes this source's syncs; pending: {}",
+                    plan.summary()
+                ));
+                return Attempt::Done(Carry {
+                    owned,
+                    last,
+                    waiting: Some((head.commit.clone(), since)),
+                });
+            }
+            tracing::warn!(source = %cfg.id, %chosen, "the chosen replica did not sync; writing the sync here");
         }
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let request = Request {
@@ -247,15 +309,48 @@ impl GitOps {
                         commit: head.commit.clone(),
                         manifests: Some(prep.manifests),
                     }),
+                    waiting: None,
                 })
             }
             Err(SubmitError::Request(RequestError::Conflict { .. })) if !final_attempt => {
-                Attempt::Retry(Carry { owned, last })
+                Attempt::Retry(Carry {
+                    owned,
+                    last,
+                    waiting: None,
+                })
             }
             Err(e) => {
                 let msg = format!("commit {} was not applied: {e}", short(&head.commit));
                 fail(st, msg, last, owned)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_syncer_per_source_spread_over_replicas() {
+        let v = |name: &str| Validator {
+            name: name.into(),
+            public_key: [0; 32],
+            address: String::new(),
+            power: 1,
+        };
+        let set: Vec<Validator> = ["r0", "r1", "r2", "r3"].into_iter().map(v).collect();
+        assert_eq!(syncer(&[], &SourceId::new("default", "apps")), None);
+        let mut chosen = BTreeSet::new();
+        for i in 0..40 {
+            let id = SourceId::new("default", format!("s{i}"));
+            let c = syncer(&set, &id).unwrap();
+            // The order of the set does not matter: every replica picks the same one.
+            let mut rev = set.clone();
+            rev.reverse();
+            assert_eq!(syncer(&rev, &id), Some(c));
+            chosen.insert(c.to_string());
+        }
+        assert_eq!(chosen.len(), 4, "40 sources use every replica: {chosen:?}");
     }
 }
