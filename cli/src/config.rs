@@ -197,6 +197,10 @@ pub struct ServerConfig {
     /// The other replicas, for replication.
     #[serde(default)]
     pub peers: Vec<Peer>,
+    /// The validators of height 1, when they are not this replica and its peers (a replica
+    /// added later lists the cluster's original members here; see docs/membership.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub genesis: Vec<Peer>,
     /// Join tokens accepted from node agents: id, SHA-256 of the secret, CA hash, expiry (never
     /// the secret itself). `nexus token create` appends here; the replica re-reads this file on
     /// every join, so new tokens work without a restart.
@@ -244,11 +248,15 @@ pub struct GitopsConfig {
     pub fetch_timeout: Option<String>,
 }
 
-/// Another replica.
+/// Another replica: its name (certificate `replica:<name>`), address, and validator key (the
+/// ed25519 key of its certificate, hex). Without `genesis`, this replica and its peers are the
+/// validators of height 1.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
     pub name: String,
     pub addr: String,
+    #[serde(default, rename = "publicKey", skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 impl ServerConfig {

@@ -73,8 +73,7 @@ pub fn execute_all(state: &State, requests: &[SignedRequest]) -> Execution {
             }));
             plan.outcomes
         });
-        out.outcomes
-            .push(result.clone().unwrap_or_default());
+        out.outcomes.push(result.clone().unwrap_or_default());
         out.requests.push(req.clone());
         out.results.push(result);
     }

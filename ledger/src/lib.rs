@@ -16,6 +16,7 @@ pub mod entry;
 pub mod event;
 pub mod execute;
 pub mod ledger;
+pub mod membership;
 pub mod nodes;
 pub mod plan;
 pub mod replicated;

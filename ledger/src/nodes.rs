@@ -68,7 +68,10 @@ pub fn plan_node_op<V: ObjectView + ?Sized>(
         Op::NodeLostAttest { name, lost } => {
             only_replicas(req).and_then(|()| attest(view, &req.actor, name, *lost))
         }
-        Op::Apply { .. } | Op::Delete { .. } => return None,
+        Op::Apply { .. }
+        | Op::Delete { .. }
+        | Op::AddValidator { .. }
+        | Op::RemoveValidator { .. } => return None,
     };
     Some(result)
 }
@@ -78,7 +81,10 @@ pub fn op_node(op: &Op) -> Option<&str> {
     match op {
         Op::NodeJoin { node } => Some(&node.name),
         Op::NodeLabels { name, .. } | Op::NodeLostAttest { name, .. } => Some(name),
-        Op::Apply { .. } | Op::Delete { .. } => None,
+        Op::Apply { .. }
+        | Op::Delete { .. }
+        | Op::AddValidator { .. }
+        | Op::RemoveValidator { .. } => None,
     }
 }
 

@@ -108,6 +108,8 @@ pub struct Staged<'a> {
     base: &'a State,
     changes: HashMap<ObjectKey, Option<ObjectState>>,
     nodes: HashMap<String, NodeState>,
+    /// A validator-set change planned earlier in the batch takes effect at this height.
+    membership: Option<u64>,
 }
 
 impl<'a> Staged<'a> {
@@ -116,6 +118,7 @@ impl<'a> Staged<'a> {
             base,
             changes: HashMap::new(),
             nodes: HashMap::new(),
+            membership: None,
         }
     }
 
@@ -130,6 +133,11 @@ impl<'a> Staged<'a> {
                 && let Some(next) = crate::nodes::next_node(self.node(name), body, height)
             {
                 self.nodes.insert(name.to_string(), next);
+            } else if let EventBody::MembershipChanged {
+                effective_height, ..
+            } = body
+            {
+                self.membership = Some(*effective_height);
             }
         }
     }
@@ -150,6 +158,10 @@ impl ObjectView for Staged<'_> {
     }
     fn voters(&self) -> usize {
         self.base.voters()
+    }
+    fn membership(&self) -> (&[crate::event::Validator], Option<u64>) {
+        let (set, pending) = self.base.membership();
+        (set, self.membership.or(pending))
     }
 }
 
@@ -255,6 +267,16 @@ pub fn plan_request<V: ObjectView + ?Sized>(view: &V, req: &Request) -> Result<P
         outcomes: Vec::with_capacity(req.ops.len()),
     };
     for (i, op) in req.ops.iter().enumerate() {
+        if let Some(events) = crate::membership::plan_membership_op(view, req, op) {
+            // Validator-set changes have no object outcome either; one per request.
+            if req.ops.len() > 1 {
+                return Err(RequestError::Invalid(
+                    "a validator-set change must be the only operation of its request".into(),
+                ));
+            }
+            plan.events.extend(events?);
+            continue;
+        }
         if let Some(events) = crate::nodes::plan_node_op(view, req, op) {
             // Node operations have no object outcome; their effects are the events. Each op
             // plans against the state before the request, so a node may appear only once.
@@ -324,7 +346,11 @@ pub fn plan_request<V: ObjectView + ?Sized>(view: &V, req: &Request) -> Result<P
                     }),
                 )
             }
-            Op::NodeJoin { .. } | Op::NodeLabels { .. } | Op::NodeLostAttest { .. } => continue,
+            Op::NodeJoin { .. }
+            | Op::NodeLabels { .. }
+            | Op::NodeLostAttest { .. }
+            | Op::AddValidator { .. }
+            | Op::RemoveValidator { .. } => continue,
         };
         if !seen.insert(key.clone()) {
             return Err(RequestError::DuplicateObject { key });

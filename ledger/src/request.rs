@@ -115,6 +115,12 @@ pub enum Op {
     /// The submitting replica attests that node `name` stopped heartbeating (`lost: true`), or
     /// withdraws that (`lost: false`). The node is lost once f+1 replicas attested it.
     NodeLostAttest { name: String, lost: bool },
+    /// Add a replica to the validator set (users only). It takes effect
+    /// [`crate::replicated::MEMBERSHIP_DELAY`] heights after the entry holding it; one change
+    /// may be pending at a time (docs/membership.md).
+    AddValidator { validator: crate::event::Validator },
+    /// Remove a replica, by name, from the validator set (users only; same rules).
+    RemoveValidator { name: String },
 }
 
 /// A change request, as a client builds and signs it.

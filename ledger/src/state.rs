@@ -101,6 +101,8 @@ pub trait ObjectView {
     fn node(&self, name: &str) -> Option<&NodeState>;
     /// How many replicas vote (the validator set's size; 1 without a validator set).
     fn voters(&self) -> usize;
+    /// The validator set, and the height a pending change takes effect at (if one is pending).
+    fn membership(&self) -> (&[Validator], Option<u64>);
 }
 
 impl ObjectView for State {
@@ -115,6 +117,12 @@ impl ObjectView for State {
     }
     fn voters(&self) -> usize {
         self.validators.len().max(1)
+    }
+    fn membership(&self) -> (&[Validator], Option<u64>) {
+        (
+            &self.validators,
+            self.pending_validators.as_ref().map(|(h, _)| *h),
+        )
     }
 }
 

@@ -5,6 +5,7 @@
 mod convert;
 pub mod gitops;
 pub mod nodes;
+pub mod replication;
 mod service;
 mod watch;
 
@@ -12,7 +13,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use nexus_ledger::{Ledger, LedgerConfig};
+use nexus_ledger::consensus::ValidatorKey;
+use nexus_ledger::replicated::ReplicaConfig;
+use nexus_ledger::{Ledger, LedgerConfig, Validator};
 use nexus_transport::pki::{LeafCert, cert_der_from_pem};
 use nexus_transport::quic::{Endpoint, ServerOptions, ServerTls};
 use nexus_transport::rpc::{RpcConfig, RpcServer, ServerHandle};
@@ -20,6 +23,7 @@ use nexus_transport::rpc::{RpcConfig, RpcServer, ServerHandle};
 pub use convert::object_info;
 pub use gitops::{GitOps, GitOpsOptions};
 pub use nodes::{Nodes, NodesOptions};
+pub use replication::{Replication, ReplicationOptions};
 
 /// Everything a replica needs to start.
 #[derive(Clone)]
@@ -39,6 +43,9 @@ pub struct ReplicaOptions {
     pub rpc: RpcConfig,
     /// Git sources: watchers, webhook endpoint, fetch credentials.
     pub gitops: GitOpsOptions,
+    /// The genesis validators and where the other replicas are (empty: a one-replica
+    /// cluster). Every replica runs consensus, alone or with others.
+    pub replication: ReplicationOptions,
 }
 
 impl std::fmt::Debug for ReplicaOptions {
@@ -76,6 +83,8 @@ pub(crate) struct Shared {
     pub nodes: Arc<Nodes>,
     /// Git sources: sync controller, admission, status.
     pub gitops: Arc<GitOps>,
+    /// Consensus links and replica status.
+    pub replication: Arc<Replication>,
 }
 
 /// A running replica.
@@ -104,19 +113,6 @@ impl Replica {
             path: opts.data_dir.display().to_string(),
             message: e.to_string(),
         })?;
-        let path = opts.data_dir.join("ledger.redb");
-        let ledger_cfg = opts.ledger.clone();
-        let ledger = tokio::task::spawn_blocking(move || Ledger::open(&path, ledger_cfg))
-            .await
-            .map_err(|e| StartError::Ledger {
-                path: opts.data_dir.display().to_string(),
-                message: e.to_string(),
-            })?
-            .map_err(|e| StartError::Ledger {
-                path: opts.data_dir.display().to_string(),
-                message: e.to_string(),
-            })?;
-        let ledger = Arc::new(ledger);
         let tls = ServerTls::new(&ca_der, &leaf, &ServerOptions::default())
             .map_err(|e| StartError::Pki(e.to_string()))?;
         let endpoint = Endpoint::server(opts.listen, &tls).map_err(|e| StartError::Listen {
@@ -124,6 +120,53 @@ impl Replica {
             message: e.to_string(),
         })?;
         let addr = endpoint.local_addr().unwrap_or(opts.listen);
+        let me = ValidatorKey(leaf.identity().public_key);
+        let links = Arc::new(replication::Links::new(
+            me,
+            endpoint.clone(),
+            replication::client_tls(&opts.ca_pem, &leaf).map_err(StartError::Pki)?,
+            opts.rpc.clone(),
+        ));
+        let genesis = opts.replication.genesis_with(Validator {
+            name: opts.name.clone(),
+            public_key: me.0,
+            address: addr.to_string(),
+            power: 1,
+        });
+        let mut replica =
+            ReplicaConfig::new(&opts.cluster, &opts.name, leaf.ed25519_seed(), genesis);
+        if let Some(t) = opts.replication.timeouts {
+            replica.timeouts = t;
+        }
+        let path = opts.data_dir.join("ledger.redb");
+        let ledger_cfg = opts.ledger.clone();
+        let net: Arc<dyn nexus_ledger::replicated::Network> = links.clone();
+        let ledger = tokio::task::spawn_blocking(move || {
+            Ledger::open_replicated(
+                &path,
+                ledger_cfg,
+                replica,
+                net,
+                nexus_ledger::ledger::system_clock(),
+            )
+        })
+        .await
+        .map_err(|e| StartError::Ledger {
+            path: opts.data_dir.display().to_string(),
+            message: e.to_string(),
+        })?
+        .map_err(|e| StartError::Ledger {
+            path: opts.data_dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let ledger = Arc::new(ledger);
+        let replication = Replication::start(
+            opts.name.clone(),
+            me,
+            ledger.clone(),
+            links,
+            opts.replication.addresses(),
+        );
         let watch = watch::Hub::start(ledger.clone());
         let ca = match &opts.ca_key_pem {
             Some(key) => Some(
@@ -162,10 +205,12 @@ impl Replica {
             watch,
             nodes,
             gitops,
+            replication,
         });
         let mut router = service::router(shared.clone());
         shared.nodes.routes(&mut router);
         shared.gitops.routes(&mut router);
+        shared.replication.routes(&mut router);
         let rpc = RpcServer::new(endpoint, router, opts.rpc.clone()).spawn();
         tracing::info!(replica = %opts.name, %addr, height = shared.ledger.height(), "replica serving");
         Ok(Replica { shared, rpc })
@@ -192,9 +237,15 @@ impl Replica {
         &self.shared.gitops
     }
 
+    /// The replication side (consensus links, replica status).
+    pub fn replication(&self) -> &Arc<Replication> {
+        &self.shared.replication
+    }
+
     pub async fn shutdown(self) {
         self.shared.gitops.stop();
         self.shared.nodes.stop();
+        self.shared.replication.stop();
         self.rpc.shutdown().await;
         self.shared.watch.stop();
         let ledger = self.shared.ledger.clone();

@@ -98,6 +98,17 @@ pub fn router(shared: Arc<Shared>) -> Router {
             let s = s.clone();
             async move {
                 let kind = selector_kind(&req.selector)?;
+                if req.consistent {
+                    // Read through the log: wait until a barrier ordered after this call is
+                    // applied here, so every acknowledged write is visible.
+                    let ledger = s.ledger.clone();
+                    blocking(move || {
+                        ledger
+                            .read_barrier(std::time::Duration::from_secs(30))
+                            .map_err(submit_error)
+                    })
+                    .await?;
+                }
                 let state = s.ledger.state();
                 let objects = state
                     .objects
@@ -273,14 +284,21 @@ pub fn router(shared: Arc<Shared>) -> Router {
         move |_ctx: Context, _req: StatusRequest| {
             let s = s.clone();
             async move {
+                let r = s.clone();
+                let replicas =
+                    blocking(move || Ok(r.replication.replicas(&r.addr.to_string()))).await?;
                 let state = s.ledger.state();
-                let me = ReplicaStatus {
-                    name: s.name.clone(),
-                    addr: s.addr.to_string(),
-                    height: state.height,
-                    round: None,
-                    health: "healthy".into(),
-                    lag: 0,
+                let replicas = if replicas.is_empty() {
+                    vec![ReplicaStatus {
+                        name: s.name.clone(),
+                        addr: s.addr.to_string(),
+                        height: state.height,
+                        round: None,
+                        health: "unknown".into(),
+                        lag: 0,
+                    }]
+                } else {
+                    replicas
                 };
                 Ok(StatusResponse {
                     cluster: s.cluster.clone(),
@@ -288,7 +306,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
                     height: state.height,
                     head_hash: state.head_hash.to_string(),
                     objects: state.objects.len(),
-                    replicas: vec![me],
+                    replicas,
                     nodes: s
                         .nodes
                         .node_table()
@@ -332,7 +350,9 @@ fn dry_run_changes(
             // Node facts are not objects: nothing to diff.
             nexus_ledger::Op::NodeJoin { .. }
             | nexus_ledger::Op::NodeLabels { .. }
-            | nexus_ledger::Op::NodeLostAttest { .. } => {}
+            | nexus_ledger::Op::NodeLostAttest { .. }
+            | nexus_ledger::Op::AddValidator { .. }
+            | nexus_ledger::Op::RemoveValidator { .. } => {}
         }
     }
     nexus_schemas::diff_canonical(&old, &new)

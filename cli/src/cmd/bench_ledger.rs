@@ -102,6 +102,7 @@ async fn quic_levels(dir: &std::path::Path, per_level: Duration) -> Result<Vec<B
         ledger: Default::default(),
         rpc: Default::default(),
         gitops: Default::default(),
+        replication: Default::default(),
     };
     let server = Replica::start(opts).await.map_err(|e| e.to_string())?;
     let ctx = Context {

@@ -264,13 +264,19 @@ pub fn render(st: &StatusResponse) -> String {
         "cluster {}  height {}  objects {}\n\n",
         st.cluster, st.height, st.objects
     );
-    let mut t = Table::new(&["REPLICA", "ADDRESS", "HEIGHT", "HEALTH"]);
+    let mut t = Table::new(&["REPLICA", "ADDRESS", "HEIGHT", "ROUND", "HEALTH", "LAG"]);
     for r in &st.replicas {
         t.row(vec![
-            r.name.clone(),
+            if r.name == st.replica {
+                format!("{} (answering)", r.name)
+            } else {
+                r.name.clone()
+            },
             r.addr.clone(),
             r.height.to_string(),
+            r.round.map_or_else(|| "-".to_string(), |x| x.to_string()),
             r.health.clone(),
+            r.lag.to_string(),
         ]);
     }
     out.push_str(&t.render());

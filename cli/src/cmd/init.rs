@@ -1,5 +1,8 @@
-//! `nexus init`: creates a cluster CA, a replica certificate and `server.yaml`, an admin user
+//! `nexus init`: creates a cluster CA, replica certificates and `server.yaml`s, an admin user
 //! certificate, and a client context, so `nexus server` and `nexus apply` work right away.
+//! With `--replicas N` (N > 1) every replica gets its own directory `<data>/rI/` with its
+//! `server.yaml`, listening on consecutive ports from `--listen`, each naming the others as
+//! peers with their validator keys.
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -16,9 +19,13 @@ pub struct Args {
     /// Cluster name (also the context name).
     #[arg(long, default_value = "local")]
     pub cluster: String,
-    /// Address the replica listens on.
+    /// Address the replica listens on (the first one, with --replicas; the others take the
+    /// following ports).
     #[arg(long, default_value = "127.0.0.1:7443")]
     pub listen: String,
+    /// Control-plane replicas (validators): 1, or 3f+1 (4 tolerates one faulty replica).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
     /// Name of the admin user certificate.
     #[arg(long, default_value = "admin")]
     pub user: String,
@@ -57,22 +64,29 @@ impl ClusterPaths {
 
 pub fn run(args: Args) -> u8 {
     match init(&args) {
-        Ok(server_yaml) => {
+        Ok(yamls) => {
+            let Some(server_yaml) = yamls.first().cloned() else {
+                return exit::ERROR;
+            };
             println!("Cluster {:?} initialised.", args.cluster);
             println!(
                 "  CA:           {}",
                 ClusterPaths::new(&args.cluster).ca_cert().display()
             );
-            println!("  server:       {}", server_yaml.display());
+            for y in &yamls {
+                println!("  server:       {}", y.display());
+            }
             println!(
                 "  user:         {} (context {:?} is now current)",
                 args.user, args.cluster
             );
             println!();
-            println!(
-                "Start the control plane:   nexus server --config {}",
-                server_yaml.display()
-            );
+            for y in &yamls {
+                println!(
+                    "Start the control plane:   nexus server --config {}",
+                    y.display()
+                );
+            }
             println!(
                 "Add a node (as root):      nexus agent --join {} --token $(nexus token create --config {})",
                 args.listen,
@@ -88,7 +102,7 @@ pub fn run(args: Args) -> u8 {
     }
 }
 
-fn init(args: &Args) -> Result<PathBuf, ConfigError> {
+fn init(args: &Args) -> Result<Vec<PathBuf>, ConfigError> {
     nexus_transport::init_crypto();
     let paths = ClusterPaths::new(&args.cluster);
     if paths.ca_cert().exists() && !args.force {
@@ -109,34 +123,67 @@ fn init(args: &Args) -> Result<PathBuf, ConfigError> {
         .data_dir
         .clone()
         .unwrap_or_else(|| data_dir().join(&args.cluster));
-    let replica = ca
-        .issue(&LeafRequest::new(
-            Role::Replica,
-            "r0",
-            Validity::leaf_default(now),
-        ))
-        .map_err(pki)?;
-    let rdir = data.join("r0");
-    write_private(&rdir.join("tls.crt"), replica.cert_pem().as_bytes())?;
-    write_private(&rdir.join("tls.key"), replica.key_pem().as_bytes())?;
-    let server = ServerConfig {
-        cluster: args.cluster.clone(),
-        name: "r0".into(),
-        listen: args.listen.clone(),
-        data_dir: rdir.clone(),
-        ca: paths.ca_cert(),
-        ca_key: paths.ca_key(),
-        cert: rdir.join("tls.crt"),
-        key: rdir.join("tls.key"),
-        peers: Vec::new(),
-        join_tokens: Vec::new(),
-        node_timeout: None,
-        heartbeat: None,
-        network_pool: None,
-        gitops: None,
-    };
-    let server_yaml = data.join("server.yaml");
-    server.save(&server_yaml)?;
+    let n = args.replicas.max(1);
+    let first: std::net::SocketAddr = args
+        .listen
+        .parse()
+        .map_err(|_| ConfigError::Other(format!("--listen {:?} is not host:port", args.listen)))?;
+    let mut members = Vec::new();
+    for i in 0..n {
+        let name = format!("r{i}");
+        let leaf = ca
+            .issue(&LeafRequest::new(
+                Role::Replica,
+                name.clone(),
+                Validity::leaf_default(now),
+            ))
+            .map_err(pki)?;
+        let rdir = data.join(&name);
+        write_private(&rdir.join("tls.crt"), leaf.cert_pem().as_bytes())?;
+        write_private(&rdir.join("tls.key"), leaf.key_pem().as_bytes())?;
+        let port = first
+            .port()
+            .checked_add(i as u16)
+            .ok_or_else(|| ConfigError::Other(format!("no port {} + {i}", first.port())))?;
+        let listen = std::net::SocketAddr::new(first.ip(), port).to_string();
+        members.push((name, listen, hex::encode(leaf.identity().public_key), rdir));
+    }
+    let mut yamls = Vec::new();
+    for (name, listen, _, rdir) in &members {
+        let server = ServerConfig {
+            cluster: args.cluster.clone(),
+            name: name.clone(),
+            listen: listen.clone(),
+            data_dir: rdir.clone(),
+            ca: paths.ca_cert(),
+            ca_key: paths.ca_key(),
+            cert: rdir.join("tls.crt"),
+            key: rdir.join("tls.key"),
+            peers: members
+                .iter()
+                .filter(|(other, ..)| other != name)
+                .map(|(other, addr, key, _)| crate::config::Peer {
+                    name: other.clone(),
+                    addr: addr.clone(),
+                    public_key: Some(key.clone()),
+                })
+                .collect(),
+            genesis: Vec::new(),
+            join_tokens: Vec::new(),
+            node_timeout: None,
+            heartbeat: None,
+            network_pool: None,
+            gitops: None,
+        };
+        // One replica keeps the historical layout (`<data>/server.yaml`).
+        let server_yaml = if n == 1 {
+            data.join("server.yaml")
+        } else {
+            rdir.join("server.yaml")
+        };
+        server.save(&server_yaml)?;
+        yamls.push(server_yaml);
+    }
 
     let user = ca
         .issue(&LeafRequest::new(
@@ -152,12 +199,12 @@ fn init(args: &Args) -> Result<PathBuf, ConfigError> {
     cfg.upsert(Context {
         name: args.cluster.clone(),
         cluster: args.cluster.clone(),
-        servers: vec![args.listen.clone()],
+        servers: members.iter().map(|(_, l, ..)| l.clone()).collect(),
         server_name: "localhost".into(),
         ca: paths.ca_cert(),
         cert: paths.user_cert(&args.user),
         key: paths.user_key(&args.user),
     });
     cfg.save()?;
-    Ok(server_yaml)
+    Ok(yamls)
 }

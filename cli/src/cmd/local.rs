@@ -182,6 +182,7 @@ pub fn create(dir: &Path, spec: &Spec) -> Result<Layout, ConfigError> {
         });
     }
     let mut yamls = Vec::new();
+    let mut keys = Vec::new();
     for r in &replicas {
         let rdir = dir.join("replicas").join(&r.name);
         let leaf = ca
@@ -193,6 +194,10 @@ pub fn create(dir: &Path, spec: &Spec) -> Result<Layout, ConfigError> {
             .map_err(cerr)?;
         write_private(&rdir.join("tls.crt"), leaf.cert_pem().as_bytes())?;
         write_private(&rdir.join("tls.key"), leaf.key_pem().as_bytes())?;
+        keys.push(hex::encode(leaf.identity().public_key));
+    }
+    for r in &replicas {
+        let rdir = dir.join("replicas").join(&r.name);
         let cfg = ServerConfig {
             cluster: spec.name.clone(),
             name: r.name.clone(),
@@ -204,12 +209,15 @@ pub fn create(dir: &Path, spec: &Spec) -> Result<Layout, ConfigError> {
             key: rdir.join("tls.key"),
             peers: replicas
                 .iter()
-                .filter(|p| p.name != r.name)
-                .map(|p| Peer {
+                .zip(&keys)
+                .filter(|(p, _)| p.name != r.name)
+                .map(|(p, key)| Peer {
                     name: p.name.clone(),
                     addr: p.addr.clone(),
+                    public_key: Some(key.clone()),
                 })
                 .collect(),
+            genesis: Vec::new(),
             join_tokens: Vec::new(),
             node_timeout: Some(spec.node_timeout.clone()),
             heartbeat: None,

@@ -86,6 +86,48 @@ pub fn options(
         ledger: Default::default(),
         rpc: Default::default(),
         gitops: gitops_options(path, cfg.gitops.as_ref())?,
+        replication: replication_options(path, &cfg)?,
+    })
+}
+
+/// Peers (and the genesis validators, if given) from `server.yaml`.
+pub fn replication_options(
+    path: &std::path::Path,
+    cfg: &ServerConfig,
+) -> Result<nexus_server::ReplicationOptions, crate::config::ConfigError> {
+    let validator = |p: &crate::config::Peer| -> Result<nexus_ledger::Validator, _> {
+        let key = p.public_key.as_deref().ok_or_else(|| {
+            crate::config::ConfigError::Other(format!(
+                "{}: replica {:?} has no publicKey (the hex ed25519 key of its certificate;                  `nexus init --replicas N` and `nexus up --replicas N` write it)",
+                path.display(),
+                p.name
+            ))
+        })?;
+        let public_key = hex::decode(key)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| {
+                crate::config::ConfigError::Other(format!(
+                    "{}: replica {:?}: publicKey must be 64 hex digits",
+                    path.display(),
+                    p.name
+                ))
+            })?;
+        Ok(nexus_ledger::Validator {
+            name: p.name.clone(),
+            public_key,
+            address: p.addr.clone(),
+            power: 1,
+        })
+    };
+    Ok(nexus_server::ReplicationOptions {
+        genesis: cfg
+            .genesis
+            .iter()
+            .map(validator)
+            .collect::<Result<_, _>>()?,
+        peers: cfg.peers.iter().map(validator).collect::<Result<_, _>>()?,
+        timeouts: None,
     })
 }
 

@@ -398,6 +398,17 @@ fn verify_accepts_an_intact_chain() {
         .unwrap();
         assert!(r.is_ok() && r.entries == 6, "{threads} threads: {r:?}");
     }
+    let at4 = l.store().entry(4).unwrap().unwrap().hash;
+    let r = verify_with(
+        l.store(),
+        &VerifyOptions {
+            up_to: Some(4),
+            ..VerifyOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(r.is_ok() && r.entries == 4, "{r:?}");
+    assert_eq!(r.head.map(|h| (h.height, h.hash)), Some((4, at4)));
     let empty_dir = tempdir();
     let empty = Store::open(empty_dir.path().join("e.redb"), StoreConfig::default()).unwrap();
     assert!(verify(&empty).unwrap().is_ok());
@@ -473,6 +484,7 @@ fn verify_detects_a_forged_signature_under_a_valid_hash() {
             trusted_key: Some(&only_seed_2),
             signatures: false,
             threads: 1,
+            up_to: None,
         },
     )
     .unwrap();

@@ -83,6 +83,9 @@ pub struct VerifyOptions<'a> {
     pub signatures: bool,
     /// Also check each request's key against the actor it names.
     pub trusted_key: Option<KeyPolicy<'a>>,
+    /// Verify only entries `1..=up_to` and report the entry at `up_to` as the head (to compare
+    /// replicas at one height while they keep deciding).
+    pub up_to: Option<u64>,
 }
 
 impl Default for VerifyOptions<'_> {
@@ -91,6 +94,7 @@ impl Default for VerifyOptions<'_> {
             threads: 0,
             signatures: true,
             trusted_key: None,
+            up_to: None,
         }
     }
 }
@@ -101,6 +105,7 @@ impl std::fmt::Debug for VerifyOptions<'_> {
             .field("threads", &self.threads)
             .field("signatures", &self.signatures)
             .field("trusted_key", &self.trusted_key.is_some())
+            .field("up_to", &self.up_to)
             .finish()
     }
 }
@@ -132,7 +137,7 @@ pub fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
 pub fn verify_with(store: &Store, opts: &VerifyOptions<'_>) -> Result<VerifyReport, StoreError> {
     let view = store.read()?;
     let mut report = VerifyReport::default();
-    let last = {
+    let stored_last = {
         let t = view.txn().open_table(HEADERS).map_err(dberr)?;
         if t.is_empty().map_err(dberr)? {
             0
@@ -140,7 +145,17 @@ pub fn verify_with(store: &Store, opts: &VerifyOptions<'_>) -> Result<VerifyRepo
             t.last().map_err(dberr)?.map_or(0, |(k, _)| k.value())
         }
     };
-    match view.head() {
+    let last = opts.up_to.map_or(stored_last, |u| u.min(stored_last));
+    let head = match (opts.up_to, view.header(last)) {
+        (Some(_), Ok(Some(h))) => Ok(Some(Head {
+            height: h.height,
+            hash: h.hash,
+            timestamp_ms: h.timestamp_ms,
+        })),
+        (Some(_), Ok(None)) => Ok(None),
+        _ => view.head(),
+    };
+    match head {
         Ok(h) => report.head = h,
         Err(e) => {
             report.problem = Some(Problem::Inconsistent {

@@ -88,7 +88,16 @@ impl ReplicaConfig {
             name: name.into(),
             seed,
             genesis,
-            timeouts: Timeouts::default(),
+            // Replicas of a control plane sit on one network: a round gives up on a silent
+            // proposer after 1 s (+250 ms per round), not Tendermint's WAN-friendly 3 s.
+            timeouts: Timeouts {
+                propose: Duration::from_millis(1000),
+                prevote: Duration::from_millis(500),
+                precommit: Duration::from_millis(500),
+                delta: Duration::from_millis(250),
+                rebroadcast: Duration::from_millis(2000),
+                max: Duration::from_secs(30),
+            },
             empty_batch_delay: Duration::from_millis(200),
             status_interval: Duration::from_millis(1000),
             submit_timeout: Duration::from_secs(60),
@@ -127,4 +136,6 @@ pub struct ReplicationStatus {
     /// Why consensus stopped, if it did.
     pub halted: Option<String>,
     pub decided_by_sync: u64,
+    /// The node's clock now (the clock of `PeerStatus::seen_ms`).
+    pub now_ms: u64,
 }

@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use super::batch::CertRecord;
-use super::{Network, ReplicaConfig, consensus_set};
-use crate::consensus::{Timeouts, ValidatorKey, Verifier, verify_commit_cert};
+use super::{Network, ReplicaConfig};
+use crate::audit::verify_certificates;
+use crate::consensus::{Timeouts, ValidatorKey};
 use crate::event::Validator;
 use crate::ledger::{Caller, Ledger, LedgerConfig, SubmitError, system_clock};
 use crate::plan::{Action, RequestError};
@@ -71,20 +71,23 @@ fn key(i: usize) -> ValidatorKey {
     )
 }
 
+fn validator(i: usize) -> Validator {
+    Validator {
+        name: format!("r{i}"),
+        public_key: key(i).0,
+        address: format!("r{i}"),
+        power: 1,
+    }
+}
+
 fn genesis(n: usize) -> Vec<Validator> {
-    (0..n)
-        .map(|i| Validator {
-            name: format!("r{i}"),
-            public_key: key(i).0,
-            address: format!("r{i}"),
-            power: 1,
-        })
-        .collect()
+    (0..n).map(validator).collect()
 }
 
 struct Cluster {
     dirs: Vec<tempfile::TempDir>,
     net: Arc<Net>,
+    /// Validators of height 1.
     n: usize,
 }
 
@@ -173,7 +176,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for i in 0..self.n {
+        for i in 0..self.dirs.len() {
             self.stop(i);
         }
     }
@@ -192,26 +195,16 @@ fn apply_req(id: &str, name: &str, replicas: u64) -> SignedRequest {
 
 /// Every replica holds the same chain, and every entry's certificate verifies against the
 /// validator set of its height and matches the entry's batch.
-fn assert_same_certified_chain(ledgers: &[Arc<Ledger>], n: usize) {
+fn assert_same_certified_chain(ledgers: &[Arc<Ledger>]) {
     let heads: Vec<_> = ledgers
         .iter()
         .map(|l| l.store().head().unwrap().unwrap())
         .collect();
     assert!(heads.windows(2).all(|w| w[0] == w[1]), "heads {heads:?}");
-    let verifier = Verifier::new(crate::consensus::ChainId::from_name("test"));
-    let vs = consensus_set(&genesis(n)).unwrap();
-    let store = ledgers[0].store();
-    let view = store.read().unwrap();
-    for h in 1..=heads[0].height {
-        let (_, requests, _) = view.raw_entry(h).unwrap().unwrap();
-        let rec = CertRecord::from_bytes(&view.certificate(h).unwrap().unwrap()).unwrap();
-        assert_eq!(rec.cert.height, h);
-        assert_eq!(
-            rec.cert.batch_id,
-            super::batch::batch_id(&rec.header, &requests, &rec.barriers),
-            "height {h}: the certificate signs this entry's batch"
-        );
-        verify_commit_cert(&verifier, &rec.cert, &vs).expect("valid certificate");
+    for l in ledgers {
+        let r = verify_certificates(l.store(), "test", None).unwrap();
+        assert_eq!(r.problem, None);
+        assert_eq!((r.certified, r.uncertified), (heads[0].height, 0));
     }
 }
 
@@ -243,7 +236,7 @@ fn one_replica_decides_alone_and_idles_without_heights() {
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(l.height(), 1, "an idle replica decides no heights");
     assert_eq!(l.read_barrier(Duration::from_secs(5)).unwrap(), 2);
-    assert_same_certified_chain(std::slice::from_ref(&l), 1);
+    assert_same_certified_chain(std::slice::from_ref(&l));
     // Restart: the state and the height are back, and consensus continues after them.
     drop(l);
     c.stop(0);
@@ -280,7 +273,7 @@ fn four_replicas_order_concurrent_clients_and_agree() {
         c.wait_height(i, top);
     }
     let ledgers: Vec<_> = (0..4).map(|i| c.get(i)).collect();
-    assert_same_certified_chain(&ledgers, 4);
+    assert_same_certified_chain(&ledgers);
     for l in &ledgers {
         assert_eq!(l.state().objects.len(), 60);
     }
@@ -293,6 +286,29 @@ fn four_replicas_order_concurrent_clients_and_agree() {
     let s = c.get(2).replication_status().unwrap();
     assert_eq!(s.validators, 4);
     assert!(s.peers.len() >= 2, "{s:?}");
+
+    // Tampered certificates are found: a forged signature, or a record for another batch.
+    let store = ledgers[3].store();
+    let good = store.certificate(5).unwrap().unwrap();
+    let mut rec = super::batch::CertRecord::from_bytes(&good).unwrap();
+    rec.cert.signatures[0].1[3] ^= 1;
+    store.set_certificate(5, &rec.to_bytes()).unwrap();
+    let r = verify_certificates(store, "test", None).unwrap();
+    assert_eq!(r.problem.map(|p| p.height()), Some(5));
+    let mut rec = super::batch::CertRecord::from_bytes(&good).unwrap();
+    rec.barriers.push([1; 16]);
+    store.set_certificate(5, &rec.to_bytes()).unwrap();
+    let r = verify_certificates(store, "test", None).unwrap();
+    assert!(r.problem.unwrap().to_string().contains("does not certify"));
+    assert_eq!(
+        verify_certificates(store, "other", Some(4))
+            .unwrap()
+            .problem
+            .map(|p| p.height()),
+        Some(1),
+        "another cluster's signatures"
+    );
+    store.set_certificate(5, &good).unwrap();
 }
 
 #[test]
@@ -316,7 +332,7 @@ fn restarted_and_wiped_replicas_catch_up_and_a_minority_stands_still() {
     c.start(2);
     c.wait_height(2, top);
     let ledgers: Vec<_> = (0..4).map(|i| c.get(i)).collect();
-    assert_same_certified_chain(&ledgers, 4);
+    assert_same_certified_chain(&ledgers);
     assert_eq!(ledgers[2].state().objects.len(), 10);
 
     // Cut two replicas off: neither side has a quorum, nothing is decided.
@@ -336,5 +352,67 @@ fn restarted_and_wiped_replicas_catch_up_and_a_minority_stands_still() {
         c.wait_height(i, h);
     }
     let ledgers: Vec<_> = (0..4).map(|i| c.get(i)).collect();
-    assert_same_certified_chain(&ledgers, 4);
+    assert_same_certified_chain(&ledgers);
+}
+
+#[test]
+fn a_replica_added_by_a_membership_change_joins_and_a_removed_one_leaves() {
+    let mut c = Cluster::new(4);
+    c.dirs.push(tempdir());
+    let add = signed(
+        "add-r4",
+        "user:a",
+        vec![Op::AddValidator {
+            validator: validator(4),
+        }],
+    );
+    let at = c.get(0).submit(add, &caller()).unwrap().height;
+    // The new replica starts empty, knows the cluster's genesis, and catches up.
+    c.start(4);
+    for k in 0..6 {
+        let n = format!("m{k}");
+        c.get(k % 4)
+            .submit(apply_req(&n, &n, 1), &caller())
+            .unwrap();
+    }
+    let top = c.get(0).height();
+    assert!(top > at + super::MEMBERSHIP_DELAY);
+    c.wait_height(4, top);
+    assert_eq!(c.get(4).replication_status().unwrap().validators, 5);
+    // r4 signs certificates now.
+    let view = c.get(4).store().read().unwrap();
+    let rec =
+        super::batch::CertRecord::from_bytes(&view.certificate(top).unwrap().unwrap()).unwrap();
+    drop(view);
+    assert!(
+        rec.cert.signatures.len() >= 4,
+        "5 validators: a quorum is 4"
+    );
+    // Remove r0, then stop it: the four others go on.
+    let rm = signed(
+        "rm-r0",
+        "user:a",
+        vec![Op::RemoveValidator { name: "r0".into() }],
+    );
+    c.get(1).submit(rm, &caller()).unwrap();
+    for k in 0..3 {
+        let n = format!("n{k}");
+        c.get(1 + k)
+            .submit(apply_req(&n, &n, 1), &caller())
+            .unwrap();
+    }
+    c.stop(0);
+    for k in 0..4 {
+        let n = format!("o{k}");
+        c.get(1 + k)
+            .submit(apply_req(&n, &n, 1), &caller())
+            .unwrap();
+    }
+    let top = c.get(1).height();
+    for i in 1..5 {
+        c.wait_height(i, top);
+    }
+    let ledgers: Vec<_> = (1..5).map(|i| c.get(i)).collect();
+    assert_same_certified_chain(&ledgers);
+    assert_eq!(c.get(2).replication_status().unwrap().validators, 4);
 }

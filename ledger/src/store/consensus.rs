@@ -116,7 +116,9 @@ impl Store {
                 names(validators)
             )));
         }
-        if self.head()?.is_some() {
+        // A single-writer ledger may become a one-replica replicated one: its entries stay
+        // (without certificates) and consensus continues after them.
+        if self.head()?.is_some() && validators.len() != 1 {
             return Err(refuse(
                 "the ledger already has entries written without a validator set".into(),
             ));

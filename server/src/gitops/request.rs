@@ -103,7 +103,11 @@ pub fn claimed(req: &Request) -> Result<Option<Claimed>, String> {
                 key: key.clone(),
                 if_version: *if_version,
             },
-            Op::NodeJoin { .. } | Op::NodeLabels { .. } | Op::NodeLostAttest { .. } => {
+            Op::NodeJoin { .. }
+            | Op::NodeLabels { .. }
+            | Op::NodeLostAttest { .. }
+            | Op::AddValidator { .. }
+            | Op::RemoveValidator { .. } => {
                 return Err(format!(
                     "operation {i}: a git source only applies and deletes objects"
                 ));
