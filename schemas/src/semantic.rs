@@ -214,49 +214,47 @@ fn quantity_help(err: &QuantityError, kind: &str) -> String {
 
 fn workload(c: &mut Checker<'_>, spec: &Path, s: &Json) {
     let res = spec.key("resources");
-    if let Some(cpu) = get(s, "resources.cpu")
-        && let Some(text) = quantity_text(cpu)
-    {
-        match Millicores::parse(&text) {
-            Ok(m) if m.0 == 0 => c.error(
+    // (field, label, parser into a count of the smallest unit, help when zero)
+    type Parse = fn(&str) -> Result<u64, QuantityError>;
+    let quantities: [(&str, &str, Parse, &str); 2] = [
+        (
+            "cpu",
+            "CPU",
+            |t| Millicores::parse(t).map(|m| m.0),
+            "request at least 1m of CPU, e.g. \"100m\"",
+        ),
+        (
+            "memory",
+            "memory",
+            |t| Bytes::parse(t).map(|b| b.0),
+            "give each replica some memory, e.g. \"128Mi\"",
+        ),
+    ];
+    for (field, label, parse, zero_help) in quantities {
+        let Some(text) = s
+            .get("resources")
+            .and_then(|r| r.get(field))
+            .and_then(quantity_text)
+        else {
+            continue;
+        };
+        let path = res.key(field);
+        match parse(&text) {
+            Ok(0) => c.error(
                 "nexus::out-of-range",
-                &res.key("cpu"),
-                format!("spec.resources.cpu must be greater than zero, found {text:?}"),
+                &path,
+                format!("spec.resources.{field} must be greater than zero, found {text:?}"),
                 "must be > 0",
-                "request at least 1m of CPU, e.g. \"100m\"".into(),
+                zero_help.into(),
             ),
             Ok(_) => {}
             Err(e) => {
-                let help = quantity_help(&e, "cpu");
+                let help = quantity_help(&e, field);
                 c.error(
                     "nexus::invalid-quantity",
-                    &res.key("cpu"),
-                    format!("invalid CPU quantity {text:?}: {e}"),
-                    "not a CPU quantity",
-                    help,
-                )
-            }
-        }
-    }
-    if let Some(mem) = get(s, "resources.memory")
-        && let Some(text) = quantity_text(mem)
-    {
-        match Bytes::parse(&text) {
-            Ok(b) if b.0 == 0 => c.error(
-                "nexus::out-of-range",
-                &res.key("memory"),
-                format!("spec.resources.memory must be greater than zero, found {text:?}"),
-                "must be > 0",
-                "give each replica some memory, e.g. \"128Mi\"".into(),
-            ),
-            Ok(_) => {}
-            Err(e) => {
-                let help = quantity_help(&e, "memory");
-                c.error(
-                    "nexus::invalid-quantity",
-                    &res.key("memory"),
-                    format!("invalid memory quantity {text:?}: {e}"),
-                    "not a memory quantity",
+                    &path,
+                    format!("invalid {label} quantity {text:?}: {e}"),
+                    &format!("not a {label} quantity"),
                     help,
                 )
             }
