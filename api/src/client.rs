@@ -172,7 +172,12 @@ pub struct AuditRequest {
 
 /// `nexus.verify`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerifyRequest {}
+pub struct VerifyRequest {
+    /// Verify entries `1..=up_to` only and report that entry as the head (to compare replicas
+    /// at one height while they keep deciding).
+    #[serde(default)]
+    pub up_to: Option<u64>,
+}
 
 /// The answer to `nexus.verify`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +193,12 @@ pub struct VerifyResponse {
     pub first_bad_height: Option<u64>,
     pub problems: Vec<String>,
     pub elapsed_ms: u64,
+    /// Entries whose commit certificate verified against their height's validator set.
+    #[serde(default)]
+    pub certified: u64,
+    /// Entries written before the ledger was replicated (no certificate).
+    #[serde(default)]
+    pub uncertified: u64,
 }
 
 /// `nexus.status`.

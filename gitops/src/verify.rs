@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use nexus_schemas::ObjectKey;
 use serde::{Deserialize, Serialize};
@@ -146,7 +147,7 @@ pub enum VerifyRejection {
 /// A proposal that matched git.
 #[derive(Debug, Clone)]
 pub struct Verified {
-    pub manifests: ManifestSet,
+    pub manifests: Arc<ManifestSet>,
     pub signed_by: Option<SignedBy>,
 }
 
@@ -249,15 +250,28 @@ pub fn verify_against_snapshot(
 ) -> Result<ManifestSet, VerifyRejection> {
     check_provenance(&proposal.provenance, &snapshot.provenance)?;
     let git = ManifestSet::of_snapshot(snapshot);
+    verify_against_manifests(proposal, &snapshot.provenance, &git, policy)?;
+    Ok(git)
+}
+
+/// Checks a proposal's objects and ops against `git`, the validated manifests of the commit
+/// whose provenance is `actual`. Pure.
+pub fn verify_against_manifests(
+    proposal: &Proposal,
+    actual: &GitProvenance,
+    git: &ManifestSet,
+    policy: SyncPolicy,
+) -> Result<(), VerifyRejection> {
+    check_provenance(&proposal.provenance, actual)?;
     if git.has_errors() {
         return Err(VerifyRejection::InvalidInGit {
-            commit: snapshot.provenance.commit.clone(),
+            commit: actual.commit.clone(),
             errors: git.errors().count(),
         });
     }
     match &proposal.claim {
         Claim::Objects(claim) => {
-            let d = diff_claim(&git, claim);
+            let d = diff_claim(git, claim);
             if d != ClaimDiff::default() {
                 return Err(VerifyRejection::Objects(d));
             }
@@ -273,8 +287,8 @@ pub fn verify_against_snapshot(
             }
         }
     }
-    check_ops(&git, &proposal.ops, policy)?;
-    Ok(git)
+    check_ops(git, &proposal.ops, policy)?;
+    Ok(())
 }
 
 /// The full replica-side check: the proposal names this source and its repository; the commit
@@ -287,6 +301,21 @@ pub fn verify_proposal(
     proposal: &Proposal,
     last_synced: Option<&str>,
     fetch: &FetchOptions,
+) -> Result<Verified, VerifyRejection> {
+    verify_proposal_with(mirror, cfg, proposal, last_synced, fetch, None)
+}
+
+/// [`verify_proposal`], reusing `known`: manifests this replica validated itself, from its own
+/// mirror, for the proposal's commit and the source's path (validating is the expensive part,
+/// and a commit's content never changes). The commit is still fetched, located on the branch and
+/// read for its metadata and tree.
+pub fn verify_proposal_with(
+    mirror: &Mirror,
+    cfg: &SourceConfig,
+    proposal: &Proposal,
+    last_synced: Option<&str>,
+    fetch: &FetchOptions,
+    known: Option<Arc<ManifestSet>>,
 ) -> Result<Verified, VerifyRejection> {
     if proposal.source != cfg.id {
         return Err(VerifyRejection::WrongSource {
@@ -352,7 +381,12 @@ pub fn verify_proposal(
         .read_commit(commit, &cfg.path(), &cfg.spec.url)
         .map_err(VerifyRejection::Git)?;
     let policy = crate::sync::prepare::policy_of(cfg);
-    let manifests = verify_against_snapshot(proposal, &snapshot, policy)?;
+    check_provenance(&proposal.provenance, &snapshot.provenance)?;
+    let manifests = match known {
+        Some(m) => m,
+        None => Arc::new(ManifestSet::of_snapshot(&snapshot)),
+    };
+    verify_against_manifests(proposal, &snapshot.provenance, &manifests, policy)?;
     Ok(Verified {
         manifests,
         signed_by,

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use nexus_api::client::*;
 use nexus_api::kinds;
-use nexus_ledger::audit::{AuditQuery, history, query, verify};
+use nexus_ledger::audit::{AuditQuery, history, query};
 use nexus_ledger::{Caller, SignedRequest};
 use nexus_schemas::{Kind, ObjectKey};
 use nexus_transport::rpc::{Access, Context, Router, channel_stream};
@@ -246,15 +246,33 @@ pub fn router(shared: Arc<Shared>) -> Router {
     r.unary(
         kinds::VERIFY,
         Access::Authenticated,
-        move |_ctx: Context, _req: VerifyRequest| {
+        move |_ctx: Context, req: VerifyRequest| {
             let s = s.clone();
             async move {
                 let ledger = s.ledger.clone();
                 let name = s.name.clone();
                 blocking(move || {
                     let t = Instant::now();
-                    let report = verify(ledger.store())
-                        .map_err(|e| RpcError::new(ErrorCode::Unavailable, e.to_string()))?;
+                    let unavailable = |e: nexus_ledger::StoreError| {
+                        RpcError::new(ErrorCode::Unavailable, e.to_string())
+                    };
+                    let opts = nexus_ledger::audit::VerifyOptions {
+                        up_to: req.up_to,
+                        ..Default::default()
+                    };
+                    let mut report = nexus_ledger::audit::verify_with(ledger.store(), &opts)
+                        .map_err(unavailable)?;
+                    let certs =
+                        nexus_ledger::audit::verify_certificates(ledger.store(), None, req.up_to)
+                            .map_err(unavailable)?;
+                    if let Some(p) = certs.problem
+                        && report
+                            .problem
+                            .as_ref()
+                            .is_none_or(|q| p.height() < q.height())
+                    {
+                        report.problem = Some(p);
+                    }
                     let (head_height, head_hash) = report
                         .head
                         .as_ref()
@@ -271,6 +289,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
                         first_bad_height: report.problem.as_ref().map(|p| p.height()),
                         problems: report.problem.iter().map(|p| p.to_string()).collect(),
                         elapsed_ms: t.elapsed().as_millis() as u64,
+                        certified: certs.certified,
+                        uncertified: certs.uncertified,
                     })
                 })
                 .await

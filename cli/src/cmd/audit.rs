@@ -1,7 +1,10 @@
 //! `nexus audit`: who changed what, when, from which commit; `nexus audit verify` recomputes
-//! the hash chain and every signature and names the first bad height.
+//! the hash chain, every signature and every commit certificate and names the first bad height;
+//! `--all-replicas` also checks that every replica holds the same chain.
 
-use nexus_api::client::{AuditRequest, VerifyRequest, VerifyResponse};
+use nexus_api::client::{
+    AuditRequest, StatusRequest, StatusResponse, VerifyRequest, VerifyResponse,
+};
 use nexus_api::kinds;
 
 use super::history::source_text;
@@ -43,11 +46,16 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Verify {
-    /// Recompute the hash chain and every request signature; exit 1 and name the first bad height on failure.
+    /// Recompute the hash chain, every request signature and every commit certificate (against
+    /// its height's validator set); exit 1 and name the first bad height on failure.
     Verify {
         /// Verify a stopped replica's ledger file directly instead of asking a running replica.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "all_replicas")]
         ledger: Option<std::path::PathBuf>,
+        /// Ask every replica of the context: each must verify, and all must hold the same chain
+        /// (compared at the lowest height any of them reached).
+        #[arg(long)]
+        all_replicas: bool,
     },
 }
 
@@ -68,10 +76,15 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
 }
 
 pub fn run(args: Args, context: Option<&str>) -> u8 {
-    if let Some(Verify::Verify { ledger }) = &args.verify {
-        return match ledger {
-            Some(path) => verify_offline(path),
-            None => verify(context),
+    if let Some(Verify::Verify {
+        ledger,
+        all_replicas,
+    }) = &args.verify
+    {
+        return match (ledger, all_replicas) {
+            (Some(path), _) => verify_offline(path),
+            (None, true) => verify_all(context),
+            (None, false) => verify(context),
         };
     }
     let since = match args.since.as_deref().map(parse_time).transpose() {
@@ -198,40 +211,121 @@ fn verify(context: Option<&str>) -> u8 {
             }
         };
         match session
-            .call::<_, VerifyResponse>(kinds::VERIFY, &VerifyRequest {})
+            .call::<_, VerifyResponse>(kinds::VERIFY, &VerifyRequest::default())
             .await
         {
-            Ok(r) if r.ok => {
-                println!(
-                    "✓ replica {}: {} entries, {} requests, {} events verified (head {} at height {}) in {} ms",
-                    r.replica,
-                    r.entries,
-                    r.requests,
-                    r.events,
-                    short(&r.head_hash),
-                    r.head_height,
-                    r.elapsed_ms
-                );
-                exit::OK
-            }
             Ok(r) => {
-                println!(
-                    "✗ replica {}: the chain does NOT verify; first bad height: {}",
-                    r.replica,
-                    r.first_bad_height
-                        .map(|h| h.to_string())
-                        .unwrap_or_else(|| "?".into())
-                );
-                for p in &r.problems {
-                    println!("  {p}");
-                }
-                exit::INVALID
+                print_report(&r);
+                if r.ok { exit::OK } else { exit::INVALID }
             }
             Err(e) => {
                 eprintln!("error: {}", explain(&e));
                 exit::ERROR
             }
         }
+    })
+}
+
+fn print_report(r: &VerifyResponse) {
+    if r.ok {
+        println!(
+            "✓ replica {}: {} entries, {} requests, {} events, {} certificates verified (head {} at height {}) in {} ms",
+            r.replica,
+            r.entries,
+            r.requests,
+            r.events,
+            r.certified,
+            short(&r.head_hash),
+            r.head_height,
+            r.elapsed_ms
+        );
+    } else {
+        println!(
+            "✗ replica {}: the chain does NOT verify; first bad height: {}",
+            r.replica,
+            r.first_bad_height
+                .map(|h| h.to_string())
+                .unwrap_or_else(|| "?".into())
+        );
+        for p in &r.problems {
+            println!("  {p}");
+        }
+    }
+}
+
+/// Every replica of the context verifies its chain up to the lowest height any of them has,
+/// and reports the same entry hash there.
+fn verify_all(context: Option<&str>) -> u8 {
+    let ctx = match crate::config::ClientConfig::load().and_then(|c| c.resolve(context).cloned()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
+    crate::block_on(async move {
+        let mut sessions = Vec::new();
+        let mut failed = false;
+        for server in &ctx.servers {
+            let one = crate::config::Context {
+                servers: vec![server.clone()],
+                ..ctx.clone()
+            };
+            match Session::connect_to(one).await {
+                Ok(s) => match s
+                    .call::<_, StatusResponse>(kinds::STATUS, &StatusRequest {})
+                    .await
+                {
+                    Ok(st) => sessions.push((server.clone(), s, st.height)),
+                    Err(e) => {
+                        println!("✗ {server}: {}", explain(&e));
+                        failed = true;
+                    }
+                },
+                Err(e) => {
+                    println!("✗ {server}: {e}");
+                    failed = true;
+                }
+            }
+        }
+        let Some(at) = sessions.iter().map(|(_, _, h)| *h).min() else {
+            eprintln!("error: no replica answered");
+            return exit::ERROR;
+        };
+        let mut hashes = std::collections::BTreeMap::new();
+        for (server, s, _) in &sessions {
+            let req = VerifyRequest { up_to: Some(at) };
+            match s.call::<_, VerifyResponse>(kinds::VERIFY, &req).await {
+                Ok(r) => {
+                    print_report(&r);
+                    failed |= !r.ok;
+                    hashes
+                        .entry(r.head_hash.clone())
+                        .or_insert_with(Vec::new)
+                        .push(r.replica.clone());
+                }
+                Err(e) => {
+                    println!("✗ {server}: {}", explain(&e));
+                    failed = true;
+                }
+            }
+        }
+        if hashes.len() > 1 {
+            println!("✗ the replicas hold DIFFERENT chains at height {at}:");
+            for (h, names) in &hashes {
+                println!("  {} held by {}", short(h), names.join(", "));
+            }
+            return exit::INVALID;
+        }
+        if failed {
+            return exit::INVALID;
+        }
+        println!(
+            "✓ all {} replicas hold the same chain up to height {at} (head {})",
+            sessions.len(),
+            hashes.keys().next().map(|h| short(h)).unwrap_or_default()
+        );
+        exit::OK
     })
 }
 
@@ -249,7 +343,22 @@ fn verify_offline(path: &std::path::Path) -> u8 {
             return exit::ERROR;
         }
     };
-    match nexus_ledger::audit::verify(&store) {
+    let certs = match nexus_ledger::audit::verify_certificates(&store, None, None) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("✗ {}: cannot read the certificates: {e}", path.display());
+            return exit::INVALID;
+        }
+    };
+    let verified = nexus_ledger::audit::verify(&store).map(|mut r| {
+        if let Some(p) = certs.problem.clone()
+            && r.problem.as_ref().is_none_or(|q| p.height() < q.height())
+        {
+            r.problem = Some(p);
+        }
+        r
+    });
+    match verified {
         Ok(r) if r.is_ok() => {
             let (h, hash) = r
                 .head
@@ -257,11 +366,12 @@ fn verify_offline(path: &std::path::Path) -> u8 {
                 .map(|h| (h.height, h.hash.to_string()))
                 .unwrap_or((0, String::new()));
             println!(
-                "✓ {}: {} entries, {} requests, {} events verified (head {} at height {h}) in {} ms",
+                "✓ {}: {} entries, {} requests, {} events, {} certificates verified (head {} at height {h}) in {} ms",
                 path.display(),
                 r.entries,
                 r.requests,
                 r.events,
+                certs.certified,
                 short(&hash),
                 t.elapsed().as_millis()
             );

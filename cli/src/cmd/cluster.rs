@@ -1,7 +1,10 @@
 //! `nexus cluster create NAME --nodes N --provider local` / `delete NAME` / `list`: named
 //! background local clusters (a detached `nexus up` supervisor under
 //! `<config dir>/local-clusters/NAME`, with a pid file); `nexus cluster status [--watch]`:
-//! replicas, nodes, capacity, allocations and conditions of the current context's cluster.
+//! replicas, nodes, capacity, allocations and conditions of the current context's cluster;
+//! `nexus cluster member add | remove`: validator-set changes ([`member`]).
+
+mod member;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -56,6 +59,9 @@ pub enum What {
         #[arg(short = 'w', long)]
         watch: bool,
     },
+    /// Change the validator set: add or remove a control-plane replica.
+    #[command(subcommand)]
+    Member(member::Member),
 }
 
 pub fn run(args: Args, context: Option<&str>) -> u8 {
@@ -71,6 +77,7 @@ pub fn run(args: Args, context: Option<&str>) -> u8 {
         What::Delete { name } => delete(&name),
         What::List => list(),
         What::Status { watch } => status(context, watch),
+        What::Member(m) => member::run(m, context),
     }
 }
 

@@ -2,6 +2,8 @@
 //! moved (fast-forward or force-push), check the commit's signature when the source requires
 //! one, read and validate the manifests, and hand everything to the pure [`plan_sync`].
 
+use std::sync::Arc;
+
 use thiserror::Error;
 
 use super::{LiveObjects, RejectReason, SyncInput, SyncPlan, SyncPolicy, plan_sync};
@@ -17,7 +19,7 @@ pub struct LastSync {
     pub commit: String,
     /// The manifests of that commit, if still in memory; otherwise they are read again from the
     /// mirror (the commit stays there after a force-push until the mirror is garbage-collected).
-    pub manifests: Option<ManifestSet>,
+    pub manifests: Option<Arc<ManifestSet>>,
 }
 
 /// A sync ready for the server to propose.
@@ -27,7 +29,7 @@ pub struct PreparedSync {
     /// How the branch moved since the last sync (a force-push is recorded, not refused).
     pub head_move: HeadMove,
     /// The validated manifests of the head commit: keep them as the next [`LastSync`].
-    pub manifests: ManifestSet,
+    pub manifests: Arc<ManifestSet>,
     /// The signer, when the source requires signed commits and the signature checked out.
     pub signed_by: Option<SignedBy>,
 }
@@ -68,7 +70,7 @@ pub fn prepare_sync(
     let head = mirror.fetch_branch(&cfg.spec.branch, fetch)?;
     let head_move = mirror.head_move(last.map(|l| l.commit.as_str()), &head);
     let snapshot = mirror.read_commit(&head, &cfg.path(), &cfg.spec.url)?;
-    let manifests = ManifestSet::of_snapshot(&snapshot);
+    let manifests = Arc::new(ManifestSet::of_snapshot(&snapshot));
     let policy = policy_of(cfg);
     let mut signed_by = None;
     if let Some(signers) = &signers {
@@ -99,7 +101,7 @@ pub fn prepare_sync(
         Some(LastSync { commit, .. }) => mirror
             .read_commit(commit, &cfg.path(), &cfg.spec.url)
             .ok()
-            .map(|s| ManifestSet::of_snapshot(&s)),
+            .map(|s| Arc::new(ManifestSet::of_snapshot(&s))),
         None => None,
     };
     let plan = plan_sync(&SyncInput {
@@ -108,7 +110,7 @@ pub fn prepare_sync(
         provenance: &snapshot.provenance,
         desired: &manifests,
         live,
-        last_synced: previous.as_ref(),
+        last_synced: previous.as_deref(),
     });
     Ok(PreparedSync {
         plan,

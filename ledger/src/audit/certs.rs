@@ -22,11 +22,12 @@ pub struct CertReport {
     pub problem: Option<Problem>,
 }
 
-/// Verifies the certificate of every entry `1..=up_to` (the whole log when `None`) for the
-/// cluster `chain`. A ledger without genesis validators (a single writer) has none to check.
+/// Verifies the certificate of every entry `1..=up_to` (the whole log when `None`), signed
+/// for the cluster recorded with the genesis validators (or `chain`, when given). A ledger
+/// without genesis validators (a single writer) has none to check.
 pub fn verify_certificates(
     store: &Store,
-    chain: &str,
+    chain: Option<&str>,
     up_to: Option<u64>,
 ) -> Result<CertReport, StoreError> {
     let mut report = CertReport::default();
@@ -34,7 +35,8 @@ pub fn verify_certificates(
     if validators.is_empty() {
         return Ok(report);
     }
-    let verifier = Verifier::new(ChainId::from_name(chain));
+    let recorded = store.chain_name()?.unwrap_or_default();
+    let verifier = Verifier::new(ChainId::from_name(chain.unwrap_or(&recorded)));
     let view = store.read()?;
     let head = view.head()?.map_or(0, |h| h.height);
     let last = up_to.map_or(head, |u| u.min(head));

@@ -27,7 +27,7 @@ impl Ledger {
         clock: Clock,
     ) -> Result<Ledger, OpenError> {
         let store = Arc::new(Store::open(path, config.store.clone())?);
-        store.init_genesis(&replica.genesis)?;
+        store.init_genesis(&replica.cluster, &replica.genesis)?;
         let (state, load_report) = store.load_state()?;
         let state = Arc::new(RwLock::new(state));
         let subscribers: Subscribers = Arc::default();

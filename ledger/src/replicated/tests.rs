@@ -202,7 +202,7 @@ fn assert_same_certified_chain(ledgers: &[Arc<Ledger>]) {
         .collect();
     assert!(heads.windows(2).all(|w| w[0] == w[1]), "heads {heads:?}");
     for l in ledgers {
-        let r = verify_certificates(l.store(), "test", None).unwrap();
+        let r = verify_certificates(l.store(), None, None).unwrap();
         assert_eq!(r.problem, None);
         assert_eq!((r.certified, r.uncertified), (heads[0].height, 0));
     }
@@ -293,15 +293,15 @@ fn four_replicas_order_concurrent_clients_and_agree() {
     let mut rec = super::batch::CertRecord::from_bytes(&good).unwrap();
     rec.cert.signatures[0].1[3] ^= 1;
     store.set_certificate(5, &rec.to_bytes()).unwrap();
-    let r = verify_certificates(store, "test", None).unwrap();
+    let r = verify_certificates(store, None, None).unwrap();
     assert_eq!(r.problem.map(|p| p.height()), Some(5));
     let mut rec = super::batch::CertRecord::from_bytes(&good).unwrap();
     rec.barriers.push([1; 16]);
     store.set_certificate(5, &rec.to_bytes()).unwrap();
-    let r = verify_certificates(store, "test", None).unwrap();
+    let r = verify_certificates(store, None, None).unwrap();
     assert!(r.problem.unwrap().to_string().contains("does not certify"));
     assert_eq!(
-        verify_certificates(store, "other", Some(4))
+        verify_certificates(store, Some("other"), Some(4))
             .unwrap()
             .problem
             .map(|p| p.height()),

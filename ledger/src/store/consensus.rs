@@ -101,15 +101,35 @@ impl Store {
         Ok(set)
     }
 
-    /// Records the genesis validator set, once: refused when the log already has entries but
-    /// no genesis, or a different genesis is recorded.
-    pub fn init_genesis(&self, validators: &[Validator]) -> Result<(), StoreError> {
+    /// The cluster name consensus signs for (recorded with the genesis validators).
+    pub fn chain_name(&self) -> Result<Option<String>, StoreError> {
+        let view = self.read()?;
+        let meta = view.txn().open_table(META).map_err(dberr)?;
+        Ok(meta
+            .get("chain")
+            .map_err(dberr)?
+            .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+    }
+
+    /// Records the cluster name and the genesis validator set, once: refused when the log
+    /// already has entries but no genesis (unless this becomes a one-replica cluster), or
+    /// another genesis or cluster is recorded.
+    pub fn init_genesis(&self, chain: &str, validators: &[Validator]) -> Result<(), StoreError> {
         let current = self.genesis()?;
-        if current == validators {
+        let recorded = self.chain_name()?;
+        if let Some(c) = &recorded
+            && c != chain
+        {
+            return Err(StoreError::NotNext {
+                height: 1,
+                reason: format!("this ledger belongs to cluster {c:?}, not {chain:?}"),
+            });
+        }
+        if current == validators && recorded.is_some() {
             return Ok(());
         }
         let refuse = |reason: String| StoreError::NotNext { height: 1, reason };
-        if !current.is_empty() {
+        if !current.is_empty() && current != validators {
             return Err(refuse(format!(
                 "this ledger's genesis validators are [{}], not [{}]",
                 names(&current),
@@ -128,10 +148,11 @@ impl Store {
         let bytes = w.finish();
         let mut txn = self.db.begin_write().map_err(dberr)?;
         txn.set_durability(Durability::Immediate).map_err(dberr)?;
-        txn.open_table(META)
-            .map_err(dberr)?
-            .insert("genesis", bytes.as_slice())
-            .map_err(dberr)?;
+        {
+            let mut meta = txn.open_table(META).map_err(dberr)?;
+            meta.insert("genesis", bytes.as_slice()).map_err(dberr)?;
+            meta.insert("chain", chain.as_bytes()).map_err(dberr)?;
+        }
         txn.commit().map_err(dberr)
     }
 }
@@ -167,7 +188,7 @@ mod tests {
             s.wal_write(Some(3), 0, &[b"a".to_vec(), b"b".to_vec()])
                 .unwrap();
             s.wal_write(None, 2, &[b"c".to_vec()]).unwrap();
-            s.init_genesis(&[v("r0", 1), v("r1", 2)]).unwrap();
+            s.init_genesis("c", &[v("r0", 1), v("r1", 2)]).unwrap();
         }
         let s = Store::open(&path, StoreConfig::default()).unwrap();
         let w = s.wal_contents().unwrap();
@@ -182,8 +203,10 @@ mod tests {
             }
         );
         assert_eq!(s.genesis().unwrap().len(), 2);
-        s.init_genesis(&[v("r0", 1), v("r1", 2)]).unwrap();
-        assert!(s.init_genesis(&[v("r0", 1)]).is_err());
+        s.init_genesis("c", &[v("r0", 1), v("r1", 2)]).unwrap();
+        assert!(s.init_genesis("c", &[v("r0", 1)]).is_err());
+        assert!(s.init_genesis("d", &[v("r0", 1), v("r1", 2)]).is_err());
+        assert_eq!(s.chain_name().unwrap().as_deref(), Some("c"));
         let (state, _) = s.load_state().unwrap();
         assert_eq!(state.validators, vec![v("r0", 1), v("r1", 2)]);
     }

@@ -394,3 +394,92 @@ async fn the_controller_converges_prunes_heals_and_records_force_pushes() {
     g.stop();
     hub.stop();
 }
+
+fn ssh_key(dir: &Path, name: &str) -> Option<(String, String)> {
+    let path = dir.join(name);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .output()
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    Some((path.display().to_string(), public.trim().to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_with_signers_syncs_only_signed_commits() {
+    let repo = Repo::new();
+    let keys = repo._dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let Some((alice_key, alice_pub)) = ssh_key(&keys, "alice") else {
+        println!("skipped: ssh-keygen is not installed (apt-get install openssh-client)");
+        return;
+    };
+    let signed_push = |msg: &str| {
+        git(&repo.work, &["add", "-A"]);
+        git(
+            &repo.work,
+            &[
+                "-c",
+                "gpg.format=ssh",
+                "-c",
+                &format!("user.signingkey={alice_key}"),
+                "commit",
+                "-q",
+                "-S",
+                "-m",
+                msg,
+            ],
+        );
+        git(&repo.work, &["push", "-q", "origin", "main"]);
+        git(&repo.work, &["rev-parse", "HEAD"])
+    };
+    repo.write("deploy/a.yaml", &workload("a", 1));
+    let good = signed_push("signed");
+    let dir = tempfile::tempdir().unwrap();
+    let ledger =
+        Arc::new(Ledger::open(dir.path().join("l.redb"), LedgerConfig::default()).unwrap());
+    let hub = crate::watch::Hub::start(ledger.clone());
+    let opts = GitOpsOptions {
+        watch_local: false,
+        ..GitOpsOptions::default()
+    };
+    let g = GitOps::new(
+        "r0".into(),
+        key(7),
+        ledger.clone(),
+        dir.path().join("data"),
+        opts,
+    );
+    g.start(hub.subscribe()).await.unwrap();
+    let mut src = git_source(&repo.url(), true, false);
+    src["spec"]["verify"] = json!({"ssh": [format!("alice@example.com {alice_pub}")]});
+    submit(&ledger, "user:admin", 1, Source::Cli, vec![apply(src)]).unwrap();
+    let id = SourceId::new("default", "apps");
+    let st = g.sync_now(&id, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(st.error, None);
+    assert_eq!(st.synced.as_ref().unwrap().commit, good);
+    assert_eq!(st.signed_by.as_deref(), Some("alice@example.com"));
+    assert!(object(&ledger, &wl("a")).is_some());
+
+    // An unsigned commit is refused whole, by the sync and (were it proposed) by every replica.
+    repo.write("deploy/b.yaml", &workload("b", 1));
+    let unsigned = repo.commit_push("unsigned");
+    let height = ledger.height();
+    let st = g.sync_now(&id, Duration::from_secs(30)).await.unwrap();
+    let err = st.error.unwrap();
+    assert!(
+        err.contains(&unsigned[..12]) && err.contains("not signed"),
+        "{err}"
+    );
+    assert_eq!(st.synced.unwrap().commit, good);
+    assert_eq!(ledger.height(), height);
+    assert!(object(&ledger, &wl("b")).is_none());
+    g.stop();
+    hub.stop();
+}

@@ -100,7 +100,7 @@ pub(crate) struct Inner {
     pub agents: BTreeMap<String, Agent>,
     pub sets: BTreeMap<String, watch::Sender<Option<Arc<AssignmentSet>>>>,
     pub schedule: Option<Arc<Schedule>>,
-    pub statuses: Arc<BTreeMap<ObjectKey, Value>>,
+    pub statuses: Arc<BTreeMap<ObjectKey, Arc<Value>>>,
     pub node_table: Arc<Vec<NodeStatus>>,
     pub warm: bool,
     pub rounds: u64,
@@ -187,7 +187,7 @@ impl Nodes {
 
     /// The live status of a workload or service (`ObjectInfo.status`).
     pub fn status_of(&self, key: &ObjectKey) -> Option<Value> {
-        self.lock().statuses.get(key).cloned()
+        self.lock().statuses.get(key).map(|v| v.as_ref().clone())
     }
 
     /// The node table for `nexus cluster status`.
@@ -356,7 +356,7 @@ impl Nodes {
                 if cur.as_ref().is_some_and(|c| c.hash == set.hash) {
                     false
                 } else {
-                    *cur = Some(Arc::new(set));
+                    *cur = Some(set);
                     true
                 }
             });

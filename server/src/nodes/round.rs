@@ -45,12 +45,25 @@ struct ParsedWorkload {
     labels: Labels,
 }
 
-/// Objects parsed once per resource version, and every template seen, by hash.
+/// A node's last assignment set and what it was built from.
+#[derive(Debug)]
+struct CachedSet {
+    ids: Vec<(InstanceId, u64)>,
+    network: Option<String>,
+    errors: Vec<(WorkloadKey, String)>,
+    set: Arc<AssignmentSet>,
+}
+
+/// Objects parsed once per resource version, every template seen (by hash), and each node's
+/// last assignment set.
 #[derive(Debug, Default)]
 pub struct Cache {
     workloads: HashMap<ObjectKey, (u64, Arc<ParsedWorkload>)>,
     services: HashMap<ObjectKey, (u64, Arc<ServiceSpec>)>,
     templates: HashMap<(WorkloadKey, ContentHash), WorkloadSpec>,
+    sets: HashMap<String, CachedSet>,
+    /// Workload statuses with a fingerprint of what they were built from.
+    statuses: HashMap<ObjectKey, (u64, Arc<Value>)>,
 }
 
 impl Cache {
@@ -245,9 +258,9 @@ pub struct RoundInput<'a> {
 pub struct RoundOutput {
     pub schedule: Schedule,
     /// One per node in the log (lost nodes get an empty set).
-    pub sets: BTreeMap<String, AssignmentSet>,
+    pub sets: BTreeMap<String, Arc<AssignmentSet>>,
     /// `ObjectInfo.status` of workloads and services.
-    pub statuses: BTreeMap<ObjectKey, Value>,
+    pub statuses: BTreeMap<ObjectKey, Arc<Value>>,
     pub nodes: Vec<NodeStatus>,
 }
 
@@ -312,41 +325,72 @@ pub fn run(
         current: &current,
     });
 
-    // Replica specs per node.
+    // Each node's set, rebuilt only when its instances (id, generation) or subnet changed: the
+    // same instance always has the same spec (the template hash covers everything in it).
     let subnets = node_subnets(&snap.nodes, input.pool);
-    let mut per_node: BTreeMap<&str, Vec<ReplicaSpec>> = BTreeMap::new();
-    let mut spec_errors: BTreeMap<WorkloadKey, String> = BTreeMap::new();
+    let mut per_node: BTreeMap<&str, Vec<&nexus_reconciler::scheduler::Assignment>> =
+        BTreeMap::new();
     for a in &sched.assignments {
-        let wk = &a.id.replica.workload;
-        let key = (wk.clone(), a.id.hash);
-        if !cache.templates.contains_key(&key)
-            && let Some(spec) = old_template(wk, &a.id.hash)
-        {
-            cache.templates.insert(key.clone(), spec);
-        }
-        let Some(spec) = cache.templates.get(&key) else {
-            continue;
-        };
-        match ReplicaSpec::from_workload(a.id.clone(), a.generation, spec) {
-            Ok(r) => per_node.entry(a.node.as_str()).or_default().push(r),
-            Err(e) => {
-                spec_errors.insert(wk.clone(), e.to_string());
-            }
-        }
+        per_node.entry(a.node.as_str()).or_default().push(a);
     }
+    let mut spec_errors: BTreeMap<WorkloadKey, String> = BTreeMap::new();
     let mut out = RoundOutput::default();
+    cache
+        .sets
+        .retain(|name, _| snap.nodes.iter().any(|n| &n.info.name == name));
     for n in &snap.nodes {
         let name = n.info.name.clone();
-        let replicas = if n.lost_height.is_some() {
+        let assigned = if n.lost_height.is_some() {
             Vec::new()
         } else {
             per_node.remove(name.as_str()).unwrap_or_default()
         };
-        let set = AssignmentSet::new(
+        let ids: Vec<(InstanceId, u64)> = assigned
+            .iter()
+            .map(|a| (a.id.clone(), a.generation))
+            .collect();
+        let network = subnets.get(&name).cloned();
+        if let Some(c) = cache.sets.get(&name)
+            && c.ids == ids
+            && c.network == network
+        {
+            spec_errors.extend(c.errors.iter().cloned());
+            out.sets.insert(name, c.set.clone());
+            continue;
+        }
+        let mut replicas = Vec::with_capacity(assigned.len());
+        let mut errors = Vec::new();
+        for a in assigned {
+            let wk = &a.id.replica.workload;
+            let key = (wk.clone(), a.id.hash);
+            if !cache.templates.contains_key(&key)
+                && let Some(spec) = old_template(wk, &a.id.hash)
+            {
+                cache.templates.insert(key.clone(), spec);
+            }
+            let Some(spec) = cache.templates.get(&key) else {
+                continue;
+            };
+            match ReplicaSpec::from_workload(a.id.clone(), a.generation, spec) {
+                Ok(r) => replicas.push(r),
+                Err(e) => errors.push((wk.clone(), e.to_string())),
+            }
+        }
+        spec_errors.extend(errors.iter().cloned());
+        let set = Arc::new(AssignmentSet::new(
             name.clone(),
             snap.height,
-            subnets.get(&name).cloned(),
+            network.clone(),
             replicas,
+        ));
+        cache.sets.insert(
+            name.clone(),
+            CachedSet {
+                ids,
+                network,
+                errors,
+                set: set.clone(),
+            },
         );
         out.sets.insert(name, set);
     }
@@ -360,10 +404,55 @@ pub fn run(
             .or_default()
             .push(a);
     }
+    let rollouts: BTreeMap<&WorkloadKey, &nexus_reconciler::scheduler::Rollout> =
+        sched.rollouts.iter().map(|r| (&r.workload, r)).collect();
+    let mut unschedulable: BTreeMap<&WorkloadKey, Vec<String>> = BTreeMap::new();
+    for u in &sched.unschedulable {
+        let list = unschedulable.entry(&u.id.replica.workload).or_default();
+        list.push(format!("replica {}: {}", u.id.replica.index, u.reason));
+    }
+    let mut statuses_cache = std::mem::take(&mut cache.statuses);
     for w in workloads {
         let key = &w.input.key;
         let assigned = by_workload.remove(key).unwrap_or_default();
-        let rollout = sched.rollouts.iter().find(|r| &r.workload == key);
+        let rollout = rollouts.get(key).copied();
+        let mut problems: Vec<String> = unschedulable.remove(key).unwrap_or_default();
+        if let Some(e) = spec_errors.get(key) {
+            problems.push(format!("cannot run: {e}"));
+        }
+        // Building JSON is most of a round's cost: reuse a status whose inputs did not change.
+        let print = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (w.input.generation, w.input.spec.replicas, &w.input.hash).hash(&mut h);
+            rollout
+                .map(|r| (r.updated, r.updated_ready, r.old))
+                .hash(&mut h);
+            problems.hash(&mut h);
+            for a in &assigned {
+                (&a.id, &a.node).hash(&mut h);
+                if let Some(r) = report(input.reports, &a.node, &a.id) {
+                    (
+                        r.ready,
+                        r.phase as u8,
+                        r.restarts,
+                        r.address,
+                        r.pid,
+                        &r.message,
+                    )
+                        .hash(&mut h);
+                }
+            }
+            h.finish()
+        };
+        let okey = ObjectKey::from(key);
+        if let Some((p, v)) = statuses_cache.remove(&okey)
+            && p == print
+        {
+            out.statuses.insert(okey.clone(), v.clone());
+            cache.statuses.insert(okey, (p, v));
+            continue;
+        }
         let mut nodes_used = BTreeSet::new();
         let mut ready = 0u32;
         let replicas: Vec<Value> = assigned
@@ -387,16 +476,7 @@ pub fn run(
                 })
             })
             .collect();
-        let mut problems: Vec<String> = sched
-            .unschedulable
-            .iter()
-            .filter(|u| &u.id.replica.workload == key)
-            .map(|u| format!("replica {}: {}", u.id.replica.index, u.reason))
-            .collect();
-        if let Some(e) = spec_errors.get(key) {
-            problems.push(format!("cannot run: {e}"));
-        }
-        let status = json!({
+        let status = Arc::new(json!({
             "generation": w.input.generation,
             "desired": w.input.spec.replicas,
             "ready": ready,
@@ -406,8 +486,9 @@ pub fn run(
             "nodes": nodes_used.into_iter().collect::<Vec<_>>(),
             "replicas": replicas,
             "problems": problems,
-        });
-        out.statuses.insert(ObjectKey::from(key), status);
+        }));
+        cache.statuses.insert(okey.clone(), (print, status.clone()));
+        out.statuses.insert(okey, status);
     }
 
     // Service endpoints, one service at a time.
@@ -447,16 +528,24 @@ pub fn run(
                 "replica": e.instance.replica.index,
             })).collect::<Vec<_>>(),
         });
-        out.statuses.insert(key.clone(), status);
+        out.statuses.insert(key.clone(), Arc::new(status));
     }
 
     // Node table.
+    let mut per_node_assigned: BTreeMap<&str, Vec<&nexus_reconciler::scheduler::Assignment>> =
+        BTreeMap::new();
+    for a in &sched.assignments {
+        per_node_assigned
+            .entry(a.node.as_str())
+            .or_default()
+            .push(a);
+    }
     for n in &snap.nodes {
         let name = &n.info.name;
         let r = input.reports.get(name);
         let mut allocated = WireCapacity::default();
         let (mut assigned, mut ready) = (0u32, 0u32);
-        for a in sched.for_node(name) {
+        for a in per_node_assigned.remove(name.as_str()).unwrap_or_default() {
             allocated.cpu_millis += a.footprint.cpu.0;
             allocated.memory_bytes += a.footprint.memory.0;
             allocated.gpus += a.footprint.gpus;

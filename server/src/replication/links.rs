@@ -207,13 +207,20 @@ pub fn client_tls(
     ca_pem: &str,
     leaf: &nexus_transport::pki::LeafCert,
 ) -> Result<ClientTls, String> {
-    use nexus_transport::quic::{ClientOptions, ServerTrust};
+    use nexus_transport::quic::{ClientOptions, QuicOptions, ServerTrust};
     let ca = nexus_transport::pki::cert_der_from_pem(ca_pem).map_err(|e| e.to_string())?;
     ClientTls::new(
         ServerTrust::Ca(ca),
         Some(leaf),
         &ClientOptions {
             connect_timeout: Duration::from_secs(3),
+            // A peer that restarted cannot reset our old connection (its stateless-reset key
+            // is new): notice the silence quickly and dial again.
+            quic: QuicOptions {
+                idle_timeout: Duration::from_secs(2),
+                keep_alive: Duration::from_millis(500),
+                ..QuicOptions::default()
+            },
             ..ClientOptions::default()
         },
     )
