@@ -10,11 +10,14 @@
 //! - [`session`]: one replica connection with reconnects and exponential back-off.
 //! - [`local`]: the reconcile loop and status reports.
 //! - [`logs`]: streaming log files to a replica for `nexus logs`.
+//! - [`policy`]: network policy — f+1 agreement on the replicas' policy feeds, eBPF
+//!   enforcement on the node, the "NOT enforced" condition, counters for troubleshooting.
 
 pub mod agree;
 pub mod identity;
 mod local;
 mod logs;
+mod policy;
 mod session;
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use nexus_api::agent::{AssignmentSet, Capacity, InstanceReport, NETWORK_LABEL};
+use nexus_api::network::PolicyFeed;
 use nexus_reconciler::agent::{DesiredSet, detect_capacity};
 use nexus_reconciler::runtime::fake::FakeRuntime;
 use nexus_reconciler::runtime::{NetworkConfig, ProcessConfig, ProcessRuntime, Runtime};
@@ -128,6 +132,10 @@ pub(crate) struct Agent {
     pub need: usize,
     /// Latest verified set per replica (index into `cfg.servers`).
     pub feeds: Mutex<BTreeMap<usize, AssignmentSet>>,
+    /// Latest verified network policy feed per replica.
+    pub policy_feeds: Mutex<BTreeMap<usize, PolicyFeed>>,
+    /// Network policy enforcement (process runtime only; simulated agents have none).
+    pub(crate) enforcement: Option<Arc<policy::Enforcement>>,
     pub current: Mutex<Current>,
     /// Wakes the local loop (a new set to act on).
     pub changed: Notify,
@@ -202,6 +210,31 @@ impl Agent {
         };
         drop(cur);
         self.changed.notify_one();
+    }
+
+    /// Takes the network policy f+1 replicas agree on; the local loop enforces it.
+    pub fn evaluate_policy(&self) {
+        let Some(e) = &self.enforcement else { return };
+        let changed = {
+            let feeds = lock(&self.policy_feeds);
+            e.evaluate(feeds.values(), self.need)
+        };
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Registers `condition` as the node's network policy condition (or clears it).
+    pub(crate) fn set_policy_condition(&self, condition: Option<String>) {
+        self.registration.send_if_modified(|(_, conditions)| {
+            let current = conditions.iter().find(|c| c.starts_with("network policy"));
+            if current == condition.as_ref() {
+                return false;
+            }
+            conditions.retain(|c| !c.starts_with("network policy"));
+            conditions.extend(condition.clone());
+            true
+        });
     }
 
     /// Switches the process runtime to the node subnet; on failure replicas share the host
@@ -318,8 +351,10 @@ pub async fn start(cfg: AgentConfig, runtime: RuntimeChoice) -> Result<AgentHand
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| v.get("network")?.as_str().map(str::to_string));
+    let mut pins_for = None;
     let (runtime, process, fake): (Arc<dyn Runtime>, _, _) = match runtime {
         RuntimeChoice::Process { cgroup_root } => {
+            pins_for = Some(cgroup_root.clone());
             let mut pc = ProcessConfig::new(cfg.name.clone(), cfg.state_dir.clone());
             pc.cgroup_root = cgroup_root;
             pc.network = saved_network
@@ -353,7 +388,21 @@ pub async fn start(cfg: AgentConfig, runtime: RuntimeChoice) -> Result<AgentHand
         network: saved_network,
         replicas: desired.replicas,
     };
-    let (network_label, conditions) = network_capable(process.is_some());
+    let enforcement = match (&process, pins_for) {
+        (Some(p), Some(root)) => {
+            let (name, dir) = (cfg.name.clone(), cfg.state_dir.clone());
+            let e =
+                tokio::task::spawn_blocking(move || policy::Enforcement::start(&name, &dir, &root))
+                    .await
+                    .map_err(|e| AgentError::Runtime(e.to_string()))?;
+            let e = Arc::new(e);
+            p.set_start_hook(Arc::new(policy::AttachOnStart(e.clone())));
+            Some(e)
+        }
+        _ => None,
+    };
+    let (network_label, mut conditions) = network_capable(process.is_some());
+    conditions.extend(enforcement.as_ref().and_then(|e| e.condition()));
     let mut labels = cfg.labels.clone();
     labels.insert(NETWORK_LABEL.into(), network_label);
     let capacity = cfg.capacity.unwrap_or_else(|| {
@@ -374,6 +423,8 @@ pub async fn start(cfg: AgentConfig, runtime: RuntimeChoice) -> Result<AgentHand
         capacity,
         need,
         feeds: Mutex::default(),
+        policy_feeds: Mutex::default(),
+        enforcement,
         current: Mutex::new(current),
         changed: Notify::new(),
         status: watch::channel(Arc::new(Vec::new())).0,

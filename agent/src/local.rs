@@ -68,7 +68,10 @@ pub(crate) async fn run(agent: Arc<Agent>) {
             _ = agent.changed.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
         }
-        let desired = lock(&agent.current).replicas.clone();
+        let (desired, network) = {
+            let cur = lock(&agent.current);
+            (cur.replicas.clone(), cur.network.clone())
+        };
         let generations: BTreeMap<InstanceId, u64> = desired
             .iter()
             .map(|s| (s.id.clone(), s.generation))
@@ -79,10 +82,17 @@ pub(crate) async fn run(agent: Arc<Agent>) {
             if let Some(f) = &a.fake {
                 f.set_now(now);
             }
-            reconcile(a.runtime.as_ref(), &desired, now, &backoff)
+            let step = reconcile(a.runtime.as_ref(), &desired, now, &backoff);
+            if let Some(e) = &a.enforcement {
+                e.sync(&step.observed, network.as_deref());
+            }
+            step
         })
         .await;
         let Ok(step) = step else { continue };
+        if let Some(e) = &agent.enforcement {
+            agent.set_policy_condition(e.condition());
+        }
         let errors: Vec<String> = step
             .errors
             .iter()
@@ -132,6 +142,9 @@ pub(crate) fn drain(agent: &Agent) {
             tracing::warn!("cannot remove the node bridge: {e}");
         }
         p.remove_cgroup_root();
+    }
+    if let Some(e) = &agent.enforcement {
+        e.uninstall();
     }
     tracing::info!(node = %agent.cfg.name, "drained: every replica stopped");
 }

@@ -25,6 +25,7 @@ pub(crate) async fn run(agent: Arc<Agent>, index: usize) {
             Err(e) => tracing::debug!(node = %agent.cfg.name, %server, "replica session: {e}"),
         }
         lock(&agent.feeds).remove(&index);
+        lock(&agent.policy_feeds).remove(&index);
         let jitter = rand::random::<u64>() % (delay.as_millis() as u64 / 4 + 1);
         tokio::time::sleep(delay + Duration::from_millis(jitter)).await;
         delay = (delay * 2).min(agent.cfg.max_backoff);
@@ -89,6 +90,18 @@ async fn once(agent: &Arc<Agent>, index: usize, delay: &mut Duration) -> Result<
                 lock(&agent.feeds).insert(index, set);
                 agent.evaluate();
             }
+            Some(Ok(FeedItem::Policy(feed))) => {
+                if !feed.verify() {
+                    tracing::warn!(
+                        node = %agent.cfg.name,
+                        server = %agent.cfg.servers[index],
+                        "ignoring a network policy feed that does not match its hash"
+                    );
+                    continue;
+                }
+                lock(&agent.policy_feeds).insert(index, feed);
+                agent.evaluate_policy();
+            }
             Some(Ok(FeedItem::Logs(req))) => {
                 crate::logs::serve(agent, client.clone(), req);
             }
@@ -111,13 +124,25 @@ async fn heartbeat_loop(agent: Arc<Agent>, client: RpcClient, every: Duration) {
     let mut registration = agent.registration.subscribe();
     registration.borrow_and_update();
     let mut seq = 0u64;
+    let mut counters_sent = 0u64;
     loop {
         seq += 1;
+        let (policy, counters) = match &agent.enforcement {
+            Some(e) => {
+                let (version, counters) = e.counters();
+                let fresh = version != counters_sent;
+                counters_sent = version;
+                (e.enforcing(), fresh.then(|| counters.as_ref().clone()))
+            }
+            None => (None, None),
+        };
         let hb = Heartbeat {
             seq,
             acting_on: lock(&agent.current).hash.clone(),
             instances: status.borrow_and_update().as_ref().clone(),
             conditions: agent.registration.borrow().1.clone(),
+            policy,
+            counters,
         };
         match client
             .call::<_, HeartbeatResponse>(kinds::HEARTBEAT, &hb)

@@ -116,6 +116,14 @@ pub struct Heartbeat {
     pub instances: Vec<InstanceReport>,
     #[serde(default)]
     pub conditions: Vec<String>,
+    /// Hash of the network policy feed the node enforces (`None`: none agreed, or no eBPF).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The node's per-rule policy counters (at most
+    /// [`crate::network::MAX_REPORTED_COUNTERS`], the busiest); sent when they changed, at
+    /// most every few seconds (`None`: unchanged since the last heartbeat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<Vec<crate::network::RuleCount>>,
 }
 
 /// Replica → agent.
@@ -204,6 +212,9 @@ pub struct LogRequest {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FeedItem {
     Assignments(AssignmentSet),
+    /// The cluster's network policy and endpoints (the same for every node), whenever it
+    /// changes.
+    Policy(crate::network::PolicyFeed),
     Logs(LogRequest),
     /// The CLI went away: stop sending for this session.
     CancelLogs {

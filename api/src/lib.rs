@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod client;
 pub mod gitops;
+pub mod network;
 
 /// RPC kinds (stream names) of the client API.
 pub mod kinds {
@@ -28,6 +29,8 @@ pub mod kinds {
     pub const GITOPS_STATUS: &str = "nexus.gitops.status";
     /// Sync one git source now; unary, answered when that sync finished.
     pub const GITOPS_SYNC: &str = "nexus.gitops.sync";
+    /// Network policy of one workload: policies, compiled entries, counters per node; unary.
+    pub const DEBUG_NETWORK: &str = "nexus.debug.network";
 }
 
 /// Bytes carried as lower-case hex in JSON.

@@ -104,6 +104,11 @@ impl Fleet {
         }
     }
 
+    /// Where the agents pin their network policy maps and links (`/sys/fs/bpf/<cgroup root>`).
+    pub fn pin_root(&self) -> PathBuf {
+        Path::new("/sys/fs/bpf").join(self.cgroup_root.replace('/', "_"))
+    }
+
     /// The state directory of node `name`.
     pub fn state_dir(&self, name: &str) -> PathBuf {
         self.dir.join("nodes").join(name)
@@ -248,6 +253,8 @@ impl Drop for Fleet {
         {
             remove_tree(&h.path().join(&self.cgroup_root));
         }
+        // Network policy pins of the agents (kill -9 leaves them; the links detach with them).
+        let _ = std::fs::remove_dir_all(self.pin_root());
         let prefix = format!("nx{}b", self.pool);
         for e in std::fs::read_dir("/sys/class/net")
             .into_iter()

@@ -9,7 +9,7 @@ use nexus_api::client::{
 };
 use nexus_api::kinds;
 use nexus_ledger::{Op, Source};
-use nexus_schemas::{Kind, ObjectKey, canonical_value};
+use nexus_schemas::{Kind, ObjectKey, SourceFile, canonical_value};
 
 use crate::client::{Session, explain};
 use crate::exit;
@@ -339,4 +339,40 @@ pub fn delete(args: DeleteArgs, context: Option<&str>) -> u8 {
             Err(code) => code,
         }
     })
+}
+
+/// Validates manifests a command generated from its flags (diagnostics point into `file`), then
+/// returns their apply ops; the exit code on invalid input.
+pub fn generated_ops(file: &SourceFile) -> Result<Vec<Op>, u8> {
+    let v = nexus_schemas::validate_sources(std::slice::from_ref(file));
+    if v.has_errors() {
+        eprint!(
+            "{}",
+            render_diagnostics(
+                &v.diagnostics,
+                std::slice::from_ref(file),
+                crate::stderr_is_tty()
+            )
+        );
+        return Err(exit::INVALID);
+    }
+    Ok(v.objects
+        .iter()
+        .map(|o| Op::Apply {
+            object: nexus_schemas::canonical_value(&o.object),
+            if_version: None,
+        })
+        .collect())
+}
+
+/// Signs `ops` as the session's user and commits them, printing created / configured /
+/// unchanged per object.
+pub async fn submit_ops(session: &Session, ops: Vec<Op>) -> Result<SubmitResponse, u8> {
+    let signed = session.sign(ops, Source::Cli);
+    let req = SubmitRequest {
+        signed: signed.to_bytes(),
+    };
+    let r = submit(session, &req).await?;
+    print_outcomes(&r.outcomes, "");
+    Ok(r)
 }

@@ -105,6 +105,9 @@ pub fn run(args: Args, context: Option<&str>) -> u8 {
             return exit::INVALID;
         }
         print!("{}", render(&resp.objects, args.output));
+        for w in policy_warnings(&resp.objects) {
+            eprintln!("warning: {w}");
+        }
         if resp.objects.is_empty() && args.output == GetFormat::Table {
             eprintln!("No objects found.");
         }
@@ -221,8 +224,42 @@ fn live_text(o: &ObjectInfo) -> String {
             t
         }
         "Service" => format!("endpoints={}", list("/endpoints")),
+        "NetworkPolicy" => {
+            let mut t = format!("enforced={}", list("/enforcedOn"));
+            let pending = list("/pendingOn");
+            if !pending.is_empty() {
+                t.push_str(&format!(" pending={pending}"));
+            }
+            if let Some(n) = st.pointer("/notEnforced").and_then(Value::as_array)
+                && !n.is_empty()
+            {
+                t.push_str(&format!(" ({} node(s) NOT enforcing)", n.len()));
+            }
+            t
+        }
         _ => String::new(),
     }
+}
+
+/// One warning per node that cannot enforce network policy (printed to stderr with every `get`
+/// that lists NetworkPolicies: policy is never silently ignored).
+pub fn policy_warnings(objects: &[ObjectInfo]) -> Vec<String> {
+    let mut out: Vec<String> = objects
+        .iter()
+        .filter(|o| s(&o.object, "/kind") == "NetworkPolicy")
+        .filter_map(|o| {
+            o.status
+                .as_ref()?
+                .pointer("/notEnforced")?
+                .as_array()
+                .cloned()
+        })
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn table_for(objects: &[ObjectInfo], wide: bool, event: bool) -> Table {

@@ -2,18 +2,15 @@
 //! source's sync status (last synced commit, head, errors with file:line:col, drift, conflicts);
 //! sync a source now.
 
-use nexus_api::client::SubmitRequest;
 use nexus_api::gitops::{
     GitopsStatusRequest, GitopsStatusResponse, GitopsSyncRequest, GitopsSyncResponse, SourceStatus,
 };
 use nexus_api::kinds;
-use nexus_ledger::{Op, Source};
-use nexus_schemas::{SourceFile, canonical_value};
+use nexus_schemas::SourceFile;
 use serde_json::json;
 
 use crate::client::{Session, explain};
 use crate::exit;
-use crate::render::render_diagnostics;
 use crate::table::Table;
 
 #[derive(Debug, clap::Args)]
@@ -146,22 +143,14 @@ pub fn manifest(a: &AddArgs) -> String {
 fn add(a: AddArgs, context: Option<&str>) -> u8 {
     let yaml = manifest(&a);
     let file = SourceFile::from_text(format!("gitsource/{}", a.name), yaml.clone());
-    let v = nexus_schemas::validate_sources(std::slice::from_ref(&file));
-    if v.has_errors() {
-        eprint!(
-            "{}",
-            render_diagnostics(&v.diagnostics, &[file], crate::stderr_is_tty())
-        );
-        return exit::INVALID;
-    }
+    let ops = match super::apply::generated_ops(&file) {
+        Ok(ops) => ops,
+        Err(code) => return code,
+    };
     if a.dry_run {
         print!("{yaml}");
         return exit::OK;
     }
-    let Some(obj) = v.objects.first().map(|o| canonical_value(&o.object)) else {
-        eprintln!("error: the flags describe no object");
-        return exit::ERROR;
-    };
     crate::block_on(async move {
         let session = match Session::connect(context).await {
             Ok(s) => s,
@@ -170,19 +159,8 @@ fn add(a: AddArgs, context: Option<&str>) -> u8 {
                 return exit::ERROR;
             }
         };
-        let signed = session.sign(
-            vec![Op::Apply {
-                object: obj,
-                if_version: None,
-            }],
-            Source::Cli,
-        );
-        let req = SubmitRequest {
-            signed: signed.to_bytes(),
-        };
-        match super::apply::submit(&session, &req).await {
-            Ok(r) => super::apply::print_outcomes(&r.outcomes, ""),
-            Err(code) => return code,
+        if let Err(code) = super::apply::submit_ops(&session, ops).await {
+            return code;
         }
         if !a.wait {
             eprintln!(

@@ -11,6 +11,7 @@ pub mod bench_gitops;
 pub mod bench_ledger;
 pub mod cluster;
 pub mod completion;
+pub mod debug;
 pub mod diff;
 pub mod get;
 pub mod gitops;
@@ -18,6 +19,7 @@ pub mod history;
 pub mod init;
 pub mod local;
 pub mod logs;
+pub mod network;
 pub mod plan;
 pub mod schema;
 pub mod server;
@@ -82,6 +84,10 @@ pub enum Command {
     Audit(audit::Args),
     /// Git sources: add one, show their sync status, sync one now.
     Gitops(gitops::Args),
+    /// Network policy: `network policy create NAME --selector ... --allow-ingress ...`.
+    Network(network::Args),
+    /// Troubleshooting: `debug troubleshoot WORKLOAD --network`.
+    Debug(debug::Args),
     /// What merging a branch would change in the live cluster (for pull-request review).
     Plan(plan::Args),
     /// Create a cluster: CA, replica certificate and config, admin user, and a client context.
@@ -115,6 +121,8 @@ pub fn run(cli: Cli) -> u8 {
         Command::History(a) => history::run(a, cli.context.as_deref()),
         Command::Audit(a) => audit::run(a, cli.context.as_deref()),
         Command::Gitops(a) => gitops::run(a, cli.context.as_deref()),
+        Command::Network(a) => network::run(a, cli.context.as_deref()),
+        Command::Debug(a) => debug::run(a, cli.context.as_deref()),
         Command::Plan(a) => plan::run(a, cli.context.as_deref()),
         Command::User(a) => user::run(a, cli.context.as_deref()),
         Command::Bench(a) => bench::run(a),

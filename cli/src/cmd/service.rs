@@ -4,13 +4,10 @@
 
 use std::time::Duration;
 
-use nexus_api::client::SubmitRequest;
-use nexus_ledger::{Op, Source};
-use nexus_schemas::{SourceFile, canonical_value};
+use nexus_schemas::SourceFile;
 
 use crate::client::Session;
 use crate::exit;
-use crate::render::render_diagnostics;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -138,23 +135,11 @@ pub fn run(args: Args, context: Option<&str>) -> u8 {
         print!("{text}");
         return exit::OK;
     }
-    let files = vec![SourceFile::from_text("<service deploy>", &text)];
-    let v = nexus_schemas::validate_sources(&files);
-    if v.has_errors() {
-        eprint!(
-            "{}",
-            render_diagnostics(&v.diagnostics, &files, crate::stderr_is_tty())
-        );
-        return exit::INVALID;
-    }
-    let ops: Vec<Op> = v
-        .objects
-        .iter()
-        .map(|o| Op::Apply {
-            object: canonical_value(&o.object),
-            if_version: None,
-        })
-        .collect();
+    let file = SourceFile::from_text("<service deploy>", &text);
+    let ops = match super::apply::generated_ops(&file) {
+        Ok(ops) => ops,
+        Err(code) => return code,
+    };
     crate::block_on(async move {
         let session = match Session::connect(context).await {
             Ok(s) => s,
@@ -163,13 +148,8 @@ pub fn run(args: Args, context: Option<&str>) -> u8 {
                 return exit::ERROR;
             }
         };
-        let signed = session.sign(ops, Source::Cli);
-        let req = SubmitRequest {
-            signed: signed.to_bytes(),
-        };
-        match super::apply::submit(&session, &req).await {
-            Ok(r) => super::apply::print_outcomes(&r.outcomes, ""),
-            Err(code) => return code,
+        if let Err(code) = super::apply::submit_ops(&session, ops).await {
+            return code;
         }
         if !a.wait {
             return exit::OK;

@@ -23,7 +23,7 @@ use crate::status::ObservedReplica;
 
 pub use cgroup::{CgroupLayout, CgroupMode};
 pub use network::NetworkConfig;
-pub use process::{ProcessConfig, ProcessRuntime};
+pub use process::{ProcessConfig, ProcessRuntime, StartHook};
 
 /// Errors from a runtime driver.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use super::cgroup::{CgroupLayout, ReplicaCgroup};
@@ -84,6 +84,18 @@ struct Record {
     prober: Option<Prober>,
 }
 
+/// Runs for every replica start after its cgroup and network namespace exist and before its
+/// command runs: the agent attaches network policy here, so a replica is policed from its first
+/// packet. An error fails the start (the replica never runs unpoliced).
+pub trait StartHook: Send + Sync {
+    fn before_exec(
+        &self,
+        spec: &ReplicaSpec,
+        unified_cgroup: Option<&Path>,
+        address: Option<std::net::IpAddr>,
+    ) -> Result<(), String>;
+}
+
 /// The process runtime. Replicas outlive it: dropping the driver leaves them running for the
 /// next agent to adopt.
 pub struct ProcessRuntime {
@@ -95,6 +107,7 @@ pub struct ProcessRuntime {
     records: Mutex<BTreeMap<InstanceId, Record>>,
     exec_seq: AtomicU64,
     network: RwLock<Option<Network>>,
+    start_hook: RwLock<Option<Arc<dyn StartHook>>>,
     /// Exclusive `flock` on `<state dir>/agent.lock`: one driver per state directory.
     _lock: fs::File,
 }
@@ -185,6 +198,7 @@ impl ProcessRuntime {
             records: Mutex::new(BTreeMap::new()),
             exec_seq: AtomicU64::new(0),
             network: RwLock::new(network),
+            start_hook: RwLock::new(None),
             _lock: lock,
         })
     }
@@ -192,6 +206,11 @@ impl ProcessRuntime {
     /// Switches network mode on (each replica started from now on gets its own network
     /// namespace on `config`'s subnet) and sets up the node bridge. Replicas already running keep
     /// their network. Idempotent.
+    /// Installs the hook every start runs before the command (see [`StartHook`]).
+    pub fn set_start_hook(&self, hook: Arc<dyn StartHook>) {
+        *self.start_hook.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
     pub fn set_network(&self, config: NetworkConfig) -> Result<(), RuntimeError> {
         if self.network().is_some_and(|n| n.config == config) {
             return Ok(());
@@ -484,6 +503,24 @@ impl ProcessRuntime {
             },
             None => None,
         };
+        let hook = self
+            .start_hook
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook
+            && let Err(message) = hook.before_exec(
+                spec,
+                cg.unified.as_deref(),
+                address.map(std::net::IpAddr::V4),
+            )
+        {
+            give_up(spawned);
+            return Err(RuntimeError::StartFailed {
+                id: id.clone(),
+                message,
+            });
+        }
         let state = ReplicaState {
             version: STATE_VERSION,
             spec: spec.clone(),

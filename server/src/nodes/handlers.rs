@@ -1,5 +1,6 @@
 //! RPC handlers of the agent protocol (`nexus.agent.*`), the node join (`nexus.join`) and log
-//! streaming for the CLI (`nexus.logs`).
+//! streaming for the CLI (`nexus.logs`), and the network policy view for
+//! `nexus debug troubleshoot --network` (`nexus.debug.network`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +10,7 @@ use nexus_api::agent::{
     FeedItem, FeedRequest, Heartbeat, HeartbeatResponse, InstanceReport, LogChunk, LogChunkAck,
     LogsRequest, Phase, RegisterRequest, RegisterResponse, kinds,
 };
+use nexus_api::network::{DebugNetworkRequest, DebugNetworkResponse};
 use nexus_ledger::{NodeInfo, Op};
 use nexus_transport::join::{JOIN_KIND, JoinRequest, JoinResponse, verify_join};
 use nexus_transport::pki::{Role, Validity, validate_name};
@@ -114,6 +116,10 @@ pub(super) fn routes(nodes: &Arc<Nodes>, r: &mut Router) {
                     a.last_seen = Some(Instant::now());
                     a.reported = true;
                     a.acting_on = hb.acting_on;
+                    a.policy = hb.policy;
+                    if let Some(c) = hb.counters {
+                        a.counters = c;
+                    }
                     if let Some(r) = a.registration.as_mut() {
                         r.conditions = hb.conditions;
                     }
@@ -142,6 +148,7 @@ pub(super) fn routes(nodes: &Arc<Nodes>, r: &mut Router) {
                 let (tx, rx) = tokio::sync::mpsc::channel::<Result<FeedItem, RpcError>>(64);
                 let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel::<FeedItem>(64);
                 let mut sets = n.subscribe_set(&name);
+                let mut policy = n.policy.subscribe();
                 n.lock()
                     .agents
                     .entry(name.clone())
@@ -150,6 +157,7 @@ pub(super) fn routes(nodes: &Arc<Nodes>, r: &mut Router) {
                     .push((conn, cmd_tx));
                 tokio::spawn(async move {
                     sets.mark_changed();
+                    policy.mark_changed();
                     loop {
                         let item = tokio::select! {
                             changed = sets.changed() => {
@@ -159,6 +167,16 @@ pub(super) fn routes(nodes: &Arc<Nodes>, r: &mut Router) {
                                 let set = sets.borrow_and_update().clone();
                                 match set {
                                     Some(set) => FeedItem::Assignments((*set).clone()),
+                                    None => continue,
+                                }
+                            }
+                            changed = policy.changed() => {
+                                if changed.is_err() {
+                                    break;
+                                }
+                                let feed = policy.borrow_and_update().clone();
+                                match feed {
+                                    Some(f) => FeedItem::Policy((*f).clone()),
                                     None => continue,
                                 }
                             }
@@ -200,6 +218,22 @@ pub(super) fn routes(nodes: &Arc<Nodes>, r: &mut Router) {
         move |_ctx: Context, req: LogsRequest| {
             let n = n.clone();
             async move { n.logs.open(&n, req).map(channel_stream) }
+        },
+    );
+    let n = nodes.clone();
+    r.unary(
+        nexus_api::kinds::DEBUG_NETWORK,
+        Access::Authenticated,
+        move |_ctx: Context, _req: DebugNetworkRequest| {
+            let n = n.clone();
+            async move {
+                let (feed, nodes) = n.network_debug();
+                Ok(DebugNetworkResponse {
+                    replica: n.replica.clone(),
+                    feed: feed.map(|f| (*f).clone()).unwrap_or_default(),
+                    nodes,
+                })
+            }
         },
     );
     let n = nodes.clone();

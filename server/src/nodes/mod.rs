@@ -12,6 +12,9 @@
 //!   every `resync`, and publishes each node's [`AssignmentSet`] on a watch channel that the
 //!   node's feed streams forward. It waits (at most `warmup`) after start until every node in
 //!   the log reported, so it continues from what runs instead of re-placing everything.
+//! - The same round computes the cluster's network policy feed (every NetworkPolicy, every
+//!   workload's labels and its replicas' reported addresses), streamed to every agent, which
+//!   enforces what f+1 replicas agree on with eBPF (docs/network-policy.md).
 
 mod handlers;
 mod liveness;
@@ -25,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use nexus_api::agent::{AssignmentSet, FeedItem, InstanceReport, NodeStatus, RegisterRequest};
+use nexus_api::network::{NodeEnforcement, PolicyFeed, RuleCount};
 use nexus_ledger::audit::history;
 use nexus_ledger::{Caller, Entry, Ledger, Op, Request, SignedRequest, Source};
 use nexus_reconciler::model::{InstanceId, WorkloadKey, template_hash};
@@ -91,6 +95,10 @@ pub(crate) struct Agent {
     pub reported: bool,
     pub instances: BTreeMap<InstanceId, InstanceReport>,
     pub acting_on: Option<String>,
+    /// Hash of the policy feed the node enforces.
+    pub policy: Option<String>,
+    /// The node's latest per-rule policy counters.
+    pub counters: Vec<RuleCount>,
     /// Command channels of the node's open feeds (connection id, sender).
     pub feeds: Vec<(u64, mpsc::Sender<FeedItem>)>,
 }
@@ -116,6 +124,8 @@ pub struct Nodes {
     pub(crate) ca: Option<CertificateAuthority>,
     started: Instant,
     pub(crate) inner: Mutex<Inner>,
+    /// The network policy feed every agent gets (once scheduling is warm).
+    pub(crate) policy: watch::Sender<Option<Arc<PolicyFeed>>>,
     cache: Mutex<round::Cache>,
     pub(crate) wake: Notify,
     pub(crate) logs: logs::Sessions,
@@ -149,6 +159,7 @@ impl Nodes {
             ca,
             started: Instant::now(),
             inner: Mutex::default(),
+            policy: watch::channel(None).0,
             cache: Mutex::default(),
             wake: Notify::new(),
             logs: logs::Sessions::default(),
@@ -187,7 +198,31 @@ impl Nodes {
 
     /// The live status of a workload or service (`ObjectInfo.status`).
     pub fn status_of(&self, key: &ObjectKey) -> Option<Value> {
+        if key.kind == nexus_schemas::Kind::NetworkPolicy {
+            return Some(self.policy_status());
+        }
         self.lock().statuses.get(key).map(|v| v.as_ref().clone())
+    }
+
+    /// Where network policy is enforced (the same for every NetworkPolicy: each node installs
+    /// the whole cluster's table): nodes enforcing this replica's current feed, nodes still on
+    /// another one, and nodes that cannot enforce it, with their reason.
+    fn policy_status(&self) -> Value {
+        let current = self.policy.borrow().as_ref().map(|f| f.hash.clone());
+        let (_, nodes) = self.network_debug();
+        let (mut enforced, mut pending, mut not_enforced) = (Vec::new(), Vec::new(), Vec::new());
+        for n in nodes {
+            match (n.condition, n.enforcing) {
+                (Some(c), _) => not_enforced.push(Value::String(c)),
+                (None, Some(h)) if Some(&h) == current.as_ref() => enforced.push(n.node),
+                (None, _) => pending.push(n.node),
+            }
+        }
+        serde_json::json!({
+            "enforcedOn": enforced,
+            "pendingOn": pending,
+            "notEnforced": not_enforced,
+        })
     }
 
     /// The node table for `nexus cluster status`.
@@ -209,6 +244,40 @@ impl Nodes {
             }
         }
         out
+    }
+
+    /// `nexus debug troubleshoot --network`: the policy feed this replica sends agents, and what
+    /// every node in the log (but lost ones) reported about its enforcement.
+    pub fn network_debug(&self) -> (Option<Arc<PolicyFeed>>, Vec<NodeEnforcement>) {
+        let feed = self.policy.borrow().clone();
+        // The node table of the last round lists every node in the log (taking the state lock
+        // here could deadlock callers that hold it, like `get`).
+        let inner = self.lock();
+        let nodes = inner
+            .node_table
+            .iter()
+            .filter(|n| n.state != "Lost")
+            .map(|n| n.name.clone())
+            .map(|name| {
+                let a = inner.agents.get(&name);
+                let condition = a.and_then(|a| a.registration.as_ref()).and_then(|r| {
+                    r.conditions
+                        .iter()
+                        .find(|c| c.starts_with("network policy"))
+                        .cloned()
+                });
+                NodeEnforcement {
+                    node: name,
+                    condition,
+                    enforcing: a.and_then(|a| a.policy.clone()),
+                    counters: a.map(|a| a.counters.clone()).unwrap_or_default(),
+                    last_seen_ms: a
+                        .and_then(|a| a.last_seen)
+                        .map(|t| t.elapsed().as_millis() as u64),
+                }
+            })
+            .collect();
+        (feed, nodes)
     }
 
     /// Number of scheduling rounds run (for tests and benchmarks).
@@ -347,6 +416,15 @@ impl Nodes {
             return; // keep agents on what they run until every node reported
         }
         inner.schedule = Some(Arc::new(out.schedule));
+        let policy = out.policy;
+        self.policy.send_if_modified(|cur| {
+            if cur.as_ref().is_some_and(|c| c.hash == policy.hash) {
+                false
+            } else {
+                *cur = Some(policy);
+                true
+            }
+        });
         for (node, set) in out.sets {
             let tx = inner
                 .sets

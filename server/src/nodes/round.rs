@@ -14,6 +14,8 @@ use std::sync::Arc;
 use nexus_api::agent::{
     AssignmentSet, Capacity as WireCapacity, InstanceReport, NETWORK_LABEL, NodeStatus, Phase,
 };
+use nexus_api::network::PolicyFeed;
+use nexus_ebpf::{PolicyObject, WorkloadEndpoints, WorkloadId};
 use nexus_ledger::State;
 use nexus_ledger::state::NodeState;
 use nexus_reconciler::model::{Footprint, InstanceId, WorkloadKey, template_hash};
@@ -60,6 +62,7 @@ struct CachedSet {
 pub struct Cache {
     workloads: HashMap<ObjectKey, (u64, Arc<ParsedWorkload>)>,
     services: HashMap<ObjectKey, (u64, Arc<ServiceSpec>)>,
+    policies: HashMap<ObjectKey, (u64, Arc<PolicyObject>)>,
     templates: HashMap<(WorkloadKey, ContentHash), WorkloadSpec>,
     sets: HashMap<String, CachedSet>,
     /// Workload statuses with a fingerprint of what they were built from.
@@ -96,6 +99,7 @@ pub struct Collected {
     height: u64,
     workloads: Vec<Item<ParsedWorkload>>,
     services: Vec<(ObjectKey, Item<ServiceSpec>)>,
+    policies: Vec<(ObjectKey, Item<PolicyObject>)>,
     nodes: Vec<NodeState>,
 }
 
@@ -104,6 +108,7 @@ pub struct Snapshot {
     pub height: u64,
     workloads: Vec<Arc<ParsedWorkload>>,
     services: Services,
+    policies: Vec<Arc<PolicyObject>>,
     pub nodes: Vec<NodeState>,
 }
 
@@ -145,14 +150,33 @@ impl Cache {
             };
             services.push((key.clone(), item));
         }
+        let mut policies = Vec::new();
+        for (key, o) in state.list(Kind::NetworkPolicy, None) {
+            let item = match self
+                .policies
+                .get(key)
+                .filter(|(rv, _)| *rv == o.resource_version)
+            {
+                Some((_, p)) => Item::Cached(p.clone()),
+                None => Item::Raw {
+                    key: key.clone(),
+                    resource_version: o.resource_version,
+                    generation: o.generation,
+                    value: o.object.clone(),
+                },
+            };
+            policies.push((key.clone(), item));
+        }
         self.workloads.retain(|k, _| state.objects.contains_key(k));
         self.services.retain(|k, _| state.objects.contains_key(k));
+        self.policies.retain(|k, _| state.objects.contains_key(k));
         self.templates
             .retain(|(wk, _), _| state.objects.contains_key(&ObjectKey::from(wk)));
         Collected {
             height: state.height,
             workloads,
             services,
+            policies,
             nodes: state.nodes.values().cloned().collect(),
         }
     }
@@ -209,10 +233,29 @@ impl Cache {
                 }
             }
         }
+        let mut policies = Vec::with_capacity(c.policies.len());
+        for (key, item) in c.policies {
+            match item {
+                Item::Cached(p) => policies.push(p),
+                Item::Raw {
+                    resource_version,
+                    value,
+                    ..
+                } => {
+                    let Some(p) = parse(&value).as_ref().and_then(PolicyObject::from_object) else {
+                        continue;
+                    };
+                    let p = Arc::new(p);
+                    self.policies.insert(key, (resource_version, p.clone()));
+                    policies.push(p);
+                }
+            }
+        }
         Snapshot {
             height: c.height,
             workloads,
             services,
+            policies,
             nodes: c.nodes,
         }
     }
@@ -262,6 +305,8 @@ pub struct RoundOutput {
     /// `ObjectInfo.status` of workloads and services.
     pub statuses: BTreeMap<ObjectKey, Arc<Value>>,
     pub nodes: Vec<NodeStatus>,
+    /// The network policy feed every node gets.
+    pub policy: Arc<PolicyFeed>,
 }
 
 fn report<'r>(
@@ -577,8 +622,39 @@ pub fn run(
             conditions: r.map(|r| r.conditions.clone()).unwrap_or_default(),
         });
     }
+    out.policy = Arc::new(policy_feed(snap, input.reports));
     out.schedule = sched;
     out
+}
+
+/// The cluster's network policy feed: every NetworkPolicy, and every workload's labels with the
+/// addresses its instances report on any node (whatever template they run: an old replica still
+/// serving during a rolling update is still that workload).
+fn policy_feed(snap: &Snapshot, reports: &BTreeMap<String, NodeReport>) -> PolicyFeed {
+    let mut addrs: BTreeMap<&WorkloadKey, Vec<std::net::IpAddr>> = BTreeMap::new();
+    for r in reports.values() {
+        for (id, i) in &r.instances {
+            if i.phase != Phase::Exited
+                && let Some(a) = i.address
+            {
+                addrs.entry(&id.replica.workload).or_default().push(a);
+            }
+        }
+    }
+    let endpoints = snap
+        .workloads
+        .iter()
+        .map(|w| {
+            let key = &w.input.key;
+            WorkloadEndpoints {
+                workload: WorkloadId::new(&key.namespace, &key.name),
+                labels: w.labels.clone(),
+                addrs: addrs.remove(key).unwrap_or_default(),
+            }
+        })
+        .collect();
+    let policies = snap.policies.iter().map(|p| (**p).clone()).collect();
+    PolicyFeed::new(snap.height, policies, endpoints)
 }
 
 fn phase_name(p: Phase) -> &'static str {
