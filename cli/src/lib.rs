@@ -10,6 +10,7 @@ pub mod client;
 pub mod cmd;
 pub mod config;
 pub mod load;
+pub mod netprobe;
 pub mod render;
 pub mod table;
 

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use nexus_cli::config::{ClientConfig, Context};
 
 pub mod fleet;
-pub mod netprobe;
 
 /// The nexus binary built from this crate (the same code as `nexus`): cargo builds it next to
 /// the test executables' `deps/` directory whenever this crate's integration tests are built.

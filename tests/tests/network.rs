@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
+use nexus_cli::netprobe::{Probe, server_command};
 use nexus_tests::fleet::{Fleet, can_run_agents, eventually, status, wait_nodes};
-use nexus_tests::netprobe::{Probe, server_command};
 use nexus_tests::{Cluster, text};
 use serde_json::{Value, json};
 

@@ -21,6 +21,9 @@ pub enum What {
     /// GitOps: push -> entry committed p50/p99 with the notify watcher, the webhook and
     /// polling; first sync, peak RSS and a one-file push for a repository of 5,000 manifests.
     Gitops(super::bench_gitops::Args),
+    /// Network policy (root): a policy change committed to the ledger -> enforced in the kernel
+    /// on the node, p50/p99, on a local cluster of real processes.
+    Network(super::bench_network::Args),
     /// Apply latency/throughput (through a real replica over QUIC, and through the ledger front)
     /// with 1, 8 and 64 clients; audit queries and `audit verify` over a generated log.
     Ledger {
@@ -52,6 +55,7 @@ pub fn run(args: Args) -> u8 {
     match args.what {
         What::Agents(a) => super::bench_agents::run(a),
         What::Gitops(a) => super::bench_gitops::run(a),
+        What::Network(a) => super::bench_network::run(a),
         What::Validate { objects, dir, runs } => bench_validate(objects, dir, runs),
         What::Ledger {
             events,

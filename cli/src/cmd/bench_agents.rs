@@ -50,11 +50,11 @@ pub struct Args {
     pub skip_sim: bool,
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -91,7 +91,7 @@ fn workload(name: &str, replicas: usize, extra: Value) -> Value {
         "metadata": {"name": name, "labels": {"bench": "agents"}}, "spec": spec})
 }
 
-async fn submit(session: &Session, ops: Vec<Op>) -> Result<(), String> {
+pub(crate) async fn submit(session: &Session, ops: Vec<Op>) -> Result<(), String> {
     let signed = session.sign(ops, Source::Cli);
     super::apply::submit(
         session,
