@@ -78,6 +78,9 @@ pub struct AgentConfig {
     pub drain_on_exit: bool,
     /// Longest pause between reconnection attempts. Default 5 s.
     pub max_backoff: Duration,
+    /// Enforce network policy with eBPF (process runtime). Default true; when false the node
+    /// reports that it does not.
+    pub network_policy: bool,
 }
 
 impl AgentConfig {
@@ -99,6 +102,7 @@ impl AgentConfig {
             tick: Duration::from_millis(250),
             drain_on_exit: false,
             max_backoff: Duration::from_secs(5),
+            network_policy: true,
         }
     }
 }
@@ -388,7 +392,15 @@ pub async fn start(cfg: AgentConfig, runtime: RuntimeChoice) -> Result<AgentHand
         network: saved_network,
         replicas: desired.replicas,
     };
+    let mut conditions = Vec::new();
     let enforcement = match (&process, pins_for) {
+        (Some(_), Some(_)) if !cfg.network_policy => {
+            conditions.push(format!(
+                "network policy NOT enforced on node {}: disabled (--no-network-policy)",
+                cfg.name
+            ));
+            None
+        }
         (Some(p), Some(root)) => {
             let (name, dir) = (cfg.name.clone(), cfg.state_dir.clone());
             let e =
@@ -401,7 +413,8 @@ pub async fn start(cfg: AgentConfig, runtime: RuntimeChoice) -> Result<AgentHand
         }
         _ => None,
     };
-    let (network_label, mut conditions) = network_capable(process.is_some());
+    let (network_label, network_conditions) = network_capable(process.is_some());
+    conditions.extend(network_conditions);
     conditions.extend(enforcement.as_ref().and_then(|e| e.condition()));
     let mut labels = cfg.labels.clone();
     labels.insert(NETWORK_LABEL.into(), network_label);

@@ -135,6 +135,11 @@ impl Fleet {
 
     /// Starts `nexus agent --name NAME` (labels `k=v,...` optional); returns its index.
     pub fn start(&mut self, name: &str, labels: &str) -> usize {
+        self.start_with(name, labels, &[])
+    }
+
+    /// [`Fleet::start`] with more `nexus agent` arguments.
+    pub fn start_with(&mut self, name: &str, labels: &str, extra: &[&str]) -> usize {
         let mut args: Vec<String> = [
             "agent",
             "--join",
@@ -155,6 +160,7 @@ impl Fleet {
             args.push("--labels".into());
             args.push(labels.into());
         }
+        args.extend(extra.iter().map(|s| s.to_string()));
         let log = self.dir.join(format!("agent-{name}.log"));
         let child = self.spawn(&args, &log);
         self.agents.push(Agent {

@@ -232,6 +232,118 @@ fn nexus_up_runs_the_examples() {
     let cluster = Cluster::init(); // only for its config dir and environment
     let pool = 200 + (std::process::id() % 40) as u8;
     let dir = cluster.dir.path().join("up");
+    let (mut child, summary, progress) = up(&cluster, &dir, pool);
+    assert!(summary.contains("is up"), "summary: {summary}");
+    let st = |name: &str| status(&cluster, "workload", name).unwrap_or_default();
+    for (name, want) in [("web", 2), ("api", 2), ("db", 1)] {
+        assert_eq!(st(name)["ready"], want, "{name}: {summary}");
+    }
+    let svc = status(&cluster, "service", "web").unwrap_or_default();
+    let eps = svc["endpoints"].as_array().cloned().unwrap_or_default();
+    assert_eq!(eps.len(), 2, "{svc}");
+    // The endpoint answers (a python http.server in the replica's own network namespace).
+    let ep = eps[0].as_str().unwrap_or_default();
+    let mut s = std::net::TcpStream::connect_timeout(&ep.parse().unwrap(), Duration::from_secs(2))
+        .expect("connect to a web endpoint");
+    use std::io::{Read, Write};
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    assert!(body.starts_with("HTTP/1.0 200"), "{body}");
+
+    // What the summary suggests works: deploy a service and wait, wide listings, one replica's
+    // logs, cluster status with every node ready.
+    let out = cluster.nexus(&[
+        "service",
+        "deploy",
+        "python3 -m http.server 9000",
+        "--name",
+        "files",
+        "--replicas",
+        "2",
+        "--port",
+        "9000",
+        "--wait",
+    ]);
+    assert!(
+        out.status.success(),
+        "service deploy: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("workload/files created")
+            && text(&out.stdout).contains("service/files created"),
+        "{}",
+        text(&out.stdout)
+    );
+    let wide = text(&cluster.nexus(&["get", "workloads", "-o", "wide"]).stdout);
+    let files = wide
+        .lines()
+        .find(|l| l.contains(" files "))
+        .unwrap_or_default();
+    assert!(
+        files.contains("2/2 ready") && files.contains("nodes=node-"),
+        "{wide}"
+    );
+    let out = cluster.nexus(&["logs", "workload/files", "--replica", "1"]);
+    assert!(out.status.success(), "logs: {}", text(&out.stderr));
+    let cs = text(&cluster.nexus(&["cluster", "status"]).stdout);
+    assert_eq!(
+        cs.lines()
+            .filter(|l| l.starts_with("node-") && l.contains("Ready"))
+            .count(),
+        3,
+        "{cs}"
+    );
+
+    // Ctrl-C: agents stop their replicas, then the control plane; nothing is left.
+    let code = child.interrupt();
+    let lines = progress.join().unwrap();
+    assert!(code.success(), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("waiting for ")),
+        "progress was shown: {lines:?}"
+    );
+    let bridges = || -> Vec<String> {
+        std::fs::read_dir("/sys/class/net")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("nx{pool}b")))
+            .collect()
+    };
+    assert!(bridges().is_empty(), "bridges left: {:?}", bridges());
+
+    // Running it again resumes the same cluster: same log, and the service deployed above runs
+    // again next to the examples.
+    let (mut child, summary, progress) = up(&cluster, &dir, pool);
+    assert!(summary.contains("is up"), "summary: {summary}");
+    eventually(
+        Duration::from_secs(40),
+        "the resumed cluster to run everything again",
+        || format!("{:?}", status(&cluster, "workload", "files")),
+        || {
+            (st("files")["ready"] == 2 && st("web")["ready"] == 2 && st("db")["ready"] == 1)
+                .then_some(())
+        },
+    );
+    // One version, written by the first run: the resumed cluster kept its log.
+    let history = text(
+        &cluster
+            .nexus(&["history", "workload/files", "-o", "json"])
+            .stdout,
+    );
+    let versions: Vec<Value> = serde_json::from_str(&history).unwrap_or_default();
+    assert_eq!(versions.len(), 1, "{history}");
+    child.interrupt();
+    let _ = progress.join();
+    assert!(bridges().is_empty(), "bridges left: {:?}", bridges());
+}
+
+type Progress = std::thread::JoinHandle<Vec<String>>;
+
+/// Starts `nexus up` with the examples and reads its output until the summary is complete.
+fn up(cluster: &Cluster, dir: &std::path::Path, pool: u8) -> (UpGuard, String, Progress) {
     let child = cluster
         .command(&[
             "up",
@@ -264,42 +376,9 @@ fn nexus_up_runs_the_examples() {
             break;
         }
     }
-    assert!(summary.contains("is up"), "summary: {summary}");
-    let st = |name: &str| status(&cluster, "workload", name).unwrap_or_default();
-    for (name, want) in [("web", 2), ("api", 2), ("db", 1)] {
-        assert_eq!(st(name)["ready"], want, "{name}: {summary}");
-    }
-    let svc = status(&cluster, "service", "web").unwrap_or_default();
-    let eps = svc["endpoints"].as_array().cloned().unwrap_or_default();
-    assert_eq!(eps.len(), 2, "{svc}");
-    // The endpoint answers (a python http.server in the replica's own network namespace).
-    let ep = eps[0].as_str().unwrap_or_default();
-    let mut s = std::net::TcpStream::connect_timeout(&ep.parse().unwrap(), Duration::from_secs(2))
-        .expect("connect to a web endpoint");
-    use std::io::{Read, Write};
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    assert!(body.starts_with("HTTP/1.0 200"), "{body}");
-
-    // Ctrl-C: agents stop their replicas, then the control plane; nothing is left.
-    let code = child.interrupt();
-    let lines = progress.join().unwrap();
-    assert!(code.success(), "{lines:?}");
-    assert!(
-        lines.iter().any(|l| l.starts_with("waiting for ")),
-        "progress was shown: {lines:?}"
-    );
-    let bridges: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&format!("nx{pool}b")))
-        .collect();
-    assert!(bridges.is_empty(), "bridges left: {bridges:?}");
+    (child, summary, progress)
 }
 
-/// Interrupts `nexus up` (as Ctrl-C would) when the test ends, even on a failed assertion.
 struct UpGuard(std::process::Child);
 
 impl UpGuard {

@@ -313,3 +313,43 @@ fn network_policy_is_enforced_across_nodes_changes_with_the_ledger_and_survives_
     let web_after = replicas(&ready(&cluster, &fleet, "web", 1));
     assert_eq!(web_after[0].2, web[0].2, "web was adopted, not restarted");
 }
+
+#[test]
+fn a_node_that_does_not_enforce_policy_says_so_everywhere() {
+    let name = "a_node_that_does_not_enforce_policy_says_so_everywhere";
+    if !can_run_agents(name) {
+        return;
+    }
+    let mut cluster = Cluster::init();
+    let mut fleet = Fleet::new(&cluster, "10s");
+    cluster.start();
+    fleet.start("n1", "zone=a");
+    fleet.start_with("n2", "zone=b", &["--no-network-policy"]);
+    wait_nodes(&cluster, &fleet, 2);
+    policy(&cluster, "8080");
+    let want = "network policy NOT enforced on node n2: disabled (--no-network-policy)";
+    let cs = text(&cluster.nexus(&["cluster", "status"]).stdout);
+    assert!(cs.contains(want), "{cs}");
+    let out = cluster.nexus(&["get", "networkpolicies"]);
+    assert!(
+        text(&out.stderr).contains(&format!("warning: {want}")),
+        "{}",
+        text(&out.stderr)
+    );
+    let st = eventually(
+        Duration::from_secs(10),
+        "the policy's status",
+        || fleet.logs(),
+        || {
+            status(&cluster, "networkpolicy", "api-from-web")
+                .filter(|s| s["enforcedOn"] == json!(["n1"]))
+        },
+    );
+    assert_eq!(st["notEnforced"], json!([want]));
+    let out = cluster.nexus(&["get", "networkpolicies", "-o", "wide"]);
+    assert!(
+        text(&out.stdout).contains("enforced=n1 (1 node(s) NOT enforcing)"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -53,6 +53,10 @@ pub struct Args {
     /// Stop every replica when the agent exits (`nexus up` uses this).
     #[arg(long)]
     pub drain_on_exit: bool,
+    /// Do not enforce network policy on this node (no eBPF); the node then reports
+    /// "network policy NOT enforced", shown by `cluster status` and `get`.
+    #[arg(long)]
+    pub no_network_policy: bool,
 }
 
 fn hostname() -> String {
@@ -74,6 +78,7 @@ fn config(args: &Args) -> Result<AgentConfig, String> {
     cfg.server_name = args.server_name.clone();
     cfg.address = args.address.clone();
     cfg.drain_on_exit = args.drain_on_exit;
+    cfg.network_policy = !args.no_network_policy;
     let labels: BTreeMap<String, String> =
         super::apply::parse_labels(args.labels.as_deref().unwrap_or(""))?
             .into_iter()
