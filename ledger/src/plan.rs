@@ -281,7 +281,10 @@ fn check_source(req: &Request) -> Result<(), RequestError> {
 
 /// Checks one object of an apply with the manifest validator (JSON Schema and semantic
 /// checks, exactly what `nexus validate` runs on files): the typed object or why not.
-fn validate_object(op: usize, value: &serde_json::Value) -> Result<nexus_schemas::Object, RequestError> {
+fn validate_object(
+    op: usize,
+    value: &serde_json::Value,
+) -> Result<nexus_schemas::Object, RequestError> {
     nexus_schemas::validate_value(value).map_err(|problems| {
         let omitted = problems.len().saturating_sub(MAX_PROBLEMS);
         RequestError::InvalidObject {
@@ -718,30 +721,107 @@ mod tests {
                    "spec": {"url": "/srv/git/a.git", "interval": interval}})
         };
         let cases = [
-            (workload_with(json!({"resources": {"cpu": "12X"}})), "spec.resources.cpu", "nexus::invalid-quantity"),
-            (workload_with(json!({"resources": {"cpu": "0"}})), "spec.resources.cpu", "nexus::out-of-range"),
-            (workload_with(json!({"resources": {"memory": "1.5"}})), "spec.resources.memory", "nexus::invalid-quantity"),
-            (workload_with(json!({"ports": [{"port": 0}]})), "spec.ports[0].port", "nexus::out-of-range"),
-            (workload_with(json!({"ports": [{"port": 70000}]})), "spec.ports[0].port", "nexus::out-of-range"),
-            (workload_with(json!({"replicas": -1})), "spec.replicas", "nexus::out-of-range"),
-            (workload_with(json!({"replicas": "3"})), "spec.replicas", "nexus::wrong-type"),
-            (workload_with(json!({"replicaz": 3})), "spec.replicaz", "nexus::unknown-field"),
-            (workload_with(json!({"env": {"1BAD": "x"}})), "spec.env.1BAD", "nexus::invalid-name"),
-            (workload_with(json!({"health": {"http": {"path": "/", "port": 80}, "tcp": {"port": 80}}})), "spec.health", "nexus::invalid-probe"),
-            (json!({"apiVersion": "nexus/v1", "kind": "Workload", "metadata": {"name": "web", "labels": {"app": "-x-"}}, "spec": {"command": ["x"]}}), "metadata.labels.app", "nexus::invalid-label"),
-            (json!({"apiVersion": "nexus/v1", "kind": "Workload", "metadata": {"name": "web", "namespace": "Prod"}, "spec": {"command": ["x"]}}), "metadata.namespace", "nexus::invalid-name"),
-            (policy(json!({"selector": {"app": "a"}, "cidr": "10.0.0.0/8"})), "spec.ingress[0].from[0]", "nexus::invalid-peer"),
-            (policy(json!({"cidr": "10.0.0.300/8"})), "spec.ingress[0].from[0].cidr", "nexus::invalid-cidr"),
-            (git("10 minutes"), "spec.interval", "nexus::invalid-duration"),
+            (
+                workload_with(json!({"resources": {"cpu": "12X"}})),
+                "spec.resources.cpu",
+                "nexus::invalid-quantity",
+            ),
+            (
+                workload_with(json!({"resources": {"cpu": "0"}})),
+                "spec.resources.cpu",
+                "nexus::out-of-range",
+            ),
+            (
+                workload_with(json!({"resources": {"memory": "1.5"}})),
+                "spec.resources.memory",
+                "nexus::invalid-quantity",
+            ),
+            (
+                workload_with(json!({"ports": [{"port": 0}]})),
+                "spec.ports[0].port",
+                "nexus::out-of-range",
+            ),
+            (
+                workload_with(json!({"ports": [{"port": 70000}]})),
+                "spec.ports[0].port",
+                "nexus::out-of-range",
+            ),
+            (
+                workload_with(json!({"replicas": -1})),
+                "spec.replicas",
+                "nexus::out-of-range",
+            ),
+            (
+                workload_with(json!({"replicas": "3"})),
+                "spec.replicas",
+                "nexus::wrong-type",
+            ),
+            (
+                workload_with(json!({"replicaz": 3})),
+                "spec.replicaz",
+                "nexus::unknown-field",
+            ),
+            (
+                workload_with(json!({"env": {"1BAD": "x"}})),
+                "spec.env.1BAD",
+                "nexus::invalid-name",
+            ),
+            (
+                workload_with(
+                    json!({"health": {"http": {"path": "/", "port": 80}, "tcp": {"port": 80}}}),
+                ),
+                "spec.health",
+                "nexus::invalid-probe",
+            ),
+            (
+                json!({"apiVersion": "nexus/v1", "kind": "Workload", "metadata": {"name": "web", "labels": {"app": "-x-"}}, "spec": {"command": ["x"]}}),
+                "metadata.labels.app",
+                "nexus::invalid-label",
+            ),
+            (
+                json!({"apiVersion": "nexus/v1", "kind": "Workload", "metadata": {"name": "web", "namespace": "Prod"}, "spec": {"command": ["x"]}}),
+                "metadata.namespace",
+                "nexus::invalid-name",
+            ),
+            (
+                policy(json!({"selector": {"app": "a"}, "cidr": "10.0.0.0/8"})),
+                "spec.ingress[0].from[0]",
+                "nexus::invalid-peer",
+            ),
+            (
+                policy(json!({"cidr": "10.0.0.300/8"})),
+                "spec.ingress[0].from[0].cidr",
+                "nexus::invalid-cidr",
+            ),
+            (
+                git("10 minutes"),
+                "spec.interval",
+                "nexus::invalid-duration",
+            ),
             (git("10ms"), "spec.interval", "nexus::out-of-range"),
-            (json!({"apiVersion": "nexus/v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"selector": {}, "ports": [{"port": 80}]}}), "spec.selector", "nexus::invalid-value"),
-            (json!({"apiVersion": "nexus/v2", "kind": "Workload", "metadata": {"name": "web"}, "spec": {"command": ["x"]}}), "apiVersion", "nexus::unknown-api-version"),
-            (json!({"apiVersion": "nexus/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {}}), "kind", "nexus::unknown-kind"),
+            (
+                json!({"apiVersion": "nexus/v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"selector": {}, "ports": [{"port": 80}]}}),
+                "spec.selector",
+                "nexus::invalid-value",
+            ),
+            (
+                json!({"apiVersion": "nexus/v2", "kind": "Workload", "metadata": {"name": "web"}, "spec": {"command": ["x"]}}),
+                "apiVersion",
+                "nexus::unknown-api-version",
+            ),
+            (
+                json!({"apiVersion": "nexus/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {}}),
+                "kind",
+                "nexus::unknown-kind",
+            ),
         ];
         let state = State::new();
         for (object, path, code) in cases {
-            let err = run(&state, vec![apply(workload("ok", 1)), apply(object.clone())])
-                .expect_err("an invalid object must be refused");
+            let err = run(
+                &state,
+                vec![apply(workload("ok", 1)), apply(object.clone())],
+            )
+            .expect_err("an invalid object must be refused");
             let RequestError::InvalidObject { op, problems, .. } = &err else {
                 panic!("{object}: not InvalidObject: {err:?}");
             };
@@ -753,7 +833,10 @@ mod tests {
             assert!(err.to_string().contains(path), "{err}");
             // The same verdict when the request is checked on its own (admission, proposals).
             let req = request("r", "user:alice", vec![apply(object)]);
-            assert!(matches!(check_objects(&req), Err(RequestError::InvalidObject { op: 0, .. })));
+            assert!(matches!(
+                check_objects(&req),
+                Err(RequestError::InvalidObject { op: 0, .. })
+            ));
         }
         assert!(check_objects(&request("r", "u", vec![apply(workload("ok", 1))])).is_ok());
     }
@@ -762,7 +845,9 @@ mod tests {
     fn an_invalid_object_error_names_the_object_the_field_and_what_to_do() {
         let err = run(
             &State::new(),
-            vec![apply(workload_with(json!({"resources": {"cpu": "12X"}, "ports": [{"port": 70000}]})))],
+            vec![apply(workload_with(
+                json!({"resources": {"cpu": "12X"}, "ports": [{"port": 70000}]}),
+            ))],
         )
         .unwrap_err();
         expect_test::expect![[r#"
@@ -784,8 +869,17 @@ mod tests {
         );
         // Hundreds of problems are listed up to a bound and counted beyond it.
         let ports: Vec<_> = (0..100).map(|_| json!({"port": 0})).collect();
-        let err = run(&State::new(), vec![apply(workload_with(json!({"ports": ports})))]).unwrap_err();
-        let RequestError::InvalidObject { problems, omitted, .. } = &err else { panic!("{err:?}") };
+        let err = run(
+            &State::new(),
+            vec![apply(workload_with(json!({"ports": ports})))],
+        )
+        .unwrap_err();
+        let RequestError::InvalidObject {
+            problems, omitted, ..
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
         assert_eq!(problems.len(), MAX_PROBLEMS);
         assert!(*omitted > 0 && err.to_string().contains(&format!("and {omitted} more")));
     }

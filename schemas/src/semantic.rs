@@ -16,7 +16,15 @@ pub(crate) struct Checker {
 }
 
 impl Checker {
-    fn push(&mut self, code: &'static str, path: &Path, at: At, message: String, label: &str, help: String) {
+    fn push(
+        &mut self,
+        code: &'static str,
+        path: &Path,
+        at: At,
+        message: String,
+        label: &str,
+        help: String,
+    ) {
         self.findings.push(
             Finding::new(code, path.clone(), at, message)
                 .with_label(label)

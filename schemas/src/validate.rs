@@ -597,16 +597,14 @@ fn schema_findings(kind: Kind, json: &Json, diags: &mut Vec<Finding>) {
                 .with_label(format!("must be {bound}"))
                 .with_help_opt(field_help())
             }
-            _ => {
-                Finding::new(
-                    "nexus::invalid-value",
-                    path.clone(),
-                    At::Value,
-                    format!("{path}: {}", err.masked()),
-                )
-                .with_label("invalid value")
-                .with_help_opt(field_help())
-            }
+            _ => Finding::new(
+                "nexus::invalid-value",
+                path.clone(),
+                At::Value,
+                format!("{path}: {}", err.masked()),
+            )
+            .with_label("invalid value")
+            .with_help_opt(field_help()),
         };
         diags.push(diag);
     }

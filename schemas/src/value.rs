@@ -86,9 +86,9 @@ pub fn claimed_key(value: &Json) -> Option<ObjectKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{canonical_value, canonicalize};
     use crate::diagnostic::SourceFile;
     use crate::validate::validate_sources;
+    use crate::{canonical_value, canonicalize};
     use serde_json::json;
 
     fn problems(v: Json) -> Vec<String> {
@@ -141,7 +141,9 @@ mod tests {
             ["nexus::not-a-manifest (root): a manifest must be a map, found a list"]
         );
         assert_eq!(
-            problems(json!({"apiVersion": "nexus/v2", "kind": "Deployment", "metadata": {"name": "a"}})),
+            problems(
+                json!({"apiVersion": "nexus/v2", "kind": "Deployment", "metadata": {"name": "a"}})
+            ),
             [
                 "nexus::unknown-api-version apiVersion: unknown apiVersion \"nexus/v2\"",
                 "nexus::unknown-kind kind: unknown kind \"Deployment\"",
@@ -157,11 +159,23 @@ mod tests {
         let inline = "apiVersion: nexus/v1\nkind: Workload\nmetadata: {name: a, labels: {app: a}}\nspec:\n  command: [x]\n  resources: {cpu: 0.5, memory: 1Gi}\n  ports: [{name: http, port: 8080}]\n  health: {http: {path: /, port: 8080}}\n---\napiVersion: nexus/v1\nkind: Service\nmetadata: {name: a}\nspec: {selector: {app: a}, ports: [{port: 80, targetPort: 8080}]}\n---\napiVersion: nexus/v1\nkind: NetworkPolicy\nmetadata: {name: a}\nspec: {selector: {app: a}, ingress: [{from: [{cidr: 10.0.0.0/8}]}], egress: [{to: [{selector: {app: b}}]}]}\n---\napiVersion: nexus/v1\nkind: GitSource\nmetadata: {name: a}\nspec: {url: /srv/git/a.git, interval: 90s}\n";
         let files: Vec<SourceFile> = [
             ("inline.yaml", inline),
-            ("api.yaml", include_str!("../../manifests/examples/api.yaml")),
+            (
+                "api.yaml",
+                include_str!("../../manifests/examples/api.yaml"),
+            ),
             ("db.yaml", include_str!("../../manifests/examples/db.yaml")),
-            ("gitsource.yaml", include_str!("../../manifests/examples/gitsource.yaml")),
-            ("network-policy.yaml", include_str!("../../manifests/examples/network-policy.yaml")),
-            ("web.yaml", include_str!("../../manifests/examples/web.yaml")),
+            (
+                "gitsource.yaml",
+                include_str!("../../manifests/examples/gitsource.yaml"),
+            ),
+            (
+                "network-policy.yaml",
+                include_str!("../../manifests/examples/network-policy.yaml"),
+            ),
+            (
+                "web.yaml",
+                include_str!("../../manifests/examples/web.yaml"),
+            ),
         ]
         .into_iter()
         .map(|(name, text)| SourceFile::from_text(name, text))
@@ -182,7 +196,10 @@ mod tests {
             claimed_key(&workload(json!({"replicas": "x"}))),
             Some(ObjectKey::new(Kind::Workload, "default", "web"))
         );
-        assert_eq!(claimed_key(&json!({"kind": "Pod", "metadata": {"name": "a"}})), None);
+        assert_eq!(
+            claimed_key(&json!({"kind": "Pod", "metadata": {"name": "a"}})),
+            None
+        );
         assert_eq!(claimed_key(&json!(3)), None);
     }
 }

@@ -297,11 +297,13 @@ fn budget_message(budget: &str) -> String {
         "RecordedAnchorEvents" | "RecordedAnchorBytes" => format!(
             "aliases expand to too much data (over {MAX_ALIAS_EVENTS} values copied from anchors)"
         ),
-        "AliasAnchorRatio" => "aliases expand to too much data (too many aliases per anchor)".into(),
+        "AliasAnchorRatio" => {
+            "aliases expand to too much data (too many aliases per anchor)".into()
+        }
         "Anchors" => "too many anchors (`&name`) in one file".into(),
-        "Nodes" => format!(
-            "the file has more than {MAX_NODES} values, counting what aliases expand to"
-        ),
+        "Nodes" => {
+            format!("the file has more than {MAX_NODES} values, counting what aliases expand to")
+        }
         "Documents" => format!("more than {MAX_DOCUMENTS} documents in one file"),
         "MergeKeys" => "too many merge keys (`<<`) in one file".into(),
         _ => "the file is too large or too complex to read".into(),

@@ -208,10 +208,8 @@ pub fn events_of(
                     }),
                 });
             }
-            EventBody::ObjectDeleted { key, generation } => {
-                if visible.remove(key) {
-                    out.push(gone(key, *generation, entry.height));
-                }
+            EventBody::ObjectDeleted { key, generation } if visible.remove(key) => {
+                out.push(gone(key, *generation, entry.height));
             }
             _ => {}
         }

@@ -234,9 +234,7 @@ fn watch_lines(lines: &[String]) -> String {
                 v["type"].as_str().unwrap_or_default(),
                 v["height"],
                 o["object"]["kind"].as_str().unwrap_or_default(),
-                o["object"]["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default(),
+                o["object"]["metadata"]["name"].as_str().unwrap_or_default(),
                 o["generation"]
             )
         })
@@ -289,7 +287,9 @@ fn the_ledger_commands_against_a_live_server() {
         service("web", "app: demo", "tier: web"),
         workload("cache", "app: demo, tier: cache", 1),
     ]);
-    check(&apply(&cluster, &changed, &["--dry-run"]), expect![[r#"
+    check(
+        &apply(&cluster, &changed, &["--dry-run"]),
+        expect![[r#"
         workload/web configured (dry run)
         workload/api unchanged (dry run)
         service/web unchanged (dry run)
@@ -301,7 +301,8 @@ fn the_ledger_commands_against_a_live_server() {
 
         1 to create, 1 to update, 0 to delete, 2 unchanged
         --- exit 1
-    "#]]);
+    "#]],
+    );
     assert_eq!(
         versions(&cluster, &["workload"]),
         [
@@ -311,26 +312,35 @@ fn the_ledger_commands_against_a_live_server() {
         ],
         "a dry run commits nothing"
     );
-    check(&apply(&cluster, &demo, &["--dry-run"]), expect![[r#"
+    check(
+        &apply(&cluster, &demo, &["--dry-run"]),
+        expect![[r#"
         workload/web unchanged (dry run)
         workload/api unchanged (dry run)
         service/web unchanged (dry run)
 
         No changes (3 unchanged).
         --- exit 0
-    "#]]);
+    "#]],
+    );
 
     // --- get in every output format.
-    check(&nexus(&cluster, &["get", "all"]), expect![[r#"
+    check(
+        &nexus(&cluster, &["get", "all"]),
+        expect![[r#"
         KIND      NAMESPACE  NAME  DETAIL          GEN  VERSION  OWNER
         Workload  default    api   0/1 ready       1    1        apply
         Workload  default    db    0/1 ready       1    2        apply
         Workload  default    web   0/2 ready       1    1        apply
         Service   default    web   tier=web -> 80  1    1        apply
         --- exit 0
-    "#]]);
+    "#]],
+    );
     check(
-        &nexus(&cluster, &["get", "workloads", "-o", "wide", "-l", "app=demo"]),
+        &nexus(
+            &cluster,
+            &["get", "workloads", "-o", "wide", "-l", "app=demo"],
+        ),
         expect![[r#"
             KIND      NAMESPACE  NAME  DETAIL     GEN  VERSION  OWNER  LIVE                               LABELS             LAST ACTOR  HASH
             Workload  default    api   0/1 ready  1    1        apply  nodes= (replica 0: no ready node)  app=demo,tier=api  user:admin  ab1d63192bd0
@@ -441,25 +451,35 @@ fn the_ledger_commands_against_a_live_server() {
     let table = Watch::start(&cluster, &["workload", "web"]);
     expect![[r#"
         EVENT  KIND      NAMESPACE  NAME  DETAIL      GEN  VERSION  OWNER
-        ADDED  Workload  default    web   2 replicas  1    1        apply"#]].assert_eq(&table.next(2).join("\n"));
+        ADDED  Workload  default    web   2 replicas  1    1        apply"#]]
+    .assert_eq(&table.next(2).join("\n"));
     let initial = all.next(3);
     expect![[r#"
         ADDED 2 Workload/api gen 1
         ADDED 2 Workload/db gen 1
         ADDED 2 Workload/web gen 1
-    "#]].assert_eq(&watch_lines(&initial));
+    "#]]
+    .assert_eq(&watch_lines(&initial));
     expect![[r#"
         ADDED 2 Workload/web gen 1
-    "#]].assert_eq(&watch_lines(&selected.next(1)));
+    "#]]
+    .assert_eq(&watch_lines(&selected.next(1)));
 
     // --- apply --if-version: one object's version; several objects only with 0.
-    check(&apply(&cluster, &demo, &["--if-version", "1"]), expect![[r#"
+    check(
+        &apply(&cluster, &demo, &["--if-version", "1"]),
+        expect![[r#"
         --- stderr
         error: --if-version 1 is one object's resource version, but this apply has 3 objects; apply them one at a time, or use --if-version 0 to require that none of them exists yet
         --- exit 2
-    "#]]);
+    "#]],
+    );
     check(
-        &apply(&cluster, &workload("web", "app: demo, tier: web", 3), &["--if-version", "2"]),
+        &apply(
+            &cluster,
+            &workload("web", "app: demo, tier: web", 3),
+            &["--if-version", "2"],
+        ),
         expect![[r#"
             --- stderr
             error: the server answered with an error: conflict on Workload default/web: expected resource version 2, current resource version is 1 (conflict)
@@ -468,7 +488,11 @@ fn the_ledger_commands_against_a_live_server() {
         "#]],
     );
     check(
-        &apply(&cluster, &workload("web", "app: demo, tier: web", 3), &["--if-version", "1"]),
+        &apply(
+            &cluster,
+            &workload("web", "app: demo, tier: web", 3),
+            &["--if-version", "1"],
+        ),
         expect![[r#"
             workload/web configured
             --- stderr
@@ -477,7 +501,11 @@ fn the_ledger_commands_against_a_live_server() {
         "#]],
     );
     check(
-        &apply(&cluster, &docs(&[workload("web", "app: demo, tier: web", 3), db.clone()]), &["--if-version", "0"]),
+        &apply(
+            &cluster,
+            &docs(&[workload("web", "app: demo, tier: web", 3), db.clone()]),
+            &["--if-version", "0"],
+        ),
         expect![[r#"
             --- stderr
             error: the server answered with an error: conflict on Workload default/web: expected it not to exist, but it exists at resource version 3 (conflict)
@@ -524,7 +552,9 @@ fn the_ledger_commands_against_a_live_server() {
         [("db".to_string(), 1, 2), ("web".to_string(), 2, 3)],
         "prune deleted api only: db does not match the selector"
     );
-    check(&nexus(&cluster, &["apply", "-f", "-", "--prune"]), expect![[r#"
+    check(
+        &nexus(&cluster, &["apply", "-f", "-", "--prune"]),
+        expect![[r#"
         --- stderr
         error: the following required arguments were not provided:
           --selector <SELECTOR>
@@ -533,17 +563,21 @@ fn the_ledger_commands_against_a_live_server() {
 
         For more information, try '--help'.
         --- exit 2
-    "#]]);
+    "#]],
+    );
 
     // The watches saw web change and api go; the selector watch never saw api.
     expect![[r#"
         MODIFIED 3 Workload/web gen 2
         DELETED 4 Workload/api gen 1
-    "#]].assert_eq(&watch_lines(&all.next(2)));
+    "#]]
+    .assert_eq(&watch_lines(&all.next(2)));
     expect![[r#"
         MODIFIED 3 Workload/web gen 2
-    "#]].assert_eq(&watch_lines(&selected.next(1)));
-    expect!["MODIFIED  Workload  default    web   3 replicas  2    3        apply"].assert_eq(&table.next(1).join("\n"));
+    "#]]
+    .assert_eq(&watch_lines(&selected.next(1)));
+    expect!["MODIFIED  Workload  default    web   3 replicas  2    3        apply"]
+        .assert_eq(&table.next(1).join("\n"));
 
     // --- delete -f and delete KIND NAME.
     let dir = tempfile::tempdir().unwrap();
@@ -558,25 +592,35 @@ fn the_ledger_commands_against_a_live_server() {
             --- exit 0
         "#]],
     );
-    check(&nexus(&cluster, &["delete", "service", "web"]), expect![[r#"
+    check(
+        &nexus(&cluster, &["delete", "service", "web"]),
+        expect![[r#"
         service/web deleted
         --- stderr
         committed at height 6
         --- exit 0
-    "#]]);
-    check(&nexus(&cluster, &["delete", "workload", "db"]), expect![[r#"
+    "#]],
+    );
+    check(
+        &nexus(&cluster, &["delete", "workload", "db"]),
+        expect![[r#"
         --- stderr
         error: the server answered with an error: Workload default/db not found (not_found)
         --- exit 1
-    "#]]);
-    check(&nexus(&cluster, &["delete", "pod", "x"]), expect![[r#"
+    "#]],
+    );
+    check(
+        &nexus(&cluster, &["delete", "pod", "x"]),
+        expect![[r#"
         --- stderr
         error: unknown kind "pod"; kinds are Workload, Service, NetworkPolicy, GitSource
         --- exit 2
-    "#]]);
+    "#]],
+    );
     expect![[r#"
         DELETED 5 Workload/db gen 1
-    "#]].assert_eq(&watch_lines(&all.next(1)));
+    "#]]
+    .assert_eq(&watch_lines(&all.next(1)));
     assert_eq!(
         selected.quiet_for(Duration::from_millis(500)),
         None,
@@ -591,7 +635,8 @@ fn the_ledger_commands_against_a_live_server() {
           certificate: $DIR/config/clusters/local/users/alice.crt
           key:         $DIR/config/clusters/local/users/alice.key
           context:     alice@local (use --context alice@local)
-    "#]].assert_eq(&normalize(&r.stdout));
+    "#]]
+    .assert_eq(&normalize(&r.stdout));
     check(
         &nexus_with(
             &cluster,
@@ -649,29 +694,47 @@ fn the_ledger_commands_against_a_live_server() {
         6 object_deleted user:admin Service/web
         7 object_applied user:alice Workload/alice-app
         8 object_deleted user:alice Workload/alice-app
-    "#]].assert_eq(&audit_lines(&audit(&cluster, &[])));
+    "#]]
+    .assert_eq(&audit_lines(&audit(&cluster, &[])));
     expect![[r#"
         7 object_applied user:alice Workload/alice-app
         8 object_deleted user:alice Workload/alice-app
-    "#]].assert_eq(&audit_lines(&audit(&cluster, &["--actor", "user:alice"])));
+    "#]]
+    .assert_eq(&audit_lines(&audit(&cluster, &["--actor", "user:alice"])));
     expect![[r#"
         1 object_applied user:admin Service/web
         6 object_deleted user:admin Service/web
-    "#]].assert_eq(&audit_lines(&audit(&cluster, &["--kind", "svc"])));
+    "#]]
+    .assert_eq(&audit_lines(&audit(&cluster, &["--kind", "svc"])));
     expect![[r#"
         1 object_applied user:admin Workload/web
         3 object_applied user:admin Workload/web
-    "#]].assert_eq(&audit_lines(&audit(
+    "#]]
+    .assert_eq(&audit_lines(&audit(
         &cluster,
-        &["--kind", "workload", "--name", "web", "--namespace", "default"],
+        &[
+            "--kind",
+            "workload",
+            "--name",
+            "web",
+            "--namespace",
+            "default",
+        ],
     )));
     expect![[r#"
         7 object_applied user:alice Workload/alice-app
         8 object_deleted user:alice Workload/alice-app
-    "#]].assert_eq(&audit_lines(&audit(&cluster, &["--limit", "2"])));
-    assert_eq!(audit(&cluster, &["--since", "1h", "--source", "cli"]).len(), audit(&cluster, &[]).len());
+    "#]]
+    .assert_eq(&audit_lines(&audit(&cluster, &["--limit", "2"])));
+    assert_eq!(
+        audit(&cluster, &["--since", "1h", "--source", "cli"]).len(),
+        audit(&cluster, &[]).len()
+    );
     assert!(audit(&cluster, &["--source", "gitops"]).is_empty());
-    assert!(audit(&cluster, &["--until", "1h"]).is_empty(), "nothing is an hour old");
+    assert!(
+        audit(&cluster, &["--until", "1h"]).is_empty(),
+        "nothing is an hour old"
+    );
     assert!(audit(&cluster, &["--namespace", "prod"]).is_empty());
     let table = nexus(&cluster, &["audit", "--actor", "user:alice"]).ok("audit table");
     expect![[r#"
@@ -679,11 +742,14 @@ fn the_ledger_commands_against_a_live_server() {
         7       <time>                user:alice  cli     object_applied  workload/default/alice-app  1
         8       <time>                user:alice  cli     object_deleted  workload/default/alice-app  1
     "#]].assert_eq(&mask_times(&table.stdout));
-    check(&nexus(&cluster, &["audit", "--since", "yesterday"]), expect![[r#"
+    check(
+        &nexus(&cluster, &["audit", "--since", "yesterday"]),
+        expect![[r#"
         --- stderr
         error: --since: "yesterday" is neither an RFC 3339 time (2026-11-25T10:00:00Z) nor a duration (1h, 30m)
         --- exit 2
-    "#]]);
+    "#]],
+    );
 
     cluster.stop();
     eprintln!("cli_ledger took {:?}", t0.elapsed());

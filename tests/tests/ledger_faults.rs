@@ -352,7 +352,9 @@ fn bad_clients_and_bad_requests_are_refused_and_nothing_is_written() {
                 };
                 assert_eq!(remote.code, ErrorCode::InvalidArgument, "{kind}: {err}");
                 assert!(
-                    remote.message.contains("(operation 1) is not a valid nexus/v1 object")
+                    remote
+                        .message
+                        .contains("(operation 1) is not a valid nexus/v1 object")
                         && remote.message.contains(path),
                     "{kind}: {bad}: the error must name the object and {path}: {}",
                     remote.message
@@ -441,11 +443,26 @@ fn invalid_objects() -> Vec<(serde_json::Value, &'static str)> {
                "spec": {"selector": {"app": "web"}, "ingress": [{"from": [peer]}]}})
     };
     vec![
-        (workload(json!({"resources": {"cpu": "12X"}})), "spec.resources.cpu"),
-        (workload(json!({"resources": {"cpu": "0"}})), "spec.resources.cpu"),
-        (workload(json!({"resources": {"memory": "64Qi"}})), "spec.resources.memory"),
-        (workload(json!({"ports": [{"port": 0}]})), "spec.ports[0].port"),
-        (workload(json!({"ports": [{"port": 70000}]})), "spec.ports[0].port"),
+        (
+            workload(json!({"resources": {"cpu": "12X"}})),
+            "spec.resources.cpu",
+        ),
+        (
+            workload(json!({"resources": {"cpu": "0"}})),
+            "spec.resources.cpu",
+        ),
+        (
+            workload(json!({"resources": {"memory": "64Qi"}})),
+            "spec.resources.memory",
+        ),
+        (
+            workload(json!({"ports": [{"port": 0}]})),
+            "spec.ports[0].port",
+        ),
+        (
+            workload(json!({"ports": [{"port": 70000}]})),
+            "spec.ports[0].port",
+        ),
         (workload(json!({"replicas": -2})), "spec.replicas"),
         (workload(json!({"runtime": "docker"})), "spec.runtime"),
         (workload(json!({"comand": ["x"]})), "spec.comand"),
@@ -460,8 +477,14 @@ fn invalid_objects() -> Vec<(serde_json::Value, &'static str)> {
                    "spec": {"command": ["x"]}}),
             "metadata.name",
         ),
-        (peer(json!({"selector": {"app": "a"}, "cidr": "10.0.0.0/8"})), "spec.ingress[0].from[0]"),
-        (peer(json!({"cidr": "10.0.0.0/40"})), "spec.ingress[0].from[0].cidr"),
+        (
+            peer(json!({"selector": {"app": "a"}, "cidr": "10.0.0.0/8"})),
+            "spec.ingress[0].from[0]",
+        ),
+        (
+            peer(json!({"cidr": "10.0.0.0/40"})),
+            "spec.ingress[0].from[0].cidr",
+        ),
         (
             json!({"apiVersion": "nexus/v1", "kind": "GitSource", "metadata": {"name": "bad"},
                    "spec": {"url": "/srv/git/a.git", "interval": "soon"}}),

@@ -265,7 +265,10 @@ pub fn apply(args: ApplyArgs, context: Option<&str>) -> u8 {
 pub fn commit_note(r: &SubmitResponse) -> String {
     let changed = r.outcomes.iter().any(|o| o.action != "unchanged");
     if !changed && !r.duplicate {
-        return format!("no changes; nothing was committed (live state at height {})", r.height);
+        return format!(
+            "no changes; nothing was committed (live state at height {})",
+            r.height
+        );
     }
     format!(
         "committed at height {}{}",

@@ -594,7 +594,12 @@ fn invalid_objects_are_refused_and_nothing_is_written() {
     );
     assert_eq!((l.height(), l.state().objects.clone()), before);
     assert_eq!(l.store().head().unwrap().map(|h| h.height), Some(before.0));
-    assert!(l.store().request_record("user:alice", "1").unwrap().is_none());
+    assert!(
+        l.store()
+            .request_record("user:alice", "1")
+            .unwrap()
+            .is_none()
+    );
     // Dry runs say the same.
     let dry = l.dry_run(&request("2", "user:alice", ops)).unwrap_err();
     assert!(matches!(dry, RequestError::InvalidObject { op: 1, .. }));

@@ -68,7 +68,10 @@ fn ev(t: &str, name: &str, h: u64) -> (String, String, u64) {
 #[test]
 fn a_label_selector_watch_sees_objects_enter_and_leave() {
     let mut state = State::new();
-    commit(&mut state, vec![workload("a", "web", 1), workload("b", "db", 1)]);
+    commit(
+        &mut state,
+        vec![workload("a", "web", 1), workload("b", "db", 1)],
+    );
     let sel = Selector {
         kind: Some("Workload".into()),
         labels: vec![("app".into(), "web".into())],
@@ -89,7 +92,13 @@ fn a_label_selector_watch_sees_objects_enter_and_leave() {
         vec![delete("b")],
     ] {
         let entry = commit(&mut state, ops);
-        seen.extend(summary(&events_of(&entry, &state, &sel, kind, &mut visible)));
+        seen.extend(summary(&events_of(
+            &entry,
+            &state,
+            &sel,
+            kind,
+            &mut visible,
+        )));
     }
     assert_eq!(
         seen,
@@ -119,7 +128,10 @@ fn entries_read_after_the_state_moved_on_still_make_their_events() {
         (info.generation, info.created_height, info.resource_version),
         (1, 1, 1)
     );
-    assert_eq!((info.last_actor.as_str(), info.owner.as_str()), ("user:alice", "apply"));
+    assert_eq!(
+        (info.last_actor.as_str(), info.owner.as_str()),
+        ("user:alice", "apply")
+    );
     assert_eq!(info.object["spec"]["replicas"], 3);
     let gone = events_of(&deleted, &state, &sel, None, &mut visible);
     assert_eq!(summary(&gone), [ev("DELETED", "late", 2)]);
@@ -147,5 +159,9 @@ fn selectors_filter_by_kind_namespace_and_name() {
         assert_eq!(selected(&s, kind, &key, Some(&obj)), want, "{s:?}");
     }
     let err = selector_kind(&sel(Some("Pod"), None, None)).unwrap_err();
-    assert!(err.message.contains("unknown kind \"Pod\""), "{}", err.message);
+    assert!(
+        err.message.contains("unknown kind \"Pod\""),
+        "{}",
+        err.message
+    );
 }
