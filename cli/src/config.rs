@@ -20,8 +20,13 @@ pub enum ConfigError {
     },
     #[error("{path} is not a valid nexus config: {message}")]
     Parse { path: String, message: String },
-    #[error("no context named {0:?} in {1}; `nexus context list` shows the contexts")]
-    NoSuchContext(String, String),
+    #[error("no context named {name:?} in {path}; {}", known_contexts(.known))]
+    NoSuchContext {
+        name: String,
+        path: String,
+        /// The contexts the config has.
+        known: Vec<String>,
+    },
     #[error("no nexus config at {0}; run `nexus init` (or `nexus up`) first, or pass --config")]
     Missing(String),
     #[error("{0}")]
@@ -139,9 +144,21 @@ impl ClientConfig {
                 .contexts
                 .iter()
                 .find(|c| c.name == name)
-                .ok_or(ConfigError::NoSuchContext(name, path)),
+                .ok_or_else(|| ConfigError::NoSuchContext {
+                    known: self.contexts.iter().map(|c| c.name.clone()).collect(),
+                    name,
+                    path,
+                }),
             None => self.contexts.first().ok_or(ConfigError::Missing(path)),
         }
+    }
+}
+
+fn known_contexts(known: &[String]) -> String {
+    if known.is_empty() {
+        "it has none; `nexus init` or `nexus user create NAME --add-context` adds one".into()
+    } else {
+        format!("contexts: {}", known.join(", "))
     }
 }
 

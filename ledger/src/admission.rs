@@ -5,6 +5,10 @@
 //! own mirror and accepts only content git really holds (DESIGN.md BFT rule 3). The ledger knows
 //! only this trait, never git.
 //!
+//! Before any admission check, every object a request applies must pass the manifest validator
+//! ([`crate::plan::check_objects`], built in, not pluggable): `Ledger::submit`, `App::build` and
+//! `App::validate` run it, so an invalid object never reaches a batch.
+//!
 //! Callers: the single-replica path runs [`Admission::admit_current`] inside
 //! [`crate::Ledger::submit`], before the request is queued; the consensus `App::validate` must run
 //! [`Admission::admit`] for every request of a proposed batch against the state the batch would

@@ -33,7 +33,9 @@ pub use entry::{Entry, EntryHash, build_entry};
 pub use event::{Event, EventBody, NodeInfo, Validator};
 pub use execute::{Execution, execute};
 pub use ledger::{Applied, Caller, Ledger, LedgerConfig, SubmitError};
-pub use plan::{Action, ObjectOutcome, Plan, RequestError, Staged, plan_request};
+pub use plan::{
+    Action, FieldProblem, ObjectOutcome, Plan, RequestError, Staged, check_objects, plan_request,
+};
 pub use request::{Op, Request, SignatureError, SignedRequest, Source};
 pub use sequencer::{Decision, Proposal, Sequencer, SingleNode};
 pub use state::{GitSync, ObjectState, ObjectView, State};

@@ -6,8 +6,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use nexus_schemas::semantic::is_dns_label;
-use nexus_schemas::{API_VERSION, ContentHash, Object, ObjectKey, canonical_value};
+use nexus_schemas::{API_VERSION, ContentHash, ObjectKey, canonical_value};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -20,6 +19,8 @@ use crate::state::{NodeState, ObjectState, ObjectView, State, next_object};
 pub const MAX_OPS: usize = 10_000;
 /// Longest request id.
 pub const MAX_ID_LEN: usize = 128;
+/// Most problems an [`RequestError::InvalidObject`] lists (the rest are counted).
+pub const MAX_PROBLEMS: usize = 20;
 
 /// What a request did to one object (kubectl's words).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,8 +74,21 @@ pub enum RequestError {
     Empty,
     #[error("invalid request: {0}")]
     Invalid(String),
-    #[error("operation {op}: not a valid {API_VERSION} object: {message}")]
-    InvalidObject { op: usize, message: String },
+    /// An object failed the manifest validator (the same checks `nexus validate` runs).
+    #[error("{}", invalid_object_text(*.op, .object.as_ref(), .problems, *.omitted))]
+    InvalidObject {
+        /// Index of the operation in the request.
+        op: usize,
+        /// The object it claims to be, when its kind and name can be read.
+        #[serde(default)]
+        object: Option<ObjectKey>,
+        /// The problems, in the order found (at most [`MAX_PROBLEMS`]).
+        #[serde(default)]
+        problems: Vec<FieldProblem>,
+        /// How many more problems were found than listed.
+        #[serde(default)]
+        omitted: usize,
+    },
     #[error("{key} appears more than once in the request")]
     DuplicateObject { key: ObjectKey },
     #[error("conflict on {key}: {}", conflict_text(*.expected, *.current))]
@@ -91,6 +105,69 @@ pub enum RequestError {
     UnknownNode { name: String },
     #[error("not allowed: {0}")]
     NotAllowed(String),
+}
+
+/// One problem of an invalid object, at a field path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldProblem {
+    /// Where in the object (`spec.resources.cpu`, `spec.ports[0].port`).
+    pub path: String,
+    /// The stable diagnostic code (`nexus::invalid-quantity`).
+    pub code: String,
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+}
+
+impl From<nexus_schemas::Problem> for FieldProblem {
+    fn from(p: nexus_schemas::Problem) -> Self {
+        FieldProblem {
+            path: p.path.to_string(),
+            code: p.code.to_string(),
+            message: p.message,
+            help: p.help,
+        }
+    }
+}
+
+impl fmt::Display for FieldProblem {
+    /// `path: message` (the path once, when the message already starts with it).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.message.starts_with(&self.path) {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+fn invalid_object_text(
+    op: usize,
+    object: Option<&ObjectKey>,
+    problems: &[FieldProblem],
+    omitted: usize,
+) -> String {
+    use std::fmt::Write;
+    let what = match object {
+        Some(key) => format!("{key} (operation {op})"),
+        None => format!("operation {op}"),
+    };
+    let mut out = format!("{what} is not a valid {API_VERSION} object; nothing was written");
+    for p in problems {
+        let _ = write!(out, "\n  {p}");
+        if let Some(help) = &p.help {
+            let _ = write!(out, "\n    help: {help}");
+        }
+    }
+    if omitted > 0 {
+        let _ = write!(out, "\n  ... and {omitted} more problem(s)");
+    }
+    if problems.is_empty() && omitted == 0 {
+        out.push_str(" (run `nexus validate` on its manifest to see why)");
+    }
+    out
 }
 
 fn conflict_text(expected: u64, current: Option<u64>) -> String {
@@ -202,28 +279,45 @@ fn check_source(req: &Request) -> Result<(), RequestError> {
     Ok(())
 }
 
-/// An apply operation, parsed and canonicalized.
+/// Checks one object of an apply with the manifest validator (JSON Schema and semantic
+/// checks, exactly what `nexus validate` runs on files): the typed object or why not.
+fn validate_object(
+    op: usize,
+    value: &serde_json::Value,
+) -> Result<nexus_schemas::Object, RequestError> {
+    nexus_schemas::validate_value(value).map_err(|problems| {
+        let omitted = problems.len().saturating_sub(MAX_PROBLEMS);
+        RequestError::InvalidObject {
+            op,
+            object: nexus_schemas::claimed_key(value),
+            problems: problems
+                .into_iter()
+                .take(MAX_PROBLEMS)
+                .map(FieldProblem::from)
+                .collect(),
+            omitted,
+        }
+    })
+}
+
+/// Checks every object a request applies with the manifest validator, before it is queued or
+/// proposed and when a proposed batch is validated; the first invalid object refuses the whole
+/// request. Depends on the request alone, so every replica reaches the same verdict.
+pub fn check_objects(req: &Request) -> Result<(), RequestError> {
+    for (i, op) in req.ops.iter().enumerate() {
+        if let Op::Apply { object, .. } = op {
+            validate_object(i, object)?;
+        }
+    }
+    Ok(())
+}
+
+/// An apply operation, validated and canonicalized.
 fn parse_object(
     op: usize,
     value: &serde_json::Value,
 ) -> Result<(ObjectKey, serde_json::Value, ContentHash), RequestError> {
-    let invalid = |message: String| RequestError::InvalidObject { op, message };
-    let obj =
-        <Object as serde::Deserialize>::deserialize(value).map_err(|e| invalid(e.to_string()))?;
-    if obj.api_version != API_VERSION {
-        return Err(invalid(format!(
-            "apiVersion is {:?}, expected {API_VERSION:?}",
-            obj.api_version
-        )));
-    }
-    for (what, v) in [
-        ("metadata.name", &obj.metadata.name),
-        ("metadata.namespace", &obj.metadata.namespace),
-    ] {
-        if !is_dns_label(v) {
-            return Err(invalid(format!("{what} {v:?} is not a DNS-1123 label")));
-        }
-    }
+    let obj = validate_object(op, value)?;
     let canonical = canonical_value(&obj);
     // Same bytes as nexus_schemas::content_hash: blake3 of the sorted compact JSON.
     let hash = ContentHash(*blake3::hash(sorted_json(&canonical).as_bytes()).as_bytes());
@@ -575,7 +669,7 @@ mod tests {
             ),
             (
                 vec![apply(workload("b", 1)), apply(workload("Bad_Name", 1))],
-                "DNS-1123",
+                "metadata.name: invalid name \"Bad_Name\"",
             ),
             (
                 vec![apply(workload("b", 1)), apply(workload("b", 2))],
@@ -601,6 +695,193 @@ mod tests {
             );
         }
         assert_eq!(s, before);
+    }
+
+    /// A Workload with `spec` merged over a valid one.
+    fn workload_with(spec: serde_json::Value) -> serde_json::Value {
+        let mut w = workload("web", 1);
+        if let (Some(base), Some(extra)) = (w["spec"].as_object_mut(), spec.as_object()) {
+            for (k, v) in extra {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+        w
+    }
+
+    /// Every kind of invalid object is refused with the field path of each problem; the
+    /// request's valid objects are not applied either.
+    #[test]
+    fn invalid_objects_are_refused_naming_the_field() {
+        let policy = |peer: serde_json::Value| {
+            json!({"apiVersion": "nexus/v1", "kind": "NetworkPolicy", "metadata": {"name": "p"},
+                   "spec": {"selector": {"app": "web"}, "ingress": [{"from": [peer]}]}})
+        };
+        let git = |interval: &str| {
+            json!({"apiVersion": "nexus/v1", "kind": "GitSource", "metadata": {"name": "g"},
+                   "spec": {"url": "/srv/git/a.git", "interval": interval}})
+        };
+        let cases = [
+            (
+                workload_with(json!({"resources": {"cpu": "12X"}})),
+                "spec.resources.cpu",
+                "nexus::invalid-quantity",
+            ),
+            (
+                workload_with(json!({"resources": {"cpu": "0"}})),
+                "spec.resources.cpu",
+                "nexus::out-of-range",
+            ),
+            (
+                workload_with(json!({"resources": {"memory": "1.5"}})),
+                "spec.resources.memory",
+                "nexus::invalid-quantity",
+            ),
+            (
+                workload_with(json!({"ports": [{"port": 0}]})),
+                "spec.ports[0].port",
+                "nexus::out-of-range",
+            ),
+            (
+                workload_with(json!({"ports": [{"port": 70000}]})),
+                "spec.ports[0].port",
+                "nexus::out-of-range",
+            ),
+            (
+                workload_with(json!({"replicas": -1})),
+                "spec.replicas",
+                "nexus::out-of-range",
+            ),
+            (
+                workload_with(json!({"replicas": "3"})),
+                "spec.replicas",
+                "nexus::wrong-type",
+            ),
+            (
+                workload_with(json!({"replicaz": 3})),
+                "spec.replicaz",
+                "nexus::unknown-field",
+            ),
+            (
+                workload_with(json!({"env": {"1BAD": "x"}})),
+                "spec.env.1BAD",
+                "nexus::invalid-name",
+            ),
+            (
+                workload_with(
+                    json!({"health": {"http": {"path": "/", "port": 80}, "tcp": {"port": 80}}}),
+                ),
+                "spec.health",
+                "nexus::invalid-probe",
+            ),
+            (
+                json!({"apiVersion": "nexus/v1", "kind": "Workload", "metadata": {"name": "web", "labels": {"app": "-x-"}}, "spec": {"command": ["x"]}}),
+                "metadata.labels.app",
+                "nexus::invalid-label",
+            ),
+            (
+                json!({"apiVersion": "nexus/v1", "kind": "Workload", "metadata": {"name": "web", "namespace": "Prod"}, "spec": {"command": ["x"]}}),
+                "metadata.namespace",
+                "nexus::invalid-name",
+            ),
+            (
+                policy(json!({"selector": {"app": "a"}, "cidr": "10.0.0.0/8"})),
+                "spec.ingress[0].from[0]",
+                "nexus::invalid-peer",
+            ),
+            (
+                policy(json!({"cidr": "10.0.0.300/8"})),
+                "spec.ingress[0].from[0].cidr",
+                "nexus::invalid-cidr",
+            ),
+            (
+                git("10 minutes"),
+                "spec.interval",
+                "nexus::invalid-duration",
+            ),
+            (git("10ms"), "spec.interval", "nexus::out-of-range"),
+            (
+                json!({"apiVersion": "nexus/v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"selector": {}, "ports": [{"port": 80}]}}),
+                "spec.selector",
+                "nexus::invalid-value",
+            ),
+            (
+                json!({"apiVersion": "nexus/v2", "kind": "Workload", "metadata": {"name": "web"}, "spec": {"command": ["x"]}}),
+                "apiVersion",
+                "nexus::unknown-api-version",
+            ),
+            (
+                json!({"apiVersion": "nexus/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {}}),
+                "kind",
+                "nexus::unknown-kind",
+            ),
+        ];
+        let state = State::new();
+        for (object, path, code) in cases {
+            let err = run(
+                &state,
+                vec![apply(workload("ok", 1)), apply(object.clone())],
+            )
+            .expect_err("an invalid object must be refused");
+            let RequestError::InvalidObject { op, problems, .. } = &err else {
+                panic!("{object}: not InvalidObject: {err:?}");
+            };
+            assert_eq!(*op, 1);
+            assert!(
+                problems.iter().any(|p| p.path == path && p.code == code),
+                "{object}: expected {code} at {path}, got {problems:?}"
+            );
+            assert!(err.to_string().contains(path), "{err}");
+            // The same verdict when the request is checked on its own (admission, proposals).
+            let req = request("r", "user:alice", vec![apply(object)]);
+            assert!(matches!(
+                check_objects(&req),
+                Err(RequestError::InvalidObject { op: 0, .. })
+            ));
+        }
+        assert!(check_objects(&request("r", "u", vec![apply(workload("ok", 1))])).is_ok());
+    }
+
+    #[test]
+    fn an_invalid_object_error_names_the_object_the_field_and_what_to_do() {
+        let err = run(
+            &State::new(),
+            vec![apply(workload_with(
+                json!({"resources": {"cpu": "12X"}, "ports": [{"port": 70000}]}),
+            ))],
+        )
+        .unwrap_err();
+        expect_test::expect![[r#"
+            Workload default/web (operation 0) is not a valid nexus/v1 object; nothing was written
+              spec.ports[0].port must be between 1 and 65535, found 70000
+                help: spec.ports[0].port: Port number the process listens on (1-65535).
+              spec.resources.cpu: invalid CPU quantity "12X": unknown suffix "X" in "12X"
+                help: CPU is whole cores ("2", "1.5") or millicores with `m` ("500m")"#]]
+        .assert_eq(&err.to_string());
+        // Refused requests are recorded with their error (replicated ledger): it round-trips,
+        // and a record written before problems were listed still reads.
+        let json = serde_json::to_string(&err).unwrap();
+        assert_eq!(serde_json::from_str::<RequestError>(&json).unwrap(), err);
+        let old: RequestError =
+            serde_json::from_str(r#"{"InvalidObject":{"op":2,"message":"bad"}}"#).unwrap();
+        assert_eq!(
+            old.to_string(),
+            "operation 2 is not a valid nexus/v1 object; nothing was written (run `nexus validate` on its manifest to see why)"
+        );
+        // Hundreds of problems are listed up to a bound and counted beyond it.
+        let ports: Vec<_> = (0..100).map(|_| json!({"port": 0})).collect();
+        let err = run(
+            &State::new(),
+            vec![apply(workload_with(json!({"ports": ports})))],
+        )
+        .unwrap_err();
+        let RequestError::InvalidObject {
+            problems, omitted, ..
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(problems.len(), MAX_PROBLEMS);
+        assert!(*omitted > 0 && err.to_string().contains(&format!("and {omitted} more")));
     }
 
     #[test]

@@ -4,37 +4,32 @@
 
 use serde_json::Value as Json;
 
-use crate::diagnostic::{Diagnostic, SourceFile, Span};
+use crate::finding::{At, Finding};
 use crate::kinds::Kind;
-use crate::path::{Path, locate};
+use crate::path::Path;
 use crate::quantity::{Bytes, Millicores, QuantityError, parse_duration_ms};
-use crate::yaml::Node;
 
-/// Collects semantic diagnostics for one document.
-pub struct Checker<'a> {
-    file: &'a SourceFile,
-    doc: &'a Node,
-    pub diagnostics: Vec<Diagnostic>,
+/// Collects the semantic findings of one document.
+#[derive(Debug, Default)]
+pub(crate) struct Checker {
+    pub findings: Vec<Finding>,
 }
 
-impl<'a> Checker<'a> {
-    /// A checker for `doc` in `file`.
-    pub fn new(file: &'a SourceFile, doc: &'a Node) -> Self {
-        Checker {
-            file,
-            doc,
-            diagnostics: Vec::new(),
-        }
-    }
-
-    fn span(&self, path: &Path, key: bool) -> Span {
-        let (loc, _) = locate(self.doc, path);
-        match (key, loc.key) {
-            (true, Some(k)) => k.span,
-            _ if loc.value.span.len > 0 => loc.value.span,
-            (_, Some(k)) => k.span,
-            _ => loc.value.span,
-        }
+impl Checker {
+    fn push(
+        &mut self,
+        code: &'static str,
+        path: &Path,
+        at: At,
+        message: String,
+        label: &str,
+        help: String,
+    ) {
+        self.findings.push(
+            Finding::new(code, path.clone(), at, message)
+                .with_label(label)
+                .with_help(help),
+        );
     }
 
     fn error(
@@ -45,12 +40,7 @@ impl<'a> Checker<'a> {
         label: &str,
         help: String,
     ) {
-        let span = self.span(path, false);
-        self.diagnostics.push(
-            Diagnostic::error(code, self.file, Some(span), message)
-                .with_label(label)
-                .with_help(help),
-        );
+        self.push(code, path, At::Value, message, label, help);
     }
 
     fn key_error(
@@ -61,12 +51,7 @@ impl<'a> Checker<'a> {
         label: &str,
         help: String,
     ) {
-        let span = self.span(path, true);
-        self.diagnostics.push(
-            Diagnostic::error(code, self.file, Some(span), message)
-                .with_label(label)
-                .with_help(help),
-        );
+        self.push(code, path, At::Key, message, label, help);
     }
 }
 
@@ -79,7 +64,7 @@ fn get<'j>(v: &'j Json, path: &str) -> Option<&'j Json> {
 }
 
 /// Runs every semantic check for a document of `kind`.
-pub fn check(kind: Kind, doc: &Json, c: &mut Checker<'_>) {
+pub(crate) fn check(kind: Kind, doc: &Json, c: &mut Checker) {
     let meta = Path::root().key("metadata");
     if let Some(name) = get(doc, "metadata.name").and_then(Json::as_str) {
         dns_label(c, &meta.key("name"), name, "name");
@@ -133,7 +118,7 @@ pub fn suggest_dns_label(s: &str) -> String {
         .to_string()
 }
 
-fn dns_label(c: &mut Checker<'_>, path: &Path, s: &str, what: &str) {
+fn dns_label(c: &mut Checker, path: &Path, s: &str, what: &str) {
     if is_dns_label(s) {
         return;
     }
@@ -172,7 +157,7 @@ fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
-fn label_map(c: &mut Checker<'_>, path: &Path, labels: &serde_json::Map<String, Json>) {
+fn label_map(c: &mut Checker, path: &Path, labels: &serde_json::Map<String, Json>) {
     for (k, v) in labels {
         let (prefix, name) = match k.split_once('/') {
             Some((p, n)) => (Some(p), n),
@@ -212,7 +197,7 @@ fn quantity_help(err: &QuantityError, kind: &str) -> String {
     }
 }
 
-fn workload(c: &mut Checker<'_>, spec: &Path, s: &Json) {
+fn workload(c: &mut Checker, spec: &Path, s: &Json) {
     let res = spec.key("resources");
     // (field, label, parser into a count of the smallest unit, help when zero)
     type Parse = fn(&str) -> Result<u64, QuantityError>;
@@ -388,7 +373,7 @@ fn port_name_ok(n: &str) -> bool {
         && !n.ends_with('-')
 }
 
-fn ports(c: &mut Checker<'_>, path: &Path, ports: Option<&Json>) {
+fn ports(c: &mut Checker, path: &Path, ports: Option<&Json>) {
     let Some(list) = ports.and_then(Json::as_array) else {
         return;
     };
@@ -419,7 +404,7 @@ fn ports(c: &mut Checker<'_>, path: &Path, ports: Option<&Json>) {
     }
 }
 
-fn service(c: &mut Checker<'_>, spec: &Path, s: &Json) {
+fn service(c: &mut Checker, spec: &Path, s: &Json) {
     if s.get("selector")
         .and_then(Json::as_object)
         .is_some_and(|m| m.is_empty())
@@ -450,7 +435,7 @@ fn service(c: &mut Checker<'_>, spec: &Path, s: &Json) {
     ports(c, &spec.key("ports"), s.get("ports"));
 }
 
-fn network_policy(c: &mut Checker<'_>, spec: &Path, s: &Json) {
+fn network_policy(c: &mut Checker, spec: &Path, s: &Json) {
     if let Some(sel) = s.get("selector").and_then(Json::as_object) {
         label_map(c, &spec.key("selector"), sel);
     }
@@ -507,7 +492,7 @@ pub fn parse_cidr(s: &str) -> Option<(std::net::IpAddr, u8)> {
     (len <= max).then_some((addr, len))
 }
 
-fn git_source(c: &mut Checker<'_>, spec: &Path, s: &Json) {
+fn git_source(c: &mut Checker, spec: &Path, s: &Json) {
     if let Some(url) = s.get("url").and_then(Json::as_str) {
         let ok = !url.trim().is_empty()
             && (url.starts_with("file://")

@@ -8,11 +8,12 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use serde_json::Value as Json;
 
 use crate::diagnostic::{Diagnostic, Related, SourceFile, Span};
+use crate::finding::{At, Finding};
 use crate::kinds::{API_VERSION, Kind, Labels, Object, ObjectKey, Spec, selector_matches};
 use crate::path::{Path, Seg, locate};
 use crate::schema::{compiled, subschema_at};
 use crate::semantic;
-use crate::yaml::{Node, Value, empty_documents, parse_documents};
+use crate::yaml::{Node, empty_documents, parse_documents};
 
 /// Largest manifest file accepted.
 pub const MAX_FILE_BYTES: usize = 8 * 1024 * 1024;
@@ -221,18 +222,6 @@ fn syntax_help(msg: &str, text: &str, span: Option<Span>) -> String {
     "check the indentation, brackets and quotes around this position".into()
 }
 
-fn span_of(root: &Node, path: &Path) -> Span {
-    let (loc, _) = locate(root, path);
-    // Prefer the value; empty spans (block maps) fall back to the key.
-    if loc.value.span.len > 0 {
-        loc.value.span
-    } else if let Some(k) = loc.key {
-        k.span
-    } else {
-        loc.value.span
-    }
-}
-
 fn key_span_of(root: &Node, path: &Path) -> Span {
     let (loc, _) = locate(root, path);
     loc.key.map(|k| k.span).unwrap_or(loc.value.span)
@@ -246,103 +235,15 @@ fn validate_document(
     diags: &mut Vec<Diagnostic>,
     idents: &mut Vec<Ident>,
 ) -> Option<ParsedObject> {
-    let Value::Map(_) = &doc.value else {
-        diags.push(
-            Diagnostic::error("nexus::not-a-manifest", file, Some(doc.span), format!("a manifest must be a map, found {}", doc.value.type_name()))
-                .with_label("expected `apiVersion`, `kind`, `metadata` and `spec` here")
-                .with_help("start the document with `apiVersion: nexus/v1` and `kind: Workload` (or Service, NetworkPolicy, GitSource)"),
-        );
-        return None;
-    };
+    let json = doc.to_json();
+    let (header, kind) = header_findings(&json);
+    let ok = header.is_empty();
+    diags.extend(header.iter().map(|f| f.to_diagnostic(file, doc)));
+    let kind = kind?;
     let doc_start = Span {
         offset: doc.span.offset,
         len: 0,
     };
-    // apiVersion
-    let mut ok = true;
-    match doc.get("apiVersion") {
-        None => {
-            ok = false;
-            diags.push(
-                Diagnostic::error(
-                    "nexus::missing-field",
-                    file,
-                    Some(doc_start),
-                    "missing required field \"apiVersion\"",
-                )
-                .with_help("add `apiVersion: nexus/v1` at the top of the document"),
-            );
-        }
-        Some((_, v)) if v.as_str() == Some(API_VERSION) => {}
-        Some((_, v)) => {
-            ok = false;
-            let found = v
-                .as_str()
-                .map(|s| format!("{s:?}"))
-                .unwrap_or_else(|| v.value.type_name().to_string());
-            diags.push(
-                Diagnostic::error(
-                    "nexus::unknown-api-version",
-                    file,
-                    Some(v.span),
-                    format!("unknown apiVersion {found}"),
-                )
-                .with_label("expected \"nexus/v1\"")
-                .with_help("this release understands `apiVersion: nexus/v1`"),
-            );
-        }
-    }
-    // kind
-    let kind = match doc.get("kind") {
-        None => {
-            diags.push(
-                Diagnostic::error(
-                    "nexus::missing-field",
-                    file,
-                    Some(doc_start),
-                    "missing required field \"kind\"",
-                )
-                .with_help("add `kind:` with one of Workload, Service, NetworkPolicy, GitSource"),
-            );
-            None
-        }
-        Some((_, v)) => match v
-            .as_str()
-            .and_then(|s| Kind::ALL.iter().find(|k| k.as_str() == s).copied())
-        {
-            Some(k) => Some(k),
-            None => {
-                let found = v
-                    .as_str()
-                    .map(|s| format!("{s:?}"))
-                    .unwrap_or_else(|| v.value.type_name().to_string());
-                let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
-                let help = match v.as_str().and_then(|s| did_you_mean(s, &names)) {
-                    Some(s) => format!("did you mean \"{s}\"?"),
-                    None => match v.as_str() {
-                        Some(
-                            "Deployment" | "StatefulSet" | "DaemonSet" | "Pod" | "ReplicaSet"
-                            | "Job",
-                        ) => "a Kubernetes Deployment, StatefulSet or Pod is a nexus Workload"
-                            .to_string(),
-                        _ => format!("kinds are: {}", names.join(", ")),
-                    },
-                };
-                diags.push(
-                    Diagnostic::error(
-                        "nexus::unknown-kind",
-                        file,
-                        Some(v.span),
-                        format!("unknown kind {found}"),
-                    )
-                    .with_label("not a nexus/v1 kind")
-                    .with_help(help),
-                );
-                None
-            }
-        },
-    };
-    let kind = kind?;
     // Identity for cross-file checks.
     let name = doc
         .get("metadata")
@@ -354,7 +255,6 @@ fn validate_document(
         .and_then(|(_, n)| n.as_str())
         .unwrap_or("default")
         .to_string();
-    let json = doc.to_json();
     if let Some((name, name_span)) = &name {
         let labels: Labels = json
             .pointer("/metadata/labels")
@@ -378,12 +278,12 @@ fn validate_document(
     if !ok {
         return None;
     }
-    let before = diags.len();
-    schema_errors(file, doc, kind, &json, diags);
-    let mut sem = semantic::Checker::new(file, doc);
-    semantic::check(kind, &json, &mut sem);
-    diags.extend(sem.diagnostics);
-    diags[before..].sort_by_key(|d| d.span.map(|s| s.offset).unwrap_or(0));
+    let mut found: Vec<Diagnostic> = document_findings(kind, &json)
+        .iter()
+        .map(|f| f.to_diagnostic(file, doc))
+        .collect();
+    found.sort_by_key(|d| d.span.map(|s| s.offset).unwrap_or(0));
+    diags.extend(found);
     if diags.iter().any(Diagnostic::is_error) {
         return None;
     }
@@ -417,14 +317,120 @@ fn validate_document(
     }
 }
 
-/// Runs the kind's JSON Schema and turns each error into a located diagnostic.
-fn schema_errors(
-    file: &SourceFile,
-    doc: &Node,
-    kind: Kind,
-    json: &Json,
-    diags: &mut Vec<Diagnostic>,
-) {
+/// The checks every document gets before its kind's schema: it is a map, `apiVersion` is
+/// nexus/v1, `kind` is a nexus kind. Returns the findings and the kind, if it is one.
+pub(crate) fn header_findings(json: &Json) -> (Vec<Finding>, Option<Kind>) {
+    let root = Path::root();
+    let mut out = Vec::new();
+    if !json.is_object() {
+        out.push(
+            Finding::new("nexus::not-a-manifest", root, At::Value, format!("a manifest must be a map, found {}", json_type_name(json)))
+                .with_label("expected `apiVersion`, `kind`, `metadata` and `spec` here")
+                .with_help("start the document with `apiVersion: nexus/v1` and `kind: Workload` (or Service, NetworkPolicy, GitSource)"),
+        );
+        return (out, None);
+    }
+    let found = |v: &Json| {
+        v.as_str()
+            .map(|s| format!("{s:?}"))
+            .unwrap_or_else(|| json_type_name(v).to_string())
+    };
+    match json.get("apiVersion") {
+        None => out.push(
+            Finding::new(
+                "nexus::missing-field",
+                root.clone(),
+                At::Start,
+                "missing required field \"apiVersion\"",
+            )
+            .with_help("add `apiVersion: nexus/v1` at the top of the document"),
+        ),
+        Some(v) if v.as_str() == Some(API_VERSION) => {}
+        Some(v) => out.push(
+            Finding::new(
+                "nexus::unknown-api-version",
+                root.key("apiVersion"),
+                At::Value,
+                format!("unknown apiVersion {}", found(v)),
+            )
+            .with_label("expected \"nexus/v1\"")
+            .with_help("this release understands `apiVersion: nexus/v1`"),
+        ),
+    }
+    let kind = match json.get("kind") {
+        None => {
+            out.push(
+                Finding::new(
+                    "nexus::missing-field",
+                    root.clone(),
+                    At::Start,
+                    "missing required field \"kind\"",
+                )
+                .with_help("add `kind:` with one of Workload, Service, NetworkPolicy, GitSource"),
+            );
+            None
+        }
+        Some(v) => match v
+            .as_str()
+            .and_then(|s| Kind::ALL.iter().find(|k| k.as_str() == s).copied())
+        {
+            Some(k) => Some(k),
+            None => {
+                let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+                let help = match v.as_str().and_then(|s| did_you_mean(s, &names)) {
+                    Some(s) => format!("did you mean \"{s}\"?"),
+                    None => match v.as_str() {
+                        Some(
+                            "Deployment" | "StatefulSet" | "DaemonSet" | "Pod" | "ReplicaSet"
+                            | "Job",
+                        ) => "a Kubernetes Deployment, StatefulSet or Pod is a nexus Workload"
+                            .to_string(),
+                        _ => format!("kinds are: {}", names.join(", ")),
+                    },
+                };
+                out.push(
+                    Finding::new(
+                        "nexus::unknown-kind",
+                        root.key("kind"),
+                        At::Value,
+                        format!("unknown kind {}", found(v)),
+                    )
+                    .with_label("not a nexus/v1 kind")
+                    .with_help(help),
+                );
+                None
+            }
+        },
+    };
+    (out, kind)
+}
+
+/// A short name of a JSON value's type for messages, in the words YAML users know.
+fn json_type_name(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(n) if n.is_f64() => "a number",
+        Json::Number(_) => "an integer",
+        Json::String(_) => "a string",
+        Json::Array(_) => "a list",
+        Json::Object(_) => "a map",
+    }
+}
+
+/// The JSON Schema and semantic findings of one document of `kind`: schema errors first, then
+/// semantic ones, each in the order found.
+pub(crate) fn document_findings(kind: Kind, json: &Json) -> Vec<Finding> {
+    let mut out = Vec::new();
+    schema_findings(kind, json, &mut out);
+    let mut sem = semantic::Checker::default();
+    semantic::check(kind, json, &mut sem);
+    out.extend(sem.findings);
+    out
+}
+
+/// Runs the kind's JSON Schema and turns each error into a finding at its field path.
+fn schema_findings(kind: Kind, json: &Json, diags: &mut Vec<Finding>) {
     let compiled = compiled(kind);
     if compiled.validator.is_valid(json) {
         return;
@@ -460,7 +466,6 @@ fn schema_errors(
                     .unwrap_or_default();
                 for name in unexpected {
                     let field_path = path.key(name);
-                    let span = key_span_of(doc, &field_path);
                     let allowed_refs: Vec<&str> = allowed.iter().map(String::as_str).collect();
                     let help = match did_you_mean(name, &allowed_refs) {
                         Some(s) => format!("did you mean \"{s}\"?"),
@@ -473,7 +478,7 @@ fn schema_errors(
                     };
                     let msg = format!("unknown field \"{name}\"");
                     diags.push(
-                        Diagnostic::error("nexus::unknown-field", file, Some(span), msg)
+                        Finding::new("nexus::unknown-field", field_path, At::Key, msg)
                             .with_label(format!("not a field of {}", describe_parent(&path)))
                             .with_help(help),
                     );
@@ -482,30 +487,26 @@ fn schema_errors(
             }
             ValidationErrorKind::Required { property } => {
                 let prop = property.as_str().unwrap_or_default().to_string();
-                let span = if path.0.is_empty() {
-                    Span {
-                        offset: doc.span.offset,
-                        len: 0,
-                    }
+                let at = if path.0.is_empty() {
+                    At::Start
                 } else {
-                    key_span_of(doc, &path)
+                    At::Key
                 };
                 let desc = subschema_at(&compiled.schema, &path.key(&prop).0)
                     .and_then(|s| s.get("description"))
                     .and_then(Json::as_str)
                     .map(|d| format!("{}: {d}", path.key(&prop)));
-                let mut d = Diagnostic::error(
+                Finding::new(
                     "nexus::missing-field",
-                    file,
-                    Some(span),
+                    path.clone(),
+                    at,
                     format!(
                         "missing required field \"{prop}\" in {}",
                         describe_parent(&path)
                     ),
                 )
-                .with_label(format!("add `{prop}` to this map"));
-                d.help = desc;
-                d
+                .with_label(format!("add `{prop}` to this map"))
+                .with_help_opt(desc)
             }
             ValidationErrorKind::Type { kind: expected } => {
                 let expected = match expected {
@@ -517,14 +518,7 @@ fn schema_errors(
                         .join(" or "),
                 };
                 let found = json_type_phrase(instance);
-                let mut d = Diagnostic::error(
-                    "nexus::wrong-type",
-                    file,
-                    Some(span_of(doc, &path)),
-                    format!("{path} must be {expected}, found {found}"),
-                )
-                .with_label(format!("expected {expected}"));
-                d.help = if expected.contains("string")
+                let help = if expected.contains("string")
                     && matches!(instance.as_ref(), Json::Number(_) | Json::Bool(_))
                 {
                     Some(format!(
@@ -538,7 +532,14 @@ fn schema_errors(
                 } else {
                     field_help()
                 };
-                d
+                Finding::new(
+                    "nexus::wrong-type",
+                    path.clone(),
+                    At::Value,
+                    format!("{path} must be {expected}, found {found}"),
+                )
+                .with_label(format!("expected {expected}"))
+                .with_help_opt(help)
             }
             ValidationErrorKind::Enum { options } => {
                 let opts: Vec<String> = options
@@ -563,10 +564,10 @@ fn schema_errors(
                     None => field_help()
                         .unwrap_or_else(|| format!("expected one of: {}", opts.join(", "))),
                 };
-                Diagnostic::error(
+                Finding::new(
                     "nexus::invalid-value",
-                    file,
-                    Some(span_of(doc, &path)),
+                    path.clone(),
+                    At::Value,
                     format!("{found} is not a valid value for {path}"),
                 )
                 .with_label(format!("expected one of: {}", opts.join(", ")))
@@ -575,40 +576,35 @@ fn schema_errors(
             ValidationErrorKind::Minimum { limit }
             | ValidationErrorKind::ExclusiveMinimum { limit } => {
                 let bound = range_phrase(&compiled.schema, &path, limit, ">=");
-                let mut d = Diagnostic::error(
+                Finding::new(
                     "nexus::out-of-range",
-                    file,
-                    Some(span_of(doc, &path)),
+                    path.clone(),
+                    At::Value,
                     format!("{path} must be {bound}, found {instance}"),
                 )
-                .with_label(format!("must be {bound}"));
-                d.help = field_help();
-                d
+                .with_label(format!("must be {bound}"))
+                .with_help_opt(field_help())
             }
             ValidationErrorKind::Maximum { limit }
             | ValidationErrorKind::ExclusiveMaximum { limit } => {
                 let bound = range_phrase(&compiled.schema, &path, limit, "<=");
-                let mut d = Diagnostic::error(
+                Finding::new(
                     "nexus::out-of-range",
-                    file,
-                    Some(span_of(doc, &path)),
+                    path.clone(),
+                    At::Value,
                     format!("{path} must be {bound}, found {instance}"),
                 )
-                .with_label(format!("must be {bound}"));
-                d.help = field_help();
-                d
+                .with_label(format!("must be {bound}"))
+                .with_help_opt(field_help())
             }
-            _ => {
-                let mut d = Diagnostic::error(
-                    "nexus::invalid-value",
-                    file,
-                    Some(span_of(doc, &path)),
-                    format!("{path}: {}", err.masked()),
-                )
-                .with_label("invalid value");
-                d.help = field_help();
-                d
-            }
+            _ => Finding::new(
+                "nexus::invalid-value",
+                path.clone(),
+                At::Value,
+                format!("{path}: {}", err.masked()),
+            )
+            .with_label("invalid value")
+            .with_help_opt(field_help()),
         };
         diags.push(diag);
     }

@@ -281,21 +281,33 @@ fn clean_message(msg: &str) -> String {
     }
     if let Some(what) = m.strip_prefix("budget breached: ") {
         let what = what.split([' ', '{']).next().unwrap_or(what);
-        return match what {
-            "Aliases"
-            | "RecordedAnchorEvents"
-            | "RecordedAnchorBytes"
-            | "AliasAnchorRatio"
-            | "Anchors" => {
-                "aliases expand to too much data (limit reached: ".to_string() + what + ")"
-            }
-            _ => format!("document is too large (limit reached: {what})"),
-        };
+        return budget_message(what);
     }
     if m.contains("replay") && m.contains("limit") {
-        return format!("aliases expand to too much data ({m})");
+        return budget_message("RecordedAnchorEvents");
     }
     m
+}
+
+/// What a breached parser budget means for the author of the file. The parser names its
+/// budgets after its internals (`RecordedAnchorEvents`); those names mean nothing to a user.
+fn budget_message(budget: &str) -> String {
+    match budget {
+        "Aliases" => format!("more than {MAX_ALIASES} aliases (`*name`) in one file"),
+        "RecordedAnchorEvents" | "RecordedAnchorBytes" => format!(
+            "aliases expand to too much data (over {MAX_ALIAS_EVENTS} values copied from anchors)"
+        ),
+        "AliasAnchorRatio" => {
+            "aliases expand to too much data (too many aliases per anchor)".into()
+        }
+        "Anchors" => "too many anchors (`&name`) in one file".into(),
+        "Nodes" => {
+            format!("the file has more than {MAX_NODES} values, counting what aliases expand to")
+        }
+        "Documents" => format!("more than {MAX_DOCUMENTS} documents in one file"),
+        "MergeKeys" => "too many merge keys (`<<`) in one file".into(),
+        _ => "the file is too large or too complex to read".into(),
+    }
 }
 
 /// Byte spans of the `---` markers that open documents with no content (only blank lines and
@@ -378,6 +390,35 @@ mod tests {
         assert_eq!(empty_documents("a: 1\n---\n---\nb: 2\n").len(), 1);
         assert_eq!(empty_documents("a: 1\n---\n# only a comment\n").len(), 1);
         assert!(empty_documents("a: 1\n--- # c\nb: 1\n").is_empty());
+    }
+
+    #[test]
+    fn budget_messages_do_not_name_parser_internals() {
+        for budget in [
+            "Aliases",
+            "RecordedAnchorEvents",
+            "RecordedAnchorBytes",
+            "AliasAnchorRatio",
+            "Anchors",
+            "Nodes",
+            "Events",
+            "Documents",
+            "MergeKeys",
+            "ScalarBytes",
+            "SomethingNew",
+        ] {
+            let m = budget_message(budget);
+            assert!(!m.contains(budget), "{m}");
+            assert!(!m.contains("limit reached"), "{m}");
+        }
+        let e = parse_documents(
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "aliases expand to too much data (over 100000 values copied from anchors)"
+        );
     }
 
     #[test]

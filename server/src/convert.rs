@@ -66,5 +66,20 @@ pub fn request_error(e: &RequestError) -> RpcError {
         RequestError::RequestIdReused { .. } => ErrorCode::AlreadyExists,
         _ => ErrorCode::InvalidArgument,
     };
-    RpcError::new(code, e.to_string())
+    let err = RpcError::new(code, e.to_string());
+    match e {
+        // The problems as data, for clients that show them their own way.
+        RequestError::InvalidObject {
+            op,
+            object,
+            problems,
+            omitted,
+        } => err.with_details(serde_json::json!({
+            "op": op,
+            "object": object,
+            "problems": problems,
+            "omitted": omitted,
+        })),
+        _ => err,
+    }
 }

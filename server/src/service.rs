@@ -13,7 +13,7 @@ use nexus_transport::{ErrorCode, RpcError};
 
 use crate::Shared;
 use crate::convert::{object_info, outcome, request_error, submit_error, version};
-use crate::watch::{events_of, initial, selected, selector_kind};
+use crate::watch::{Visible, events_of, initial, selected, selector_kind};
 
 /// Runs blocking ledger work off the async threads.
 async fn blocking<T: Send + 'static>(
@@ -135,9 +135,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
             let (tx, rx) = tokio::sync::mpsc::channel(256);
             // Subscribe before reading the state, then skip entries the initial list includes.
             let mut entries = s.watch.subscribe();
+            let mut visible = Visible::new();
             let (first, from) = {
                 let state = s.ledger.state();
-                (initial(&state, &req.selector, kind), state.height)
+                (initial(&state, &req.selector, kind, &mut visible), state.height)
             };
             let ledger = s.ledger.clone();
             tokio::spawn(async move {
@@ -152,7 +153,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
                         Ok(entry) => {
                             let evs = {
                                 let state = ledger.state();
-                                events_of(&entry, &state, &req.selector, kind)
+                                events_of(&entry, &state, &req.selector, kind, &mut visible)
                             };
                             for ev in evs {
                                 if tx.send(Ok(ev)).await.is_err() {

@@ -1,10 +1,12 @@
 //! Watch fan-out: one thread follows the ledger's committed entries and broadcasts them; each
-//! watch stream filters them by its selector after sending the initial list.
+//! watch stream filters them by its selector after sending the initial list, and remembers which
+//! objects it has shown so objects entering or leaving a label selector are ADDED or DELETED.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nexus_api::client::{Selector, WatchEvent};
+use nexus_api::client::{ObjectInfo, Selector, WatchEvent};
 use nexus_ledger::{Entry, EventBody, Ledger, State};
 use nexus_schemas::{Kind, ObjectKey};
 use nexus_transport::RpcError;
@@ -93,16 +95,30 @@ pub fn selected(
     })
 }
 
-/// The initial list for a watch: every selected object, as ADDED, then SYNCED.
-pub fn initial(state: &State, sel: &Selector, kind: Option<Kind>) -> Vec<WatchEvent> {
+/// The keys a watch stream has shown as present (its last event for them was ADDED or
+/// MODIFIED): an object entering the selector is ADDED, one leaving it (its labels changed, or it
+/// was deleted) is DELETED, and objects the stream never showed make no events.
+pub type Visible = HashSet<ObjectKey>;
+
+/// The initial list for a watch: every selected object, as ADDED, then SYNCED. Records what it
+/// listed in `visible`.
+pub fn initial(
+    state: &State,
+    sel: &Selector,
+    kind: Option<Kind>,
+    visible: &mut Visible,
+) -> Vec<WatchEvent> {
     let mut out: Vec<WatchEvent> = state
         .objects
         .iter()
         .filter(|(k, s)| selected(sel, kind, k, Some(&s.object)))
-        .map(|(_, s)| WatchEvent {
-            height: state.height,
-            event_type: "ADDED".into(),
-            object: Some(object_info(s)),
+        .map(|(k, s)| {
+            visible.insert(k.clone());
+            WatchEvent {
+                height: state.height,
+                event_type: "ADDED".into(),
+                object: Some(object_info(s)),
+            }
         })
         .collect();
     out.push(WatchEvent {
@@ -113,13 +129,35 @@ pub fn initial(state: &State, sel: &Selector, kind: Option<Kind>) -> Vec<WatchEv
     out
 }
 
-/// The watch events an entry produces for a selector, with bookkeeping taken from `state`
-/// (which already includes the entry) when available.
+/// A removed object as a DELETED event shows it: kind, namespace and name.
+fn gone(key: &ObjectKey, generation: u64, height: u64) -> WatchEvent {
+    let object = serde_json::json!({"kind": key.kind.as_str(), "metadata": {"namespace": key.namespace, "name": key.name}});
+    WatchEvent {
+        height,
+        event_type: "DELETED".into(),
+        object: Some(ObjectInfo {
+            object,
+            content_hash: String::new(),
+            generation,
+            resource_version: height,
+            created_height: 0,
+            updated_height: height,
+            last_actor: String::new(),
+            owner: String::new(),
+            status: None,
+        }),
+    }
+}
+
+/// The watch events an entry produces for a selector, updating `visible`. The object's content,
+/// generation and version come from the event itself; creation height and owner from `state`
+/// (which may be ahead of the entry) while it still holds that object, else from the entry.
 pub fn events_of(
     entry: &Entry,
     state: &State,
     sel: &Selector,
     kind: Option<Kind>,
+    visible: &mut Visible,
 ) -> Vec<WatchEvent> {
     let mut out = Vec::new();
     for ev in &entry.events {
@@ -131,18 +169,25 @@ pub fn events_of(
                 generation,
             } => {
                 if !selected(sel, kind, key, Some(object)) {
+                    // Left the selector (its labels changed): gone for this watch.
+                    if visible.remove(key) {
+                        out.push(gone(key, *generation, entry.height));
+                    }
                     continue;
                 }
-                let mut info = match state.get(key) {
-                    Some(s) => object_info(s),
-                    None => continue,
+                let request = entry.requests.get(ev.request as usize).map(|r| &r.request);
+                let actor = request.map(|r| r.actor.clone()).unwrap_or_default();
+                let (created_height, owner) = match state.get(key) {
+                    Some(s) if s.created_height <= entry.height => {
+                        (s.created_height, s.owner.clone())
+                    }
+                    // Deleted (or re-created) since: what the entry itself says.
+                    _ => (
+                        if *generation == 1 { entry.height } else { 0 },
+                        request.map(|r| r.source.owner()).unwrap_or_default(),
+                    ),
                 };
-                // The event's own content, in case later entries changed the object again.
-                info.object = object.clone();
-                info.content_hash = content_hash.to_hex();
-                info.generation = *generation;
-                info.resource_version = entry.height;
-                let event_type = if *generation == 1 && info.created_height == entry.height {
+                let event_type = if visible.insert(key.clone()) {
                     "ADDED"
                 } else {
                     "MODIFIED"
@@ -150,38 +195,27 @@ pub fn events_of(
                 out.push(WatchEvent {
                     height: entry.height,
                     event_type: event_type.into(),
-                    object: Some(info),
+                    object: Some(ObjectInfo {
+                        object: object.clone(),
+                        content_hash: content_hash.to_hex(),
+                        generation: *generation,
+                        resource_version: entry.height,
+                        created_height,
+                        updated_height: entry.height,
+                        last_actor: actor,
+                        owner,
+                        status: None,
+                    }),
                 });
             }
-            EventBody::ObjectDeleted { key, generation } => {
-                // A deleted object's labels are gone with it: match on kind, namespace and name.
-                let by_key = Selector {
-                    labels: Vec::new(),
-                    ..sel.clone()
-                };
-                if !selected(&by_key, kind, key, None) {
-                    continue;
-                }
-                let object = serde_json::json!({"kind": key.kind.as_str(), "metadata": {"namespace": key.namespace, "name": key.name}});
-                let info = nexus_api::client::ObjectInfo {
-                    object,
-                    content_hash: String::new(),
-                    generation: *generation,
-                    resource_version: entry.height,
-                    created_height: 0,
-                    updated_height: entry.height,
-                    last_actor: String::new(),
-                    owner: String::new(),
-                    status: None,
-                };
-                out.push(WatchEvent {
-                    height: entry.height,
-                    event_type: "DELETED".into(),
-                    object: Some(info),
-                });
+            EventBody::ObjectDeleted { key, generation } if visible.remove(key) => {
+                out.push(gone(key, *generation, entry.height));
             }
             _ => {}
         }
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

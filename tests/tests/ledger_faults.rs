@@ -326,6 +326,77 @@ fn bad_clients_and_bad_requests_are_refused_and_nothing_is_written() {
             .unwrap_err();
         assert_eq!(err.remote_code(), Some(ErrorCode::Conflict), "{err}");
 
+        // Invalid objects, correctly signed and sent straight over the RPC (no CLI validation
+        // on the way): refused with the object and the field path, for submit and dry run.
+        for (bad, path) in invalid_objects() {
+            let ops = vec![
+                Op::Apply {
+                    object: canonical_value(&object("fine", 1)),
+                    if_version: None,
+                },
+                Op::Apply {
+                    object: bad.clone(),
+                    if_version: None,
+                },
+            ];
+            let req = SubmitRequest {
+                signed: session.sign(ops, Source::Cli).to_bytes(),
+            };
+            for kind in [kinds::SUBMIT, kinds::DRY_RUN] {
+                let err = session
+                    .call::<_, serde_json::Value>(kind, &req)
+                    .await
+                    .expect_err("an invalid object must be refused");
+                let nexus_transport::TransportError::Remote(remote) = &err else {
+                    panic!("{kind}: {err}");
+                };
+                assert_eq!(remote.code, ErrorCode::InvalidArgument, "{kind}: {err}");
+                assert!(
+                    remote
+                        .message
+                        .contains("(operation 1) is not a valid nexus/v1 object")
+                        && remote.message.contains(path),
+                    "{kind}: {bad}: the error must name the object and {path}: {}",
+                    remote.message
+                );
+                let details = remote.details.as_ref().expect("problems as details");
+                assert_eq!(details["op"], 1);
+                assert!(
+                    details["problems"]
+                        .as_array()
+                        .is_some_and(|ps| ps.iter().any(|p| p["path"] == path)),
+                    "{details}"
+                );
+            }
+        }
+        // Every invalid document of the CLI's corpus that is still a JSON object, likewise.
+        let mut corpus = 0;
+        for object in invalid_corpus() {
+            let signed = session.sign(
+                vec![Op::Apply {
+                    object: object.clone(),
+                    if_version: None,
+                }],
+                Source::Cli,
+            );
+            let err = session
+                .call::<_, SubmitResponse>(
+                    kinds::SUBMIT,
+                    &SubmitRequest {
+                        signed: signed.to_bytes(),
+                    },
+                )
+                .await
+                .expect_err("an invalid corpus document must be refused");
+            assert_eq!(
+                err.remote_code(),
+                Some(ErrorCode::InvalidArgument),
+                "{object}: {err}"
+            );
+            corpus += 1;
+        }
+        assert!(corpus >= 25, "only {corpus} corpus documents were sent");
+
         let after: GetResponse = session
             .call(kinds::GET, &GetRequest::default())
             .await
@@ -354,4 +425,103 @@ fn bad_clients_and_bad_requests_are_refused_and_nothing_is_written() {
             ),
         }
     });
+}
+
+/// Objects the CLI would never send, each with the field path the refusal must name.
+fn invalid_objects() -> Vec<(serde_json::Value, &'static str)> {
+    use serde_json::json;
+    let workload = |spec: serde_json::Value| {
+        let mut w = json!({"apiVersion": "nexus/v1", "kind": "Workload", "metadata": {"name": "bad"},
+                           "spec": {"command": ["sleep", "1"]}});
+        if let (Some(base), Some(extra)) = (w["spec"].as_object_mut(), spec.as_object()) {
+            base.extend(extra.clone());
+        }
+        w
+    };
+    let peer = |peer: serde_json::Value| {
+        json!({"apiVersion": "nexus/v1", "kind": "NetworkPolicy", "metadata": {"name": "bad"},
+               "spec": {"selector": {"app": "web"}, "ingress": [{"from": [peer]}]}})
+    };
+    vec![
+        (
+            workload(json!({"resources": {"cpu": "12X"}})),
+            "spec.resources.cpu",
+        ),
+        (
+            workload(json!({"resources": {"cpu": "0"}})),
+            "spec.resources.cpu",
+        ),
+        (
+            workload(json!({"resources": {"memory": "64Qi"}})),
+            "spec.resources.memory",
+        ),
+        (
+            workload(json!({"ports": [{"port": 0}]})),
+            "spec.ports[0].port",
+        ),
+        (
+            workload(json!({"ports": [{"port": 70000}]})),
+            "spec.ports[0].port",
+        ),
+        (workload(json!({"replicas": -2})), "spec.replicas"),
+        (workload(json!({"runtime": "docker"})), "spec.runtime"),
+        (workload(json!({"comand": ["x"]})), "spec.comand"),
+        (
+            json!({"apiVersion": "nexus/v1", "kind": "Workload",
+                   "metadata": {"name": "bad", "labels": {"app": "no spaces"}},
+                   "spec": {"command": ["x"]}}),
+            "metadata.labels.app",
+        ),
+        (
+            json!({"apiVersion": "nexus/v1", "kind": "Workload", "metadata": {"name": "Bad_Name"},
+                   "spec": {"command": ["x"]}}),
+            "metadata.name",
+        ),
+        (
+            peer(json!({"selector": {"app": "a"}, "cidr": "10.0.0.0/8"})),
+            "spec.ingress[0].from[0]",
+        ),
+        (
+            peer(json!({"cidr": "10.0.0.0/40"})),
+            "spec.ingress[0].from[0].cidr",
+        ),
+        (
+            json!({"apiVersion": "nexus/v1", "kind": "GitSource", "metadata": {"name": "bad"},
+                   "spec": {"url": "/srv/git/a.git", "interval": "soon"}}),
+            "spec.interval",
+        ),
+        (
+            json!({"apiVersion": "nexus/v9", "kind": "Workload", "metadata": {"name": "bad"},
+                   "spec": {"command": ["x"]}}),
+            "apiVersion",
+        ),
+    ]
+}
+
+/// The documents of the CLI's invalid-input corpus that parse as YAML maps and are invalid on
+/// their own (not only in relation to other files), as JSON.
+fn invalid_corpus() -> Vec<serde_json::Value> {
+    let dir = nexus_tests::repo_root().join("cli/tests/fixtures/invalid");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .expect("corpus")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for path in paths {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let Ok(docs) = nexus_schemas::yaml::parse_documents(&text) else {
+            continue;
+        };
+        for doc in docs {
+            let json = doc.to_json();
+            if json.is_object() && nexus_schemas::validate_value(&json).is_err() {
+                out.push(json);
+            }
+        }
+    }
+    out
 }

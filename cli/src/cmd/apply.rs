@@ -30,8 +30,11 @@ pub struct ApplyArgs {
     /// Label selector for --prune (`app=web,tier=frontend`).
     #[arg(short = 'l', long = "selector")]
     pub selector: Option<String>,
-    /// Only apply if each object's current resource version is this (0 = must not exist).
-    #[arg(long)]
+    /// Only apply if the object's current resource version is this (optimistic concurrency;
+    /// `nexus get -o json` shows it). A version N > 0 names one object's version, so it needs
+    /// exactly one object in the files. 0 means "must not exist yet" and works with any
+    /// number of objects: the apply then only creates, all or nothing.
+    #[arg(long, value_name = "VERSION")]
     pub if_version: Option<u64>,
     /// After committing, wait until the applied workloads are rolled out and ready, showing
     /// what is pending (exit 1 on timeout).
@@ -53,9 +56,27 @@ pub struct DeleteArgs {
     pub name: Option<String>,
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
-    /// Only delete if the current resource version is this.
-    #[arg(long)]
+    /// Only delete if the object's current resource version is this (needs exactly one
+    /// object).
+    #[arg(long, value_name = "VERSION")]
     pub if_version: Option<u64>,
+}
+
+/// Why `--if-version` cannot be used with these objects: a resource version is one object's
+/// (objects changed at different heights have different versions), so a version N > 0 needs
+/// exactly one object; 0 ("must not exist") is meaningful for any number.
+pub fn if_version_problem(if_version: Option<u64>, objects: usize, verb: &str) -> Option<String> {
+    match if_version {
+        Some(v) if v > 0 && objects != 1 => Some(format!(
+            "--if-version {v} is one object's resource version, but this {verb} has {objects} objects; {verb} them one at a time{}",
+            if verb == "apply" {
+                ", or use --if-version 0 to require that none of them exists yet"
+            } else {
+                ""
+            }
+        )),
+        _ => None,
+    }
 }
 
 /// Parses `a=b,c=d`.
@@ -105,6 +126,10 @@ pub fn apply(args: ApplyArgs, context: Option<&str>) -> u8 {
         let (e, _) = v.counts();
         eprintln!("error: {e} error(s) in the manifests; nothing was applied");
         return exit::INVALID;
+    }
+    if let Some(problem) = if_version_problem(args.if_version, v.objects.len(), "apply") {
+        eprintln!("error: {problem}");
+        return exit::ERROR;
     }
     let mut ops: Vec<Op> = v
         .objects
@@ -202,15 +227,7 @@ pub fn apply(args: ApplyArgs, context: Option<&str>) -> u8 {
         match submit(&session, &req).await {
             Ok(r) => {
                 print_outcomes(&r.outcomes, "");
-                eprintln!(
-                    "committed at height {}{}",
-                    r.height,
-                    if r.duplicate {
-                        " (retry of an earlier request)"
-                    } else {
-                        ""
-                    }
-                );
+                eprintln!("{}", commit_note(&r));
                 let Some(timeout) = wait else {
                     return exit::OK;
                 };
@@ -241,6 +258,27 @@ pub fn apply(args: ApplyArgs, context: Option<&str>) -> u8 {
             Err(code) => code,
         }
     })
+}
+
+/// The line after the outcomes: where the request was committed, or that nothing was (every
+/// object unchanged: the server writes no entry, and `height` is where it was evaluated).
+pub fn commit_note(r: &SubmitResponse) -> String {
+    let changed = r.outcomes.iter().any(|o| o.action != "unchanged");
+    if !changed && !r.duplicate {
+        return format!(
+            "no changes; nothing was committed (live state at height {})",
+            r.height
+        );
+    }
+    format!(
+        "committed at height {}{}",
+        r.height,
+        if r.duplicate {
+            " (retry of an earlier request)"
+        } else {
+            ""
+        }
+    )
 }
 
 /// Submits with retries on transient failures; the same signed request (same id) is sent again,
@@ -307,6 +345,10 @@ pub fn delete(args: DeleteArgs, context: Option<&str>) -> u8 {
         };
         vec![ObjectKey::new(kind, args.namespace.clone(), name.clone())]
     };
+    if let Some(problem) = if_version_problem(args.if_version, keys.len(), "delete") {
+        eprintln!("error: {problem}");
+        return exit::ERROR;
+    }
     let ops = keys
         .into_iter()
         .map(|key| Op::Delete {
@@ -333,7 +375,7 @@ pub fn delete(args: DeleteArgs, context: Option<&str>) -> u8 {
         {
             Ok(r) => {
                 print_outcomes(&r.outcomes, "");
-                eprintln!("committed at height {}", r.height);
+                eprintln!("{}", commit_note(&r));
                 exit::OK
             }
             Err(code) => code,
@@ -375,4 +417,23 @@ pub async fn submit_ops(session: &Session, ops: Vec<Op>) -> Result<SubmitRespons
     let r = submit(session, &req).await?;
     print_outcomes(&r.outcomes, "");
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_version_needs_one_object_unless_it_is_zero() {
+        assert_eq!(if_version_problem(None, 5, "apply"), None);
+        assert_eq!(if_version_problem(Some(0), 5, "apply"), None);
+        assert_eq!(if_version_problem(Some(7), 1, "apply"), None);
+        assert_eq!(
+            if_version_problem(Some(7), 3, "apply").as_deref(),
+            Some(
+                "--if-version 7 is one object's resource version, but this apply has 3 objects; apply them one at a time, or use --if-version 0 to require that none of them exists yet"
+            )
+        );
+        assert!(if_version_problem(Some(7), 2, "delete").is_some());
+    }
 }

@@ -25,7 +25,7 @@ use thiserror::Error;
 
 use crate::admission::{Admission, AdmitAll};
 use crate::entry::Entry;
-use crate::plan::{ObjectOutcome, Plan, RequestError, plan_request};
+use crate::plan::{ObjectOutcome, Plan, RequestError, check_objects, plan_request};
 use crate::request::{Request, SignatureError, SignedRequest};
 use crate::sequencer::{Sequencer, SingleNode};
 use crate::state::{ObjectState, State};
@@ -189,8 +189,9 @@ impl Ledger {
             .clone()
     }
 
-    /// Verifies `request` against the caller's certificate identity and key, runs the admission
-    /// check (git content for git-sourced requests), then commits it. Returns after the entry
+    /// Verifies `request` against the caller's certificate identity and key, checks every object
+    /// with the manifest validator, runs the admission check (git content for git-sourced
+    /// requests), then commits it. Returns after the entry
     /// holding it is durable. A retry (same actor and id, same content) gets the original answer
     /// with `duplicate: true`.
     ///
@@ -199,6 +200,9 @@ impl Ledger {
     /// a retry of it is simply evaluated again.
     pub fn submit(&self, request: SignedRequest, caller: &Caller) -> Result<Applied, SubmitError> {
         request.verify_bound(&caller.actor, &caller.public_key)?;
+        // Before the admission check, which may fetch from git: an invalid object is refused
+        // whatever its source.
+        check_objects(&request.request)?;
         self.admission()
             .admit_current(&self.state, &request)
             .map_err(SubmitError::Refused)?;

@@ -553,3 +553,54 @@ fn acknowledged_applies_survive_kill_9() {
         .unwrap();
     assert_eq!(a.height, head.height + 1);
 }
+
+/// A signed request with an invalid object (as a client that skips the CLI's validation would
+/// send it) is refused with the object, the field and the fix; nothing is written, and the
+/// request id stays free.
+#[test]
+fn invalid_objects_are_refused_and_nothing_is_written() {
+    let dir = tempdir();
+    let l = open(&dir.path().join("l.redb"));
+    let alice = caller("user:alice", 1);
+    l.submit(
+        sign("0", "user:alice", 1, vec![apply(workload("a", 1))]),
+        &alice,
+    )
+    .unwrap();
+    let before = (l.height(), l.state().objects.clone());
+    let mut bad = workload("b", 1);
+    bad["spec"]["ports"] = serde_json::json!([{"port": 70000}]);
+    let ops = vec![apply(workload("c", 1)), apply(bad)];
+    let err = l
+        .submit(sign("1", "user:alice", 1, ops.clone()), &alice)
+        .unwrap_err();
+    let SubmitError::Request(RequestError::InvalidObject {
+        op,
+        object,
+        problems,
+        ..
+    }) = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!((*op, object.as_ref()), (1, Some(&wkey("b"))));
+    assert_eq!(problems[0].path, "spec.ports[0].port");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("Workload default/b (operation 1) is not a valid nexus/v1 object")
+            && text.contains("spec.ports[0].port must be between 1 and 65535, found 70000")
+            && text.contains("help: "),
+        "{text}"
+    );
+    assert_eq!((l.height(), l.state().objects.clone()), before);
+    assert_eq!(l.store().head().unwrap().map(|h| h.height), Some(before.0));
+    assert!(
+        l.store()
+            .request_record("user:alice", "1")
+            .unwrap()
+            .is_none()
+    );
+    // Dry runs say the same.
+    let dry = l.dry_run(&request("2", "user:alice", ops)).unwrap_err();
+    assert!(matches!(dry, RequestError::InvalidObject { op: 1, .. }));
+}

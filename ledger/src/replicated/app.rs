@@ -329,6 +329,11 @@ impl LedgerApp {
         if !Self::actor_key_ok(state, &req) {
             return Some(format!("{} did not sign with its key", req.request.actor));
         }
+        // Every object must pass the manifest validator: a client that bypasses the CLI, or a
+        // Byzantine proposer, cannot get an invalid object into a batch.
+        if let Err(e) = crate::plan::check_objects(&req.request) {
+            return Some(e.to_string());
+        }
         admission.admit(state, &req).err()
     }
 }
@@ -444,5 +449,53 @@ impl App for LedgerApp {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|s| s.send(d.entry.clone()).is_ok());
         self.handoff.borrow_mut().decided.push(d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::AdmitAll;
+    use crate::consensus::App;
+    use crate::store::StoreConfig;
+    use crate::testutil::*;
+    use serde_json::json;
+
+    fn app(dir: &std::path::Path) -> LedgerApp {
+        let store = Arc::new(Store::open(dir.join("l.redb"), StoreConfig::default()).unwrap());
+        let admission: Arc<dyn Admission> = Arc::new(AdmitAll);
+        let parts = AppParts {
+            store,
+            state: Arc::new(RwLock::new(State::new())),
+            subscribers: Arc::default(),
+            admission: Arc::new(RwLock::new(admission)),
+            clock: Arc::new(|| 10_000),
+        };
+        LedgerApp::new(parts, Rc::new(RefCell::new(Handoff::default())))
+    }
+
+    fn batch(requests: &[Vec<u8>]) -> Batch {
+        let header = Header {
+            timestamp_ms: 10_000,
+        };
+        Batch::new(batch::batch_items(&header.to_bytes(), requests, &[]))
+    }
+
+    /// A correctly signed request whose object fails the manifest validator never enters a
+    /// batch: honest proposers leave it out, and honest validators refuse a batch that holds it
+    /// (a Byzantine proposer cannot commit it).
+    #[test]
+    fn batches_with_invalid_objects_are_refused_and_never_built() {
+        let dir = tempdir();
+        let mut app = app(dir.path());
+        let good = signed("good", "user:alice", vec![apply(workload("a", 1))]).to_bytes();
+        let mut cpu = workload("b", 1);
+        cpu["spec"]["resources"] = json!({"cpu": "12X"});
+        let bad = signed("bad", "user:alice", vec![apply(cpu)]).to_bytes();
+        assert!(app.validate(1, &batch(std::slice::from_ref(&good))));
+        assert!(!app.validate(1, &batch(&[good.clone(), bad.clone()])));
+        let built = app.build(1, vec![good.clone(), bad.clone()]);
+        assert_eq!(built.drop, vec![bad]);
+        assert_eq!(built.items, batch(&[good]).items().to_vec());
     }
 }

@@ -280,6 +280,10 @@ fn four_replicas_order_concurrent_clients_and_agree() {
     // The same request sent to two replicas is applied once.
     let dup = apply_req("twice", "twice", 1);
     let a = c.get(0).submit(dup.clone(), &caller()).unwrap();
+    // Once replica 1 holds that entry it answers from it (a replica still behind would order the
+    // request again and learn it was decided only from the entry: also applied once, but then
+    // not reported as a duplicate).
+    c.wait_height(1, a.height);
     let b = c.get(1).submit(dup, &caller()).unwrap();
     assert_eq!(a.height, b.height);
     assert!(b.duplicate);
