@@ -18,6 +18,8 @@
 mod admission;
 mod handlers;
 mod mirrors;
+#[cfg(test)]
+mod replicated_tests;
 pub mod request;
 mod status;
 #[cfg(test)]
