@@ -146,7 +146,10 @@ fn forged_git_requests_are_refused_and_honest_ones_pass() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path().join("l.redb"), LedgerConfig::default()).unwrap();
     let pool = Arc::new(mirrors::MirrorPool::new(&dir.path().join("replica")));
-    ledger.set_admission(Arc::new(GitAdmission::new(pool, FetchOptions::default())));
+    ledger.set_admission(Arc::new(GitAdmission::new(
+        pool.clone(),
+        FetchOptions::default(),
+    )));
     submit(
         &ledger,
         "user:admin",
@@ -231,6 +234,9 @@ fn forged_git_requests_are_refused_and_honest_ones_pass() {
         "gitops:default/apps"
     );
     assert_eq!(ledger.state().git_syncs["default/apps"].commit, c1);
+    // The check validated c1 from this replica's mirror once; a later check of c1 reuses it.
+    let known = pool.known_manifests(&repo.url(), &c1, "deploy").unwrap();
+    assert_eq!(known.objects.keys().collect::<Vec<_>>(), [&wl("a")]);
 }
 
 /// Waits until `f` holds (the watcher and drift triggers run in the background).
