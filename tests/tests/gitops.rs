@@ -491,7 +491,8 @@ fn plan_reads_the_live_cluster_and_falls_back_to_offline() {
 
         Git, base -> head: 1 to create, 1 to update, 1 to delete, 0 unchanged
         Plan: 1 to create, 1 to update, 1 to delete, 0 unchanged; 1 drifted
-    "#]].assert_eq(&text(&out.stdout));
+    "#]]
+    .assert_eq(&text(&out.stdout));
     let out = plan(&c, &["-o", "json"]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["live"]["type"], "cluster", "{report}");
@@ -629,7 +630,8 @@ fn plan_reads_the_live_cluster_and_falls_back_to_offline() {
         Error: head would be rejected whole; nothing would change.
         deploy/db.yaml:7:13: error: spec.replicas must be between 0 and 100000, found -1
             help: spec.replicas: Number of replicas to run (0 stops them all). Default 1.
-    "#]].assert_eq(&text(&out.stdout));
+    "#]]
+    .assert_eq(&text(&out.stdout));
     repo.git(&["reset", "-q", "--hard", "HEAD~1"]);
 
     // Without a reachable cluster the plan is made offline, and says so.
@@ -660,7 +662,8 @@ fn plan_reads_the_live_cluster_and_falls_back_to_offline() {
 
         Git, base -> head: 1 to create, 1 to update, 1 to delete, 0 unchanged
         Plan: 1 to create, 1 to update, 0 to delete, 0 unchanged; 1 not pruned
-    "#]].assert_eq(&text(&out.stdout));
+    "#]]
+    .assert_eq(&text(&out.stdout));
 }
 
 #[test]
