@@ -72,7 +72,7 @@ enum Mode {
 
 /// A replica in this process, its client session, and when each synced commit was committed.
 struct Bench {
-    _replica: Replica,
+    replica: Replica,
     session: Session,
     committed: Arc<Mutex<HashMap<String, Instant>>>,
     gitops: Arc<nexus_server::GitOps>,
@@ -132,7 +132,7 @@ async fn start(dir: &Path, mode: Mode) -> Result<Bench, String> {
     Ok(Bench {
         webhook: replica.gitops().webhook_addr(),
         gitops: replica.gitops().clone(),
-        _replica: replica,
+        replica,
         session,
         committed,
         repo,
@@ -300,7 +300,15 @@ async fn large(dir: &Path, n: usize, rows: &mut Vec<[String; 2]>) -> Result<(), 
     let first_ms = at.saturating_duration_since(t).as_secs_f64() * 1000.0;
     let peak = status_kib("VmHWM:").unwrap_or(0);
     let rss_after = status_kib("VmRSS:").unwrap_or(0);
-    let objects = b.gitops.statuses().first().map_or(0, |s| s.objects);
+    // Counted in the committed state (the source's status is updated a moment after the entry).
+    let objects = b
+        .replica
+        .ledger()
+        .state()
+        .objects
+        .values()
+        .filter(|o| o.owner == "gitops:default/apps")
+        .count();
     rows.push([
         format!("{n} manifests: git add + commit + push"),
         format!("{commit_ms:.0} ms"),
