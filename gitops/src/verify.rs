@@ -306,9 +306,10 @@ pub fn verify_proposal(
 }
 
 /// [`verify_proposal`], reusing `known`: manifests this replica validated itself, from its own
-/// mirror, for the proposal's commit and the source's path (validating is the expensive part,
-/// and a commit's content never changes). The commit is still fetched, located on the branch and
-/// read for its metadata and tree.
+/// mirror, for the proposal's commit and the source's path (reading and validating them is the
+/// expensive part, and a commit's content never changes). Never pass manifests another replica
+/// sent: the check would then trust that replica. The commit is still fetched, located on the
+/// branch, signature-checked and read for its metadata and tree.
 pub fn verify_proposal_with(
     mirror: &Mirror,
     cfg: &SourceConfig,
@@ -377,16 +378,24 @@ pub fn verify_proposal_with(
         }
         None => None,
     };
-    let snapshot = mirror
-        .read_commit(commit, &cfg.path(), &cfg.spec.url)
-        .map_err(VerifyRejection::Git)?;
     let policy = crate::sync::prepare::policy_of(cfg);
-    check_provenance(&proposal.provenance, &snapshot.provenance)?;
-    let manifests = match known {
-        Some(m) => m,
-        None => Arc::new(ManifestSet::of_snapshot(&snapshot)),
+    let (actual, manifests) = match known {
+        Some(m) => {
+            let actual = mirror
+                .provenance(commit, &cfg.path(), &cfg.spec.url)
+                .map_err(VerifyRejection::Git)?;
+            (actual, m)
+        }
+        None => {
+            let snapshot = mirror
+                .read_commit(commit, &cfg.path(), &cfg.spec.url)
+                .map_err(VerifyRejection::Git)?;
+            check_provenance(&proposal.provenance, &snapshot.provenance)?;
+            let m = Arc::new(ManifestSet::of_snapshot(&snapshot));
+            (snapshot.provenance, m)
+        }
     };
-    verify_against_manifests(proposal, &snapshot.provenance, &manifests, policy)?;
+    verify_against_manifests(proposal, &actual, &manifests, policy)?;
     Ok(Verified {
         manifests,
         signed_by,

@@ -8,7 +8,7 @@ use common::{Fixture, apply_plan, workload};
 use nexus_gitops::repo::{FetchOptions, HeadMove, Mirrors};
 use nexus_gitops::sync::prepare::{LastSync, prepare_sync};
 use nexus_gitops::sync::{DriftAction, LiveObject, LiveObjects, RejectReason, SyncOp};
-use nexus_gitops::verify::{Claim, VerifyRejection, verify_proposal};
+use nexus_gitops::verify::{Claim, VerifyRejection, verify_proposal, verify_proposal_with};
 use nexus_gitops::{ManifestSet, Owner, SourceConfig, SourceId};
 use nexus_schemas::{GitSourceSpec, Kind, ObjectKey};
 
@@ -326,4 +326,64 @@ fn replicas_accept_honest_proposals_and_reject_forged_ones() {
         verify_proposal(&replica, &cfg, &forged, None, &fetch),
         Err(VerifyRejection::WrongSource { .. })
     ));
+}
+
+#[test]
+fn manifests_known_from_the_replicas_own_mirror_are_reused_and_every_check_still_runs() {
+    let f = Fixture::new();
+    f.write("deploy/a.yaml", &workload("a", 1));
+    let c1 = f.commit("one");
+    f.push();
+    let cfg = config(&f.url(), true, false);
+    let fetch = FetchOptions::default();
+    let proposer = Mirrors::new(f.dir.path().join("proposer"))
+        .open(&f.url())
+        .unwrap();
+    let replica = Mirrors::new(f.dir.path().join("replica"))
+        .open(&f.url())
+        .unwrap();
+    let honest = prepare_sync(&proposer, &cfg, &fetch, &LiveObjects::new(), None)
+        .unwrap()
+        .proposal();
+    // The replica validated c1 itself once (as its own sync or an earlier check would have).
+    let own = verify_proposal(&replica, &cfg, &honest, None, &fetch)
+        .unwrap()
+        .manifests;
+    let again =
+        verify_proposal_with(&replica, &cfg, &honest, None, &fetch, Some(own.clone())).unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&again.manifests, &own),
+        "the known set is used, not validated again"
+    );
+
+    // The checks that do not depend on validating the manifests still run with a known set.
+    let mut forged = honest.clone();
+    forged.provenance.tree = "0".repeat(40);
+    let err =
+        verify_proposal_with(&replica, &cfg, &forged, None, &fetch, Some(own.clone())).unwrap_err();
+    assert!(
+        err.to_string().starts_with("tree does not match git"),
+        "{err}"
+    );
+    let mut forged = honest.clone();
+    let mut evil = honest.ops[0].clone();
+    if let SyncOp::Apply { key, object, .. } = &mut evil {
+        key.name = "miner".into();
+        object["metadata"]["name"] = "miner".into();
+    }
+    forged.ops.push(evil);
+    let err =
+        verify_proposal_with(&replica, &cfg, &forged, None, &fetch, Some(own.clone())).unwrap_err();
+    assert!(
+        err.to_string().contains("git does not hold this object"),
+        "{err}"
+    );
+    let mut forged = honest.clone();
+    forged.provenance.commit = "ab".repeat(20);
+    let err = verify_proposal_with(&replica, &cfg, &forged, None, &fetch, Some(own)).unwrap_err();
+    assert!(
+        matches!(err, VerifyRejection::CommitNotInGit { .. }),
+        "{err}"
+    );
+    assert_eq!(honest.provenance.commit, c1);
 }

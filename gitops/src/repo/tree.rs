@@ -59,6 +59,25 @@ impl GitRepo {
         })
     }
 
+    /// What a ledger entry records about `commit` for a source reading `path` of `repo_url`,
+    /// without reading the manifests (the `tree` is the one at `path`).
+    pub fn provenance(
+        &self,
+        commit: &str,
+        path: &str,
+        repo_url: &str,
+    ) -> Result<GitProvenance, GitError> {
+        let info = self.commit_info(commit)?;
+        Ok(GitProvenance {
+            repo: repo_url.to_string(),
+            commit: info.commit,
+            tree: self.tree_id_at(commit, path)?,
+            author: info.author,
+            committer: info.committer,
+            message: info.message,
+        })
+    }
+
     /// The id of the tree at `path` (normalized; `""` = root) in `commit`.
     pub fn tree_id_at(&self, commit: &str, path: &str) -> Result<String, GitError> {
         Ok(self.subtree(commit, path)?.id().to_string())

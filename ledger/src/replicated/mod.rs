@@ -6,6 +6,7 @@
 //!   record, pure.
 //! - [`app`]: the WAL, decided store and application seams over the ledger.
 //! - [`runner`]: the node thread (peer messages, timers, client requests, read barriers).
+//! - `mem` (tests, and the `testutil` feature): an in-process network between replicas.
 //!
 //! Wiring: [`crate::Ledger::open_replicated`] with a [`ReplicaConfig`] and a [`Network`] that
 //! carries bytes to peers (the server's QUIC links); peer bytes come back through
@@ -24,6 +25,8 @@
 
 pub mod app;
 pub mod batch;
+#[cfg(any(test, feature = "testutil"))]
+pub mod mem;
 pub(crate) mod runner;
 #[cfg(test)]
 mod tests;
@@ -136,6 +139,9 @@ pub struct ReplicationStatus {
     /// Why consensus stopped, if it did.
     pub halted: Option<String>,
     pub decided_by_sync: u64,
+    /// Proposals this replica refused to vote for (bad signature, wrong proposer, or a batch
+    /// that failed validation: a request refused by admission, a bad timestamp, ...).
+    pub rejected_proposals: u64,
     /// The node's clock now (the clock of `PeerStatus::seen_ms`).
     pub now_ms: u64,
 }

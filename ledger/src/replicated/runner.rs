@@ -352,6 +352,7 @@ impl Runner {
             peers: s.peers,
             halted: s.halted.or_else(|| self.halted.clone()),
             decided_by_sync: s.stats.decided_by_sync,
+            rejected_proposals: s.stats.rejected_proposals,
             now_ms: self.node.host().now_ms(),
         }
     }

@@ -8,7 +8,8 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
 
-use nexus_gitops::{FetchOptions, SourceConfig, verify_proposal};
+use nexus_gitops::verify::verify_proposal_with;
+use nexus_gitops::{FetchOptions, SourceConfig};
 use nexus_ledger::admission::Admission;
 use nexus_ledger::{SignedRequest, State};
 use nexus_schemas::{Kind, Object, ObjectKey};
@@ -102,14 +103,23 @@ impl GitAdmission {
             .map_err(|e| format!("cannot open the mirror of {url}: {e}"))?;
         let mirror = lock(&shared);
         let commit = &p.claimed.proposal.provenance.commit;
-        verify_proposal(
+        let path = p.cfg.path();
+        // Manifests this replica validated itself for this commit, if it did lately.
+        let known = self.pool.known_manifests(url, commit, &path);
+        let reused = known.is_some();
+        let verified = verify_proposal_with(
             &mirror,
             &p.cfg,
             &p.claimed.proposal,
             p.recorded.as_deref(),
             &self.fetch,
+            known,
         )
         .map_err(|e| format!("git source {}: {e}", p.cfg.id))?;
+        if !reused {
+            self.pool
+                .remember_manifests(url, commit, &path, verified.manifests);
+        }
         let expected = forced_over(&mirror, p.recorded.as_deref(), commit);
         if expected != p.claimed.forced_over {
             return Err(format!(

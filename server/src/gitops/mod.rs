@@ -7,7 +7,9 @@
 //!   the webhook (`POST /hooks/git/[NAMESPACE/]NAME`, HMAC-SHA256 with the secret in the source's
 //!   `webhookSecretFile`), a committed change to an object the source owns made by anyone else
 //!   (drift), a spec change, and `nexus gitops sync`. Triggers only wake the source's worker;
-//!   a burst of them becomes one sync.
+//!   a burst of them becomes one sync. Every replica plans every source; routine syncs are
+//!   written by one chosen replica per source (`worker::syncer`), a webhook or `nexus gitops
+//!   sync` by the replica that received it, at once.
 //! - A sync ([`worker`]): fetch into this replica's mirror, check the signature policy, read and
 //!   validate the manifests, plan against the live objects and their owners, and write ONE
 //!   request signed by this replica (`replica:<name>`, source `Gitops { commit, tree, author, ..
@@ -18,6 +20,8 @@
 mod admission;
 mod handlers;
 mod mirrors;
+#[cfg(test)]
+mod replicated_tests;
 pub mod request;
 mod status;
 #[cfg(test)]

@@ -20,7 +20,7 @@ use serde_json::json;
 use super::request::{ops_of, source_of};
 use super::*;
 
-fn git(dir: &Path, args: &[&str]) -> String {
+pub(super) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -40,14 +40,14 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-struct Repo {
-    _dir: tempfile::TempDir,
-    origin: PathBuf,
-    work: PathBuf,
+pub(super) struct Repo {
+    pub _dir: tempfile::TempDir,
+    pub origin: PathBuf,
+    pub work: PathBuf,
 }
 
 impl Repo {
-    fn new() -> Repo {
+    pub fn new() -> Repo {
         let dir = tempfile::tempdir().unwrap();
         git(
             dir.path(),
@@ -62,29 +62,29 @@ impl Repo {
             _dir: dir,
         }
     }
-    fn write(&self, rel: &str, text: &str) {
+    pub fn write(&self, rel: &str, text: &str) {
         let p = self.work.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
     }
-    fn commit_push(&self, msg: &str) -> String {
+    pub fn commit_push(&self, msg: &str) -> String {
         git(&self.work, &["add", "-A"]);
         git(&self.work, &["commit", "-q", "--allow-empty", "-m", msg]);
         git(&self.work, &["push", "-q", "--force", "origin", "main"]);
         git(&self.work, &["rev-parse", "HEAD"])
     }
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         self.origin.display().to_string()
     }
 }
 
-fn workload(name: &str, replicas: u32) -> String {
+pub(super) fn workload(name: &str, replicas: u32) -> String {
     format!(
         "apiVersion: nexus/v1\nkind: Workload\nmetadata:\n  name: {name}\nspec:\n  command: [/bin/{name}]\n  replicas: {replicas}\n"
     )
 }
 
-fn wl(name: &str) -> ObjectKey {
+pub(super) fn wl(name: &str) -> ObjectKey {
     ObjectKey::new(Kind::Workload, "default", name)
 }
 
@@ -121,13 +121,13 @@ fn rand_id() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-fn git_source(url: &str, prune: bool, self_heal: bool) -> serde_json::Value {
+pub(super) fn git_source(url: &str, prune: bool, self_heal: bool) -> serde_json::Value {
     json!({"apiVersion": "nexus/v1", "kind": "GitSource", "metadata": {"name": "apps"},
            "spec": {"url": url, "branch": "main", "path": "deploy", "interval": "1h",
                     "prune": prune, "selfHeal": self_heal}})
 }
 
-fn apply(object: serde_json::Value) -> Op {
+pub(super) fn apply(object: serde_json::Value) -> Op {
     Op::Apply {
         object,
         if_version: None,
@@ -146,7 +146,10 @@ fn forged_git_requests_are_refused_and_honest_ones_pass() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path().join("l.redb"), LedgerConfig::default()).unwrap();
     let pool = Arc::new(mirrors::MirrorPool::new(&dir.path().join("replica")));
-    ledger.set_admission(Arc::new(GitAdmission::new(pool, FetchOptions::default())));
+    ledger.set_admission(Arc::new(GitAdmission::new(
+        pool.clone(),
+        FetchOptions::default(),
+    )));
     submit(
         &ledger,
         "user:admin",
@@ -231,10 +234,13 @@ fn forged_git_requests_are_refused_and_honest_ones_pass() {
         "gitops:default/apps"
     );
     assert_eq!(ledger.state().git_syncs["default/apps"].commit, c1);
+    // The check validated c1 from this replica's mirror once; a later check of c1 reuses it.
+    let known = pool.known_manifests(&repo.url(), &c1, "deploy").unwrap();
+    assert_eq!(known.objects.keys().collect::<Vec<_>>(), [&wl("a")]);
 }
 
 /// Waits until `f` holds (the watcher and drift triggers run in the background).
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+pub(super) async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

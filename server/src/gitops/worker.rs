@@ -2,8 +2,12 @@
 //! objects and the last recorded commit from the committed state, fetches and plans with
 //! `prepare_sync`, and writes one request signed by this replica when the plan has changes. A
 //! concurrent change to a planned object (an `if_version` conflict) is planned again at once.
-//! With a validator set, one replica per source writes its syncs ([`syncer`]); the others take
-//! over when it leaves a change pending.
+//! With a validator set, one replica per source writes the syncs its routine triggers find
+//! ([`syncer`]); the others take over when it leaves a change pending. A sync someone asked for
+//! explicitly (the webhook, `nexus gitops sync`) is written by the replica that was asked, at
+//! once: a second replica writing the same commit is harmless, because every op carries the
+//! `if_version` it was planned against, so only the first request decided changes anything and
+//! the other fails as a whole (its replica plans again and finds nothing to do).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -33,10 +37,11 @@ struct Carry {
     waiting: Option<(String, Instant)>,
 }
 
-/// The replica that writes the syncs of `id`: the validator whose name ranks first for the source
-/// by rendezvous hashing, so sources spread over replicas and only one replica writes each
-/// (the others still plan every commit and verify the chosen one's requests). `None` without a
-/// validator set: a lone replica writes its syncs itself.
+/// The replica that writes the syncs of `id` that polls, the watcher and drift find: the
+/// validator whose name ranks first for the source by rendezvous hashing, so sources spread over
+/// replicas and only one replica writes each (the others still plan every commit and verify the
+/// chosen one's requests). `None` without a validator set: a lone replica writes its syncs
+/// itself. Explicit triggers (webhook, `nexus gitops sync`) do not wait for it.
 pub fn syncer<'a>(validators: &'a [Validator], id: &SourceId) -> Option<&'a str> {
     let rank = |name: &str| {
         let mut h = blake3::Hasher::new();
@@ -113,7 +118,7 @@ impl GitOps {
         };
         for attempt in 1..=ATTEMPTS {
             let (last, waiting) = (carry.last.take(), carry.waiting.take());
-            match self.attempt(&cfg, last, waiting, &mut st, attempt == ATTEMPTS) {
+            match self.attempt(&cfg, why, last, waiting, &mut st, attempt == ATTEMPTS) {
                 Attempt::Done(c) => {
                     carry = c;
                     break;
@@ -154,6 +159,7 @@ impl GitOps {
     fn attempt(
         &self,
         cfg: &SourceConfig,
+        why: Why,
         last: Option<LastSync>,
         waiting: Option<(String, Instant)>,
         st: &mut SourceStatus,
@@ -213,6 +219,14 @@ impl GitOps {
                 Ok(p) => p,
                 Err(e) => return fail(st, e.to_string(), last, owned),
             };
+            // Read and validated here, from this replica's mirror: the admission check of a
+            // request for this commit (this replica's or another's) reuses them.
+            self.pool.remember_manifests(
+                &cfg.spec.url,
+                &prep.plan.provenance.commit,
+                &cfg.path(),
+                prep.manifests.clone(),
+            );
             let forced = forced_over(
                 &mirror,
                 recorded_commit.as_deref(),
@@ -258,7 +272,11 @@ impl GitOps {
                 waiting: None,
             });
         }
-        if let Some(chosen) = chosen.filter(|c| *c != self.replica) {
+        // Someone asked this replica for the sync (a push webhook, `nexus gitops sync`): write
+        // it now rather than leave it to the chosen replica, which may not hear of the push
+        // before its next poll. A duplicate from the chosen replica changes nothing (see above).
+        let asked = matches!(why, Why::Webhook | Why::Manual);
+        if let Some(chosen) = chosen.filter(|c| *c != self.replica && !asked) {
             let since = match waiting {
                 Some((c, t)) if c == head.commit => t,
                 _ => Instant::now(),
