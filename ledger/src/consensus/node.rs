@@ -637,7 +637,7 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
             WireMsg::Items(items) => {
                 for item in items {
                     if self.io.app.admit(&item) {
-                        self.io.pool.add(item);
+                        self.io.pool.add_gossiped(item);
                     }
                 }
                 self.maybe_propose_waiting();

@@ -1,7 +1,10 @@
 //! The pending pool: submitted items waiting to be proposed, deduplicated by blake3, removed
 //! once decided. A bounded memory of recently decided items stops late gossip re-adding them.
 //! Each item remembers the status tick it arrived at, so items that wait long are gossiped
-//! again (a peer that was unreachable when they first went out still gets them).
+//! again (a peer that was unreachable when they first went out still gets them). Items the
+//! application refused to propose are remembered for [`REFUSED_TICKS`] status ticks, so a peer
+//! gossiping them again (a Byzantine replica, or honest ones that still hold them) does not
+//! wake a height for them every tick; a local submit may bring them back at once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -14,10 +17,15 @@ pub(crate) struct Pool {
     bytes: usize,
     decided: HashSet<[u8; 32]>,
     decided_order: VecDeque<[u8; 32]>,
+    /// Refused items and the tick they were refused at.
+    refused: HashMap<[u8; 32], u64>,
     max_items: usize,
 }
 
 const DECIDED_MEMORY: usize = 65_536;
+/// Status ticks (about a second each) a refused item is not taken from gossip again.
+pub(crate) const REFUSED_TICKS: u64 = 30;
+const REFUSED_MEMORY: usize = 65_536;
 
 fn key(item: &[u8]) -> [u8; 32] {
     *blake3::hash(item).as_bytes()
@@ -31,9 +39,24 @@ impl Pool {
         }
     }
 
+    /// Add an item gossiped by a peer: like [`Pool::add`], but an item refused within the last
+    /// [`REFUSED_TICKS`] ticks is not taken again.
+    pub fn add_gossiped(&mut self, item: Vec<u8>) -> bool {
+        let k = key(&item);
+        if self
+            .refused
+            .get(&k)
+            .is_some_and(|t| self.tick.saturating_sub(*t) < REFUSED_TICKS)
+        {
+            return false;
+        }
+        self.add(item)
+    }
+
     /// Add an item; false if it is known, recently decided, or the pool is full.
     pub fn add(&mut self, item: Vec<u8>) -> bool {
         let k = key(&item);
+        self.refused.remove(&k);
         if self.items.len() >= self.max_items
             || self.items.contains_key(&k)
             || self.decided.contains(&k)
@@ -66,6 +89,9 @@ impl Pool {
     /// Advance the pool's clock (one status tick).
     pub fn tick(&mut self) {
         self.tick += 1;
+        let now = self.tick;
+        self.refused
+            .retain(|_, t| now.saturating_sub(*t) < REFUSED_TICKS);
     }
 
     /// Items that have waited at least `ticks` ticks, oldest first, at most `max` of them.
@@ -79,11 +105,16 @@ impl Pool {
             .collect()
     }
 
-    /// Forget items without remembering them as decided (they became invalid).
+    /// Forget items without remembering them as decided (they became invalid): gossip does not
+    /// bring them back for a while.
     pub fn remove(&mut self, items: &[Vec<u8>]) {
         for item in items {
-            if let Some((old, _)) = self.items.remove(&key(item)) {
+            let k = key(item);
+            if let Some((old, _)) = self.items.remove(&k) {
                 self.bytes -= old.len();
+            }
+            if self.refused.len() < REFUSED_MEMORY {
+                self.refused.insert(k, self.tick);
             }
         }
         self.compact();
@@ -155,6 +186,23 @@ mod tests {
         assert_eq!(p.waiting(1, 1).len(), 1);
         p.remove(&[b"bb".to_vec()]);
         assert_eq!(p.len(), 2);
-        assert!(p.add(b"bb".to_vec()), "removed, not decided: may come back");
+        assert!(
+            !p.add_gossiped(b"bb".to_vec()),
+            "refused: gossip does not bring it back"
+        );
+        for _ in 0..REFUSED_TICKS - 1 {
+            p.tick();
+        }
+        assert!(!p.add_gossiped(b"bb".to_vec()), "not yet");
+        p.tick();
+        assert!(
+            p.add_gossiped(b"bb".to_vec()),
+            "refused long ago: may come back"
+        );
+        p.remove(&[b"bb".to_vec()]);
+        assert!(
+            p.add(b"bb".to_vec()),
+            "a local submit brings it back at once"
+        );
     }
 }
