@@ -86,6 +86,52 @@ impl Replicas {
         r
     }
 
+    /// `nexus cluster member prepare rN` (N = the next index) with r0's config as the
+    /// template, on a free loopback port: its certificate and `server.yaml` are written, a
+    /// context `rN` is added and the cluster's context lists it too. Not started, and not a
+    /// validator until `nexus cluster member add`. Returns N.
+    pub fn prepare_new(&mut self) -> usize {
+        let n = self.len();
+        let addr = free_udp_addr();
+        let like = self.server_yaml(0).display().to_string();
+        let out = self.nexus(&[
+            "cluster",
+            "member",
+            "prepare",
+            &format!("r{n}"),
+            "--listen",
+            &addr.to_string(),
+            "--like",
+            &like,
+        ]);
+        assert!(
+            out.status.success(),
+            "member prepare: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        self.addrs.push(addr);
+        self.procs.push(None);
+        self.prefix.push(Vec::new());
+        let path = self.dir.path().join("config/config.yaml");
+        let mut cfg = ClientConfig::load_from(&path).expect("client config");
+        let main = cfg
+            .contexts
+            .iter_mut()
+            .find(|c| c.name == CLUSTER)
+            .expect("the cluster's context");
+        main.servers.push(addr.to_string());
+        let one = Context {
+            name: format!("r{n}"),
+            servers: vec![addr.to_string()],
+            ..main.clone()
+        };
+        cfg.contexts.push(one);
+        let body = serde_json::to_string(&cfg).expect("config as json");
+        std::fs::write(&path, body).expect("write client config");
+        n
+    }
+
     /// Number of replicas.
     pub fn len(&self) -> usize {
         self.addrs.len()
@@ -320,6 +366,17 @@ impl Drop for Replicas {
     fn drop(&mut self) {
         for i in 0..self.len() {
             self.kill9(i);
+        }
+        // NEXUS_TEST_KEEP=DIR keeps a failed test's cluster (configs, ledgers, logs) in DIR.
+        if std::thread::panicking()
+            && let Some(keep) = std::env::var_os("NEXUS_TEST_KEEP")
+        {
+            let _ = Command::new("cp")
+                .arg("-a")
+                .arg(self.dir.path())
+                .arg(&keep)
+                .status();
+            eprintln!("kept the cluster in {}", PathBuf::from(keep).display());
         }
     }
 }

@@ -275,6 +275,7 @@ fn kill_9_of_any_replica_under_load_loses_no_acknowledged_apply() {
     // Every replica holds every acknowledged apply, with the acknowledged content, and nothing
     // else; all are at the same height with the same head.
     let height = wait_converged(&rt, &r, Duration::from_secs(30));
+    eprintln!("all replicas at height {height}");
     for (i, ctx) in contexts.iter().enumerate() {
         let live = workloads(&rt, ctx);
         let by_name: BTreeMap<String, String> = live
@@ -531,5 +532,89 @@ fn a_partitioned_minority_stands_still_and_converges_after_healing() {
     assert_eq!(all.objects.len(), 9);
     drop(r);
     drop(hosts);
+    eprintln!("done in {:?}", t0.elapsed());
+}
+
+#[test]
+fn a_fifth_replica_joins_by_a_membership_change_and_a_removed_one_leaves() {
+    let t0 = Instant::now();
+    let mut r = Replicas::init(4);
+    r.start_all();
+    let rt = runtime();
+    let dir = r.dir.path().join("m");
+    std::fs::create_dir_all(&dir).unwrap();
+    let apply = |r: &Replicas, context: &str, name: &str| {
+        let f = dir.join(format!("{name}.yaml"));
+        std::fs::write(&f, workload(name, 1)).unwrap();
+        let out = r.nexus(&["--context", context, "apply", "-f", f.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "apply {name} via {context}: {}{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr),
+            r.logs_tail(30)
+        );
+    };
+    for k in 0..3 {
+        apply(&r, "local", &format!("before-{k}"));
+    }
+
+    // The documented procedure (docs/membership.md): prepare r4 from r0's config, start it
+    // empty, add it; it syncs and votes from the height the change takes effect.
+    let n = r.prepare_new();
+    r.start(n);
+    let cert = r.replica_dir(n).join("tls.crt");
+    let addr = r.addrs[n].to_string();
+    let out = r.nexus(&[
+        "cluster",
+        "member",
+        "add",
+        &format!("r{n}"),
+        "--addr",
+        &addr,
+        "--cert",
+        cert.to_str().unwrap(),
+    ]);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "member add: {said}{}", text(&out.stderr));
+    assert!(said.contains("joins the validator set from height"), "{said}");
+    for k in 0..3 {
+        apply(&r, &format!("r{n}"), &format!("via-new-{k}"));
+    }
+    wait_converged(&rt, &r, Duration::from_secs(30));
+
+    // Five validators need four votes: with r0 down, progress needs r4's vote.
+    r.kill9(0);
+    apply(&r, "r2", "needs-r4");
+
+    // Remove r0 (down). Once that took effect the set is r1..r4 (quorum 3), so the cluster
+    // also goes on with r1 down: with five validators and two down it could not.
+    let out = r.nexus(&["--context", "r1", "cluster", "member", "remove", "r0"]);
+    assert!(
+        out.status.success(),
+        "member remove: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    for k in 0..2 {
+        apply(&r, "r2", &format!("after-remove-{k}"));
+    }
+    r.kill9(1);
+    apply(&r, "r3", "without-r0-and-r1");
+
+    // Everyone comes back: r1 catches up; r0, no longer a validator, keeps the prefix it has.
+    r.start(0);
+    r.start(1);
+    let top = rt.block_on(status(&r.context_of(2))).unwrap().height;
+    wait_height(&rt, &r, 1, top, Duration::from_secs(30));
+    verify_all_replicas(&r);
+    let out = r.nexus(&["--context", "r2", "cluster", "status"]);
+    let st = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(st.contains("r4"), "{st}");
+    assert!(
+        !st.lines().any(|l| l.starts_with("r0 ")),
+        "r0 is no longer listed as a replica:\n{st}"
+    );
     eprintln!("done in {:?}", t0.elapsed());
 }
