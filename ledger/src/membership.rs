@@ -85,6 +85,13 @@ fn plan<V: ObjectView + ?Sized>(
             }
         }
     }
+    // Name order, like the genesis set (see `Store::init_genesis`): the event is the same bytes
+    // on every replica whatever order a replica's own configuration listed the set in.
+    next.sort_by(|a, b| {
+        a.name
+            .cmp(&b.name)
+            .then_with(|| a.public_key.cmp(&b.public_key))
+    });
     if consensus_set(&next).is_none() {
         return Err(RequestError::Invalid(
             "the resulting validator set is not valid (a key is not an ed25519 key, or the \

@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 use nexus_cli::config::{ClientConfig, Context};
 
 pub mod fleet;
+pub mod netns;
+pub mod replicas;
+
+pub use replicas::Replicas;
 
 /// The nexus binary built from this crate (the same code as `nexus`): cargo builds it next to
 /// the test executables' `deps/` directory whenever this crate's integration tests are built.

@@ -37,6 +37,9 @@ pub enum What {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// BFT replication: commit p50/p99 and throughput of 4 nexus replicas (real processes on
+    /// loopback) next to a 3-member etcd 3.4 cluster, ~1 KB values, 1/16/64 clients.
+    Replication(super::bench_replication::Args),
     /// Validate N generated objects, one file each, in one directory (target: 10,000 in < 1 s).
     Validate {
         /// Number of objects to generate.
@@ -56,6 +59,7 @@ pub fn run(args: Args) -> u8 {
         What::Agents(a) => super::bench_agents::run(a),
         What::Gitops(a) => super::bench_gitops::run(a),
         What::Network(a) => super::bench_network::run(a),
+        What::Replication(a) => super::bench_replication::run(a),
         What::Validate { objects, dir, runs } => bench_validate(objects, dir, runs),
         What::Ledger {
             events,

@@ -186,7 +186,7 @@ async fn quic_levels(dir: &std::path::Path, per_level: Duration) -> Result<Vec<B
 }
 
 /// A ~1 KB canonical Workload, distinct per (level, client, i).
-fn payload(level: usize, client: usize, i: u64) -> serde_json::Value {
+pub(crate) fn payload(level: usize, client: usize, i: u64) -> serde_json::Value {
     let name = format!("b{level}-{client}-{i}");
     let text = format!(
         "apiVersion: nexus/v1\nkind: Workload\nmetadata:\n  name: {name}\n  labels: {{app: bench, tier: backend, level: \"l{level}\"}}\nspec:\n  replicas: 3\n  command: [\"python3\", \"-m\", \"http.server\", \"8080\", \"--bind\", \"0.0.0.0\"]\n  env: {{LOG_LEVEL: info, REGION: eu-west-1, FEATURE_FLAGS: \"a,b,c,d,e,f,g,h\", PADDING: \"{pad}\"}}\n  ports: [{{name: http, port: 8080}}]\n  resources: {{cpu: 250m, memory: 128Mi}}\n  health: {{http: {{path: /healthz, port: 8080}}}}\n",

@@ -10,6 +10,7 @@ pub mod bench_agents;
 pub mod bench_gitops;
 pub mod bench_ledger;
 pub mod bench_network;
+pub mod bench_replication;
 pub mod cluster;
 pub mod completion;
 pub mod debug;

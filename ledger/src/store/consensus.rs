@@ -83,7 +83,8 @@ impl Store {
         txn.commit().map_err(dberr)
     }
 
-    /// The validator set of height 1 (empty for a single-replica ledger that never had one).
+    /// The validator set of height 1 (empty for a single-replica ledger that never had one),
+    /// in its canonical form ([`canonical_genesis`]).
     pub fn genesis(&self) -> Result<Vec<Validator>, StoreError> {
         let view = self.read()?;
         let meta = view.txn().open_table(META).map_err(dberr)?;
@@ -98,7 +99,7 @@ impl Store {
         };
         let set = get_validators(&mut r).map_err(corrupt)?;
         r.finish().map_err(corrupt)?;
-        Ok(set)
+        Ok(canonical_genesis(&set))
     }
 
     /// The cluster name consensus signs for (recorded with the genesis validators).
@@ -115,6 +116,7 @@ impl Store {
     /// already has entries but no genesis (unless this becomes a one-replica cluster), or
     /// another genesis or cluster is recorded.
     pub fn init_genesis(&self, chain: &str, validators: &[Validator]) -> Result<(), StoreError> {
+        let validators = &canonical_genesis(validators)[..];
         let current = self.genesis()?;
         let recorded = self.chain_name()?;
         if let Some(c) = &recorded
@@ -155,6 +157,28 @@ impl Store {
         }
         txn.commit().map_err(dberr)
     }
+}
+
+/// The genesis validator set as it is recorded and compared: in name order (then key), and
+/// without addresses. Every replica builds its genesis from its own configuration (itself
+/// first, its peers at the addresses it dials them on), but the set must be the same bytes on
+/// every replica: a membership change copies the current set into a `MembershipChanged` event,
+/// so any per-replica difference would give each replica a different chain for one decided
+/// batch. Where genesis members are reached comes from each replica's configuration.
+pub fn canonical_genesis(validators: &[Validator]) -> Vec<Validator> {
+    let mut out: Vec<Validator> = validators
+        .iter()
+        .map(|v| Validator {
+            address: String::new(),
+            ..v.clone()
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        a.name
+            .cmp(&b.name)
+            .then_with(|| a.public_key.cmp(&b.public_key))
+    });
+    out
 }
 
 fn names(vs: &[Validator]) -> String {
@@ -204,10 +228,19 @@ mod tests {
         );
         assert_eq!(s.genesis().unwrap().len(), 2);
         s.init_genesis("c", &[v("r0", 1), v("r1", 2)]).unwrap();
+        // Another replica's view of the same set: its own order and addresses.
+        let mut other = vec![v("r1", 2), v("r0", 1)];
+        other[0].address = "r1.example:7443".into();
+        s.init_genesis("c", &other).unwrap();
         assert!(s.init_genesis("c", &[v("r0", 1)]).is_err());
         assert!(s.init_genesis("d", &[v("r0", 1), v("r1", 2)]).is_err());
         assert_eq!(s.chain_name().unwrap().as_deref(), Some("c"));
         let (state, _) = s.load_state().unwrap();
-        assert_eq!(state.validators, vec![v("r0", 1), v("r1", 2)]);
+        assert_eq!(
+            state.validators,
+            canonical_genesis(&[v("r1", 2), v("r0", 1)])
+        );
+        assert!(state.validators.iter().all(|v| v.address.is_empty()));
+        assert_eq!(state.validators[0].name, "r0");
     }
 }
