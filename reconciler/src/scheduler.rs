@@ -414,10 +414,25 @@ struct Slot<'a> {
 /// Computes the desired assignments. Pure and deterministic; the output does not depend on the
 /// order of the input slices.
 pub fn schedule(input: &Input<'_>) -> Schedule {
+    let workloads: Vec<&WorkloadInput> = input.workloads.iter().collect();
+    schedule_refs(workloads, input.nodes, input.current)
+}
+
+/// [`schedule`] over borrowed workloads (a caller that keeps its workloads elsewhere need not
+/// copy them into one slice every round).
+pub fn schedule_refs(
+    mut workloads: Vec<&WorkloadInput>,
+    nodes: &[NodeInput],
+    current: &[CurrentInstance],
+) -> Schedule {
+    let input = Input {
+        workloads: &[],
+        nodes,
+        current,
+    };
     let mut cluster = Cluster::new(input.nodes);
 
     // Workloads sorted by key; a duplicated key keeps its highest generation.
-    let mut workloads: Vec<&WorkloadInput> = input.workloads.iter().collect();
     let limits = |w: &WorkloadInput| {
         let r = &w.spec.rolling_update;
         (w.spec.replicas, r.max_surge, r.max_unavailable)

@@ -295,6 +295,15 @@ fn nexus_up_runs_the_examples() {
         3,
         "{cs}"
     );
+    // Four control-plane replicas by default, none unreachable.
+    let reps: Vec<&str> = cs
+        .lines()
+        .filter(|l| l.starts_with('r') && l[1..].starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert!(
+        reps.len() == 4 && reps.iter().all(|l| !l.contains("unreachable")),
+        "{cs}"
+    );
 
     // Ctrl-C: agents stop their replicas, then the control plane; nothing is left.
     let code = child.interrupt();
@@ -396,4 +405,71 @@ impl Drop for UpGuard {
             self.interrupt();
         }
     }
+}
+
+/// `nexus cluster create` runs the same cluster as `nexus up` in the background (four replicas
+/// by default), makes its context current, lists it, and `cluster delete` stops and removes it.
+#[test]
+fn cluster_create_runs_four_replicas_in_the_background_and_delete_removes_it() {
+    if !can_run_agents("cluster_create_runs_four_replicas_in_the_background_and_delete_removes_it")
+    {
+        return;
+    }
+    let cluster = Cluster::init(); // only for its config dir and environment
+    let out = cluster.nexus(&["cluster", "create", "bg", "--nodes", "1"]);
+    assert!(
+        out.status.success(),
+        "cluster create: {}\n{}",
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    let summary = text(&out.stdout);
+    assert!(summary.contains("is up: 4 replica(s)"), "{summary}");
+    let list = text(&cluster.nexus(&["cluster", "list"]).stdout);
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("bg "))
+        .unwrap_or_default();
+    assert!(row.contains("running") && row.contains(" 4 "), "{list}");
+    // Every replica reports itself healthy at the same height once the node joined (the context
+    // `bg` is current now).
+    eventually(
+        Duration::from_secs(30),
+        "four healthy replicas and a ready node",
+        || text(&cluster.nexus(&["cluster", "status"]).stdout),
+        || {
+            let cs = text(&cluster.nexus(&["cluster", "status"]).stdout);
+            let healthy = cs
+                .lines()
+                .filter(|l| l.starts_with('r') && l.contains("healthy"))
+                .count();
+            let node = cs
+                .lines()
+                .any(|l| l.starts_with("node-") && l.contains("Ready"));
+            (healthy == 4 && node).then_some(())
+        },
+    );
+    let out = cluster.nexus(&["audit", "verify", "--all-replicas"]);
+    assert!(
+        out.status.success(),
+        "audit verify --all-replicas: {}\n{}",
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+
+    let out = cluster.nexus(&["cluster", "delete", "bg"]);
+    assert!(
+        out.status.success(),
+        "cluster delete: {}",
+        text(&out.stderr)
+    );
+    let list = text(&cluster.nexus(&["cluster", "list"]).stdout);
+    assert!(!list.lines().any(|l| l.starts_with("bg ")), "{list}");
+    let out = cluster.nexus(&["cluster", "delete", "bg"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "deleting twice: {}",
+        text(&out.stderr)
+    );
 }

@@ -39,7 +39,8 @@ pub enum What {
         name: String,
         #[arg(long, default_value_t = 3)]
         nodes: usize,
-        #[arg(long, default_value_t = 1)]
+        /// Control-plane replicas: 4 tolerate one faulty replica; 1 runs without fault tolerance.
+        #[arg(long, default_value_t = 4)]
         replicas: usize,
         #[arg(long, value_enum, default_value_t = Provider::Local)]
         provider: Provider,

@@ -62,6 +62,26 @@ fn counters_of(n: &NodeEnforcement) -> BTreeMap<RuleId, Counter> {
 /// The report for `workload` (pure).
 pub fn render(resp: &DebugNetworkResponse, workload: &WorkloadId) -> Result<String, String> {
     let feed = &resp.feed;
+    if feed.policies.is_empty() {
+        // The feed then carries no endpoints either (nobody needs them).
+        let mut out = format!(
+            "no NetworkPolicy exists in the cluster: no workload is isolated, so {workload} \
+             (if it exists: `nexus get workloads`) may send and receive whatever the network \
+             allows\nnodes (replica {}):\n",
+            resp.replica
+        );
+        if resp.nodes.is_empty() {
+            out.push_str("  (no nodes)\n");
+        }
+        for n in &resp.nodes {
+            let state = n
+                .condition
+                .clone()
+                .unwrap_or_else(|| "can enforce network policy".into());
+            out.push_str(&format!("  {:<16} {state}\n", n.node));
+        }
+        return Ok(out);
+    }
     let compiled = compile(&feed.policies, &feed.endpoints, &CompileOptions::default());
     let per_node: Vec<BTreeMap<RuleId, Counter>> = resp.nodes.iter().map(counters_of).collect();
     let total = sum_counters(per_node.iter());
@@ -156,6 +176,40 @@ mod tests {
     use super::*;
     use nexus_api::network::{PolicyFeed, RuleCount};
     use nexus_ebpf::{PolicyObject, WorkloadEndpoints};
+
+    #[test]
+    fn without_any_policy_nothing_is_isolated() {
+        let resp = DebugNetworkResponse {
+            replica: "r0".into(),
+            nodes: vec![
+                NodeEnforcement {
+                    node: "node-1".into(),
+                    condition: None,
+                    enforcing: None,
+                    counters: vec![],
+                    last_seen_ms: Some(100),
+                },
+                NodeEnforcement {
+                    node: "node-2".into(),
+                    condition: Some("network policy NOT enforced on node node-2: no BPF".into()),
+                    enforcing: None,
+                    counters: vec![],
+                    last_seen_ms: Some(100),
+                },
+            ],
+            feed: PolicyFeed::new(3, vec![], vec![]),
+        };
+        let text = render(&resp, &WorkloadId::new("default", "web")).unwrap();
+        assert!(
+            text.contains("no NetworkPolicy exists") && text.contains("default/web"),
+            "{text}"
+        );
+        assert!(
+            text.contains("node-1           can enforce network policy")
+                && text.contains("NOT enforced on node node-2"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn explains_the_workload_and_every_node() {

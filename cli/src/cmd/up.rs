@@ -30,8 +30,9 @@ pub struct Args {
     /// Cluster and context name (first run only).
     #[arg(long, default_value = "up")]
     pub name: String,
-    /// Control-plane replicas (first run only).
-    #[arg(long, default_value_t = 1)]
+    /// Control-plane replicas (first run only): 4 tolerate one faulty replica (3f+1, f = 1);
+    /// 1 runs a single replica without fault tolerance.
+    #[arg(long, default_value_t = 4)]
     pub replicas: usize,
     /// Nodes, one agent each (first run only).
     #[arg(long, default_value_t = 3)]

@@ -20,7 +20,7 @@ use nexus_ledger::State;
 use nexus_ledger::state::NodeState;
 use nexus_reconciler::model::{Footprint, InstanceId, WorkloadKey, template_hash};
 use nexus_reconciler::scheduler::{
-    Capacity, CurrentInstance, Input, NodeCondition, NodeInput, Schedule, WorkloadInput, schedule,
+    Capacity, CurrentInstance, NodeCondition, NodeInput, Schedule, WorkloadInput, schedule_refs,
 };
 use nexus_reconciler::services::{Candidate, endpoints};
 use nexus_reconciler::spec::ReplicaSpec;
@@ -363,12 +363,11 @@ pub fn run(
         }
         None => seed(&snap.nodes, input.reports, &by_key),
     };
-    let inputs: Vec<WorkloadInput> = workloads.iter().map(|w| w.input.clone()).collect();
-    let sched = schedule(&Input {
-        workloads: &inputs,
-        nodes: &nodes,
-        current: &current,
-    });
+    let sched = schedule_refs(
+        workloads.iter().map(|w| &w.input).collect(),
+        &nodes,
+        &current,
+    );
 
     // Each node's set, rebuilt only when its instances (id, generation) or subnet changed: the
     // same instance always has the same spec (the template hash covers everything in it).
@@ -630,7 +629,13 @@ pub fn run(
 /// The cluster's network policy feed: every NetworkPolicy, and every workload's labels with the
 /// addresses its instances report on any node (whatever template they run: an old replica still
 /// serving during a rolling update is still that workload).
+///
+/// Without any NetworkPolicy nothing is isolated and nobody needs endpoints: the feed is then
+/// empty (and cheap, however many workloads run).
 fn policy_feed(snap: &Snapshot, reports: &BTreeMap<String, NodeReport>) -> PolicyFeed {
+    if snap.policies.is_empty() {
+        return PolicyFeed::new(snap.height, Vec::new(), Vec::new());
+    }
     let mut addrs: BTreeMap<&WorkloadKey, Vec<std::net::IpAddr>> = BTreeMap::new();
     for r in reports.values() {
         for (id, i) in &r.instances {
