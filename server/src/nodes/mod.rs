@@ -41,8 +41,9 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 
 pub use round::NodeReport;
 
-/// Least time between two scheduling rounds under a stream of changes.
-const ROUND_GAP: Duration = Duration::from_millis(50);
+/// Least time between two scheduling rounds under a stream of changes (a longer gap batches
+/// more but delays what a change means for the nodes: policy, placement).
+const ROUND_GAP: Duration = Duration::from_millis(10);
 
 /// Where join tokens come from (re-read on every join, so new tokens work without a restart).
 pub type TokenSource = Arc<dyn Fn() -> Vec<JoinTokenRecord> + Send + Sync>;
@@ -350,10 +351,9 @@ impl Nodes {
                 tracing::error!("a scheduling round panicked");
             }
             // Triggers that arrive meanwhile coalesce into the next round (a trigger after a
-            // quiet spell runs one at once). Under a stream of changes rounds are batched: at
-            // most one per ROUND_GAP, and the pause is at least three times what the round took,
-            // so scheduling stays below a quarter of a core and the ordering path (consensus,
-            // the log) keeps the CPU it needs.
+            // quiet spell runs one at once). The pause is at least ROUND_GAP and three times
+            // what the round took, so scheduling stays below a quarter of a core under a stream
+            // of changes and the ordering path (consensus, the log) keeps the CPU it needs.
             tokio::time::sleep((last_round.elapsed() * 3).max(ROUND_GAP)).await;
         }
     }
