@@ -1,5 +1,6 @@
 //! Node liveness as seen by this replica: a node silent for `node_timeout` (counted from this
-//! replica's start when it never heard from it) gets this replica's lost attestation in the log;
+//! replica's start, plus [`STARTUP_GRACE`], when it never heard from it) gets this replica's
+//! lost attestation in the log;
 //! a node heard from again gets it withdrawn. The ledger declares the node lost at f+1
 //! attestations (DESIGN rule 5), and the scheduler then moves its replicas.
 
@@ -9,6 +10,11 @@ use std::time::{Duration, Instant};
 use nexus_ledger::Op;
 
 use super::Nodes;
+
+/// Extra silence allowed, after this replica starts, for a node it has not heard from yet: more
+/// than an agent's longest reconnect back-off (5 s) plus a handshake, so a control-plane restart
+/// does not declare healthy nodes lost (and stop their replicas) before they reconnect.
+const STARTUP_GRACE: Duration = Duration::from_secs(10);
 
 impl Nodes {
     pub(super) async fn liveness_loop(self: Arc<Self>) {
@@ -43,13 +49,13 @@ impl Nodes {
                     continue;
                 }
                 let name = &n.info.name;
-                let last = inner
-                    .agents
-                    .get(name)
-                    .and_then(|a| a.last_seen)
-                    .unwrap_or(self.started)
-                    .max(self.started);
-                let is_silent = Instant::now().duration_since(last) > self.opts.node_timeout;
+                // A node this replica never heard from since it started gets a grace on top:
+                // after a control-plane restart its agent may still be in its reconnect back-off.
+                let (last, timeout) = match inner.agents.get(name).and_then(|a| a.last_seen) {
+                    Some(t) => (t.max(self.started), self.opts.node_timeout),
+                    None => (self.started, self.opts.node_timeout + STARTUP_GRACE),
+                };
+                let is_silent = Instant::now().duration_since(last) > timeout;
                 let attested = n.lost_attesters.contains(self.actor());
                 if is_silent != attested {
                     silent.push((name.clone(), is_silent));
