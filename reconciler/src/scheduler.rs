@@ -425,12 +425,7 @@ pub fn schedule_refs(
     nodes: &[NodeInput],
     current: &[CurrentInstance],
 ) -> Schedule {
-    let input = Input {
-        workloads: &[],
-        nodes,
-        current,
-    };
-    let mut cluster = Cluster::new(input.nodes);
+    let mut cluster = Cluster::new(nodes);
 
     // Workloads sorted by key; a duplicated key keeps its highest generation.
     let limits = |w: &WorkloadInput| {
@@ -447,7 +442,7 @@ pub fn schedule_refs(
     workloads.dedup_by(|b, a| a.key == b.key);
 
     // Current instances grouped by workload, in id order, each at most once.
-    let mut current: Vec<&CurrentInstance> = input.current.iter().collect();
+    let mut current: Vec<&CurrentInstance> = current.iter().collect();
     current.sort_by(|a, b| {
         a.id.cmp(&b.id)
             .then(a.node.cmp(&b.node))

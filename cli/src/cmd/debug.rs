@@ -177,25 +177,33 @@ mod tests {
     use nexus_api::network::{PolicyFeed, RuleCount};
     use nexus_ebpf::{PolicyObject, WorkloadEndpoints};
 
+    fn node(
+        name: &str,
+        condition: Option<&str>,
+        enforcing: Option<&str>,
+        counters: Vec<RuleCount>,
+    ) -> NodeEnforcement {
+        NodeEnforcement {
+            node: name.into(),
+            condition: condition.map(Into::into),
+            enforcing: enforcing.map(Into::into),
+            counters,
+            last_seen_ms: Some(100),
+        }
+    }
+
     #[test]
     fn without_any_policy_nothing_is_isolated() {
         let resp = DebugNetworkResponse {
             replica: "r0".into(),
             nodes: vec![
-                NodeEnforcement {
-                    node: "node-1".into(),
-                    condition: None,
-                    enforcing: None,
-                    counters: vec![],
-                    last_seen_ms: Some(100),
-                },
-                NodeEnforcement {
-                    node: "node-2".into(),
-                    condition: Some("network policy NOT enforced on node node-2: no BPF".into()),
-                    enforcing: None,
-                    counters: vec![],
-                    last_seen_ms: Some(100),
-                },
+                node("node-1", None, None, vec![]),
+                node(
+                    "node-2",
+                    Some("network policy NOT enforced on node node-2: no BPF"),
+                    None,
+                    vec![],
+                ),
             ],
             feed: PolicyFeed::new(3, vec![], vec![]),
         };
@@ -244,20 +252,18 @@ mod tests {
         let resp = DebugNetworkResponse {
             replica: "r0".into(),
             nodes: vec![
-                NodeEnforcement {
-                    node: "node-1".into(),
-                    condition: None,
-                    enforcing: Some(feed.hash.clone()),
-                    counters: vec![count(allow, 10, 1), count(deny, 0, 2)],
-                    last_seen_ms: Some(100),
-                },
-                NodeEnforcement {
-                    node: "node-2".into(),
-                    condition: Some("network policy NOT enforced on node node-2: not root".into()),
-                    enforcing: None,
-                    counters: vec![],
-                    last_seen_ms: Some(100),
-                },
+                node(
+                    "node-1",
+                    None,
+                    Some(feed.hash.as_str()),
+                    vec![count(allow, 10, 1), count(deny, 0, 2)],
+                ),
+                node(
+                    "node-2",
+                    Some("network policy NOT enforced on node node-2: not root"),
+                    None,
+                    vec![],
+                ),
             ],
             feed,
         };
