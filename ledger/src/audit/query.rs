@@ -12,8 +12,8 @@ use crate::entry::EntryHeader;
 use crate::event::{Event, EventBody, EventHead};
 use crate::request::{RequestHead, Source};
 use crate::store::{
-    BY_ACTOR, BY_COMMIT, BY_OBJECT, BY_SOURCE, BY_TIME, EVENTS, HEADERS, REQUESTS, ReadView,
-    StoreError, dberr,
+    BY_ACTOR, BY_COMMIT, BY_OBJECT, BY_SOURCE, BY_TIME, EVENTS, HEADERS, REQUEST_HEADS, REQUESTS,
+    ReadView, StoreError, dberr,
 };
 
 /// What to look for. Every filter that is set must match.
@@ -105,6 +105,7 @@ pub fn query(view: &ReadView, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreE
         q,
         events: txn.open_table(EVENTS).map_err(dberr)?,
         requests: txn.open_table(REQUESTS).map_err(dberr)?,
+        request_heads: txn.open_table(REQUEST_HEADS).map_err(dberr)?,
         headers: txn.open_table(HEADERS).map_err(dberr)?,
         heads: HashMap::new(),
         times: HashMap::new(),
@@ -238,6 +239,7 @@ struct Collector<'q> {
     q: &'q AuditQuery,
     events: ReadOnlyTable<(u64, u32), &'static [u8]>,
     requests: ReadOnlyTable<(u64, u32), &'static [u8]>,
+    request_heads: ReadOnlyTable<(u64, u32), &'static [u8]>,
     headers: ReadOnlyTable<u64, &'static [u8]>,
     heads: HashMap<(u64, u32), RequestHead>,
     times: HashMap<u64, u64>,
@@ -308,12 +310,20 @@ impl Collector<'_> {
 
     fn request_head(&mut self, height: u64, index: u32) -> Result<&RequestHead, StoreError> {
         if !self.heads.contains_key(&(height, index)) {
-            let v = self
-                .requests
-                .get((height, index))
-                .map_err(dberr)?
-                .ok_or(StoreError::Missing { height })?;
-            let head = RequestHead::from_record(v.value()).map_err(corrupt(height, "request"))?;
+            // The small head row; the whole signed record only if the row is missing.
+            let head = match self.request_heads.get((height, index)).map_err(dberr)? {
+                Some(v) => {
+                    RequestHead::from_bytes(v.value()).map_err(corrupt(height, "request head"))?
+                }
+                None => {
+                    let v = self
+                        .requests
+                        .get((height, index))
+                        .map_err(dberr)?
+                        .ok_or(StoreError::Missing { height })?;
+                    RequestHead::from_record(v.value()).map_err(corrupt(height, "request"))?
+                }
+            };
             self.heads.insert((height, index), head);
         }
         self.heads

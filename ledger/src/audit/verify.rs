@@ -10,7 +10,9 @@ use thiserror::Error;
 use crate::entry::{EntryHash, EntryHeader};
 use crate::event::EventHead;
 use crate::request::{RawSignedRequest, RequestHead};
-use crate::store::{EVENTS, HEADERS, Head, REQUESTS, ReadView, Store, StoreError, dberr};
+use crate::store::{
+    EVENTS, HEADERS, Head, REQUEST_HEADS, REQUESTS, ReadView, Store, StoreError, dberr,
+};
 use ed25519_dalek::{Signature, VerifyingKey, verify_batch};
 
 /// What is wrong at a height.
@@ -263,6 +265,7 @@ fn verify_range(
     let headers = txn.open_table(HEADERS).map_err(dberr)?;
     let requests = txn.open_table(REQUESTS).map_err(dberr)?;
     let events = txn.open_table(EVENTS).map_err(dberr)?;
+    let heads = txn.open_table(REQUEST_HEADS).map_err(dberr)?;
     // The previous entry's hash, if it is readable (if not, the range before reports it).
     let mut prev: Option<EntryHash> = if from == 1 {
         Some(EntryHash::ZERO)
@@ -285,7 +288,12 @@ fn verify_range(
             part.problem = Some(Problem::Missing { height: expected });
             return Ok(part);
         }
-        match check_entry(height, v.value(), prev, &mut req_rows, &mut ev_rows, opts)? {
+        let rows = Rows {
+            requests: &mut req_rows,
+            events: &mut ev_rows,
+            heads: &heads,
+        };
+        match check_entry(height, v.value(), prev, rows, opts)? {
             Ok((hash, n_req, n_ev)) => {
                 part.entries += 1;
                 part.requests += n_req;
@@ -312,15 +320,21 @@ fn verify_range(
     Ok(part)
 }
 
-type Rows = redb::Range<'static, (u64, u32), &'static [u8]>;
+type RowRange = redb::Range<'static, (u64, u32), &'static [u8]>;
+
+/// Where an entry's rows are read from.
+struct Rows<'a> {
+    requests: &'a mut RowRange,
+    events: &'a mut RowRange,
+    heads: &'a redb::ReadOnlyTable<(u64, u32), &'static [u8]>,
+}
 
 /// Checks one entry. The outer error is a storage failure; the inner one a problem found.
 fn check_entry(
     height: u64,
     header: &[u8],
     prev: Option<EntryHash>,
-    req_rows: &mut Rows,
-    ev_rows: &mut Rows,
+    rows: Rows<'_>,
     opts: &VerifyOptions<'_>,
 ) -> Result<Result<(EntryHash, u64, u64), Problem>, StoreError> {
     let h = match EntryHeader::from_bytes(header) {
@@ -347,7 +361,7 @@ fn check_entry(
     let mut row_problem: Option<Problem> = None;
     let mut jobs: Vec<SigJob> = Vec::with_capacity(h.n_requests as usize);
     for i in 0..h.n_requests {
-        let Some(row) = req_rows.next() else {
+        let Some(row) = rows.requests.next() else {
             return Ok(Err(missing_row(height, "request", i)));
         };
         let (k, v) = row.map_err(dberr)?;
@@ -361,10 +375,14 @@ fn check_entry(
                 Err(p) => row_problem = Some(p),
             }
         }
+        if row_problem.is_none() {
+            let stored = rows.heads.get((height, i)).map_err(dberr)?;
+            row_problem = check_head(height, i, v.value(), stored.as_ref().map(|g| g.value()));
+        }
     }
     let mut last_request = 0;
     for i in 0..h.n_events {
-        let Some(row) = ev_rows.next() else {
+        let Some(row) = rows.events.next() else {
             return Ok(Err(missing_row(height, "event", i)));
         };
         let (k, v) = row.map_err(dberr)?;
@@ -451,6 +469,23 @@ fn check_request(
         signature: raw.signature,
         json: raw.json.to_owned(),
     }))
+}
+
+/// The audit head row of request `i` must be what its signed record says (audit output shows
+/// the row: a row altered beside the chain would otherwise name another actor).
+fn check_head(height: u64, i: u32, record: &[u8], stored: Option<&[u8]>) -> Option<Problem> {
+    let expected = RequestHead::from_record(record).ok()?.to_bytes();
+    match stored {
+        Some(row) if row == expected.as_slice() => None,
+        Some(_) => Some(Problem::Inconsistent {
+            height,
+            message: format!("the audit index row of request {i} does not match its signed record"),
+        }),
+        None => Some(Problem::Inconsistent {
+            height,
+            message: format!("the audit index row of request {i} is missing"),
+        }),
+    }
 }
 
 /// The first job whose signature is bad. Checks the whole entry as one ed25519 batch (about

@@ -2,7 +2,7 @@
 //!
 //! Authoritative (covered by the entry hashes): `headers`, `requests`, `events`.
 //! Beside the chain: `certificates`. Derived, rebuilt from the log if ever needed: the indexes,
-//! `request_ids` (retry answers) and `snapshots`.
+//! `request_heads`, `request_ids` (retry answers) and `snapshots`.
 
 use redb::TableDefinition;
 
@@ -34,6 +34,11 @@ pub(crate) const BY_COMMIT: TableDefinition<(&str, u64, u32), (u32, u32)> =
     TableDefinition::new("by_commit");
 /// (timestamp ms, height).
 pub(crate) const BY_TIME: TableDefinition<(u64, u64), ()> = TableDefinition::new("by_time");
+/// (height, request index) -> [`crate::request::RequestHead`] bytes: who, which request id and
+/// source, so audit output need not read the whole signed request (`audit verify` checks each
+/// row against its signed record).
+pub(crate) const REQUEST_HEADS: TableDefinition<(u64, u32), &[u8]> =
+    TableDefinition::new("request_heads");
 /// (actor, request id) -> [`RequestRecord`].
 pub(crate) const REQUEST_IDS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("request_ids");
