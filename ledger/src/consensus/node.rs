@@ -70,7 +70,10 @@ pub(crate) fn peer_id(key: &ValidatorKey) -> Option<PeerId> {
 impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
     /// A node that does nothing until [`Node::start`].
     pub fn new(cfg: NodeConfig, signer: Signer, host: H, wal: W, store: S, app: A) -> Self {
-        let verifier = Verifier::new(signer.chain());
+        // Remembered verifications: the votes of a commit certificate were checked one by one
+        // as they arrived; checking the certificate then costs hashes, not signatures.
+        let cache = std::sync::Arc::new(std::sync::Mutex::new(Default::default()));
+        let verifier = Verifier::with_cache(signer.chain(), cache);
         Self::with_verifier(cfg, signer, verifier, host, wal, store, app)
     }
 
