@@ -18,23 +18,8 @@ pub struct Args {
     pub listen: Option<SocketAddr>,
 }
 
-/// glibc hands freed memory at the top of a heap back to the kernel once more than 128 KiB is
-/// free there, and the next allocation faults the pages in again, zeroed: a replica executing a
-/// stream of batches spent a tenth of its CPU in the kernel clearing pages. Keeping up to 64 MiB
-/// (and serving blocks up to 16 MiB from the heap, not fresh mappings) stops that churn, at the
-/// cost of a replica's resident memory staying near its peak.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; called before the runtime's threads start.
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 20);
-    }
-}
-
 pub fn run(args: Args) -> u8 {
     crate::init_logging();
-    keep_freed_memory();
     let path = args
         .config
         .unwrap_or_else(|| crate::config::data_dir().join("local/server.yaml"));
