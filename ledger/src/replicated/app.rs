@@ -20,7 +20,7 @@ use crate::event::Validator;
 use crate::execute::execute_all;
 use crate::ledger::{Clock, Subscribers};
 use crate::plan::{ObjectOutcome, RequestError};
-use crate::request::SignedRequest;
+use crate::request::{RawSignedRequest, SignedRequest};
 use crate::state::State;
 use crate::store::Store;
 
@@ -272,7 +272,11 @@ impl LedgerApp {
         if self.verified.contains(&k) {
             return true;
         }
-        if req.verify().is_err() {
+        // `item` is the canonical encoding of `req` (see `decode_request`), so its JSON text is
+        // what the signature covers: no second canonicalization.
+        debug_assert!(req.to_bytes() == item);
+        let raw_ok = RawSignedRequest::decode(item).is_ok_and(|raw| raw.verify().is_ok());
+        if !raw_ok {
             return false;
         }
         if self.verified.len() >= VERIFIED_MAX {
