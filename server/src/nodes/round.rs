@@ -115,7 +115,7 @@ pub struct Snapshot {
 impl Cache {
     /// Under the state lock: cheap, parses nothing.
     pub fn collect(&mut self, state: &State) -> Collected {
-        let mut workloads = Vec::new();
+        let mut workloads = Vec::with_capacity(self.workloads.len() + 64);
         for (key, o) in state.list(Kind::Workload, None) {
             workloads.push(
                 match self
@@ -167,11 +167,21 @@ impl Cache {
             };
             policies.push((key.clone(), item));
         }
-        self.workloads.retain(|k, _| state.objects.contains_key(k));
-        self.services.retain(|k, _| state.objects.contains_key(k));
-        self.policies.retain(|k, _| state.objects.contains_key(k));
-        self.templates
-            .retain(|(wk, _), _| state.objects.contains_key(&ObjectKey::from(wk)));
+        // Forget deleted objects. Every cached key was live once, so a cache holds a deleted
+        // one only if it is larger than what is live now (a stale entry is harmless meanwhile:
+        // lookups are by live key and resource version). This keeps the O(objects) sweeps off
+        // the common round, which runs under the state lock that committing needs.
+        if self.workloads.len() > workloads.len() {
+            self.workloads.retain(|k, _| state.objects.contains_key(k));
+            self.templates
+                .retain(|(wk, _), _| state.objects.contains_key(&ObjectKey::from(wk)));
+        }
+        if self.services.len() > services.len() {
+            self.services.retain(|k, _| state.objects.contains_key(k));
+        }
+        if self.policies.len() > policies.len() {
+            self.policies.retain(|k, _| state.objects.contains_key(k));
+        }
         Collected {
             height: state.height,
             workloads,

@@ -289,3 +289,32 @@ fn rolling_update_sends_the_old_template_from_history() {
     let ids: Vec<&InstanceId> = out2.sets["n1"].replicas.iter().map(|r| &r.id).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "sorted");
 }
+
+#[test]
+fn the_cache_forgets_deleted_objects_and_reparses_recreated_ones() {
+    let mut state = State::new();
+    commit(&mut state, "user:a", vec![web("v1", 2), service()]);
+    let mut cache = Cache::default();
+    let snap = cache.snapshot(&state);
+    assert_eq!((snap.workloads.len(), snap.services.len()), (1, 1));
+    assert_eq!((cache.workloads.len(), cache.services.len()), (1, 1));
+    assert_eq!(cache.templates.len(), 1);
+    let delete = |kind| Op::Delete {
+        key: ObjectKey::new(kind, "default", "web"),
+        if_version: None,
+    };
+    commit(
+        &mut state,
+        "user:a",
+        vec![delete(Kind::Workload), delete(Kind::Service)],
+    );
+    let snap = cache.snapshot(&state);
+    assert!(snap.workloads.is_empty() && snap.services.is_empty());
+    assert!(cache.workloads.is_empty() && cache.services.is_empty());
+    assert!(cache.templates.is_empty());
+    // Created again with another spec: parsed afresh, not served from a stale entry.
+    commit(&mut state, "user:a", vec![web("v2", 3)]);
+    let snap = cache.snapshot(&state);
+    assert_eq!(snap.workloads.len(), 1);
+    assert_eq!(snap.workloads[0].input.spec.replicas, 3);
+}
