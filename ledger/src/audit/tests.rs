@@ -475,6 +475,55 @@ fn verify_catches_an_audit_head_row_that_names_another_actor() {
 }
 
 #[test]
+fn verify_catches_index_rows_removed_or_altered_beside_the_chain() {
+    use crate::store::{BY_ACTOR, BY_COMMIT, BY_OBJECT, BY_TIME};
+    // Each case removes or alters one row of entry 3 (a GitOps apply of `api` by replica:git)
+    // that a query by object, actor, commit or time goes through.
+    type Edit = Box<dyn Fn(&redb::WriteTransaction)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "object index",
+            Box::new(|txn| {
+                let mut t = txn.open_table(BY_OBJECT).unwrap();
+                t.retain(|k, _| k.3 != 3).unwrap();
+            }),
+        ),
+        (
+            "actor index",
+            Box::new(|txn| {
+                let mut t = txn.open_table(BY_ACTOR).unwrap();
+                t.insert(("replica:git", 3u64, 0u32), (0u32, 0u32)).unwrap();
+            }),
+        ),
+        (
+            "commit index",
+            Box::new(|txn| {
+                let mut t = txn.open_table(BY_COMMIT).unwrap();
+                t.retain(|k, _| k.1 != 3).unwrap();
+            }),
+        ),
+        (
+            "time index",
+            Box::new(|txn| {
+                let mut t = txn.open_table(BY_TIME).unwrap();
+                t.retain(|k, _| k.1 != 3).unwrap();
+            }),
+        ),
+    ];
+    for (what, edit) in cases {
+        let (_d, l) = populated();
+        let txn = l.store().db().begin_write().unwrap();
+        edit(&txn);
+        txn.commit().unwrap();
+        let p = problem(l.store()).unwrap_or_else(|| panic!("{what}: not detected"));
+        assert!(
+            p.height() == 3 && p.to_string().contains(what),
+            "{what}: {p}"
+        );
+    }
+}
+
+#[test]
 fn stores_without_audit_head_rows_fall_back_and_get_them_on_open() {
     let (d, l) = populated();
     let all = run(&l, AuditQuery::default());

@@ -1,5 +1,6 @@
 //! `audit verify`: recompute every entry hash from the stored rows, check every link to the
-//! previous entry and every request signature, and name the first bad height with what is wrong.
+//! previous entry and every request signature, check that the audit indexes hold every row the
+//! log implies, and name the first bad height with what is wrong.
 //! Heights are split into ranges verified in parallel, each on its own read transaction.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -11,7 +12,8 @@ use crate::entry::{EntryHash, EntryHeader};
 use crate::event::EventHead;
 use crate::request::{RawSignedRequest, RequestHead};
 use crate::store::{
-    EVENTS, HEADERS, Head, REQUEST_HEADS, REQUESTS, ReadView, Store, StoreError, dberr,
+    BY_ACTOR, BY_COMMIT, BY_OBJECT, BY_SOURCE, BY_TIME, EVENTS, HEADERS, Head, REQUEST_HEADS,
+    REQUESTS, ReadView, Store, StoreError, dberr,
 };
 use ed25519_dalek::{Signature, VerifyingKey, verify_batch};
 
@@ -265,7 +267,14 @@ fn verify_range(
     let headers = txn.open_table(HEADERS).map_err(dberr)?;
     let requests = txn.open_table(REQUESTS).map_err(dberr)?;
     let events = txn.open_table(EVENTS).map_err(dberr)?;
-    let heads = txn.open_table(REQUEST_HEADS).map_err(dberr)?;
+    let index = Indexes {
+        heads: txn.open_table(REQUEST_HEADS).map_err(dberr)?,
+        by_object: txn.open_table(BY_OBJECT).map_err(dberr)?,
+        by_actor: txn.open_table(BY_ACTOR).map_err(dberr)?,
+        by_source: txn.open_table(BY_SOURCE).map_err(dberr)?,
+        by_commit: txn.open_table(BY_COMMIT).map_err(dberr)?,
+        by_time: txn.open_table(BY_TIME).map_err(dberr)?,
+    };
     // The previous entry's hash, if it is readable (if not, the range before reports it).
     let mut prev: Option<EntryHash> = if from == 1 {
         Some(EntryHash::ZERO)
@@ -291,7 +300,7 @@ fn verify_range(
         let rows = Rows {
             requests: &mut req_rows,
             events: &mut ev_rows,
-            heads: &heads,
+            index: &index,
         };
         match check_entry(height, v.value(), prev, rows, opts)? {
             Ok((hash, n_req, n_ev)) => {
@@ -322,11 +331,79 @@ fn verify_range(
 
 type RowRange = redb::Range<'static, (u64, u32), &'static [u8]>;
 
+type ByRequest = redb::ReadOnlyTable<(&'static str, u64, u32), (u32, u32)>;
+
+/// The derived tables audit queries go through: each must hold every row the log implies, or
+/// a query would silently miss events (a wrong extra row cannot show a wrong event: queries
+/// re-check every event they return against the filter).
+struct Indexes {
+    heads: redb::ReadOnlyTable<(u64, u32), &'static [u8]>,
+    by_object: redb::ReadOnlyTable<(&'static str, &'static str, &'static str, u64, u32), ()>,
+    by_actor: ByRequest,
+    by_source: ByRequest,
+    by_commit: ByRequest,
+    by_time: redb::ReadOnlyTable<(u64, u64), ()>,
+}
+
 /// Where an entry's rows are read from.
 struct Rows<'a> {
     requests: &'a mut RowRange,
     events: &'a mut RowRange,
-    heads: &'a redb::ReadOnlyTable<(u64, u32), &'static [u8]>,
+    index: &'a Indexes,
+}
+
+fn index_problem(height: u64, message: String) -> Option<Problem> {
+    Some(Problem::Inconsistent {
+        height,
+        message: format!("{message}: queries through that index would miss it"),
+    })
+}
+
+/// Checks the entry's rows in the request indexes and the time index, given each request's
+/// head and (first event, event count).
+fn check_request_indexes(
+    height: u64,
+    timestamp_ms: u64,
+    requests: &[(Option<RequestHead>, (u32, u32))],
+    index: &Indexes,
+) -> Result<Option<Problem>, StoreError> {
+    if index
+        .by_time
+        .get((timestamp_ms, height))
+        .map_err(dberr)?
+        .is_none()
+    {
+        return Ok(index_problem(
+            height,
+            "the entry is missing from the time index".into(),
+        ));
+    }
+    for (i, (head, range)) in requests.iter().enumerate() {
+        let Some(head) = head else { continue };
+        let i = i as u32;
+        let mut wanted = vec![
+            ("actor", &index.by_actor, head.actor.as_str()),
+            ("source", &index.by_source, head.source.type_name()),
+        ];
+        if let Some(commit) = head.source.commit() {
+            wanted.push(("commit", &index.by_commit, commit));
+        }
+        for (what, table, value) in wanted {
+            let found = table
+                .get((value, height, i))
+                .map_err(dberr)?
+                .map(|g| g.value());
+            if found != Some(*range) {
+                return Ok(index_problem(
+                    height,
+                    format!(
+                        "request {i} is missing from the {what} index or has a wrong event range there"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Checks one entry. The outer error is a storage failure; the inner one a problem found.
@@ -360,6 +437,9 @@ fn check_entry(
     // A row problem is reported only if the hash holds: altered content is a hash mismatch.
     let mut row_problem: Option<Problem> = None;
     let mut jobs: Vec<SigJob> = Vec::with_capacity(h.n_requests as usize);
+    // Each request's head and (first event, event count), for the index checks.
+    let mut req_index: Vec<(Option<RequestHead>, (u32, u32))> =
+        Vec::with_capacity(h.n_requests as usize);
     for i in 0..h.n_requests {
         let Some(row) = rows.requests.next() else {
             return Ok(Err(missing_row(height, "request", i)));
@@ -375,10 +455,12 @@ fn check_entry(
                 Err(p) => row_problem = Some(p),
             }
         }
+        let head = RequestHead::from_record(v.value()).ok();
         if row_problem.is_none() {
-            let stored = rows.heads.get((height, i)).map_err(dberr)?;
-            row_problem = check_head(height, i, v.value(), stored.as_ref().map(|g| g.value()));
+            let stored = rows.index.heads.get((height, i)).map_err(dberr)?;
+            row_problem = check_head(height, i, head.as_ref(), stored.as_ref().map(|g| g.value()));
         }
+        req_index.push((head, (0, 0)));
     }
     let mut last_request = 0;
     for i in 0..h.n_events {
@@ -404,10 +486,43 @@ fn check_entry(
                 }
                 Ok(e) => {
                     last_request = e.request;
-                    None
+                    let range = &mut req_index[e.request as usize].1;
+                    if range.1 == 0 {
+                        range.0 = i;
+                    }
+                    range.1 += 1;
+                    match e.key {
+                        Some((kind, ns, name))
+                            if rows
+                                .index
+                                .by_object
+                                .get((kind, ns, name, height, i))
+                                .map_err(dberr)?
+                                .is_none() =>
+                        {
+                            index_problem(
+                                height,
+                                format!(
+                                    "event {i} ({kind} {ns}/{name}) is missing from the object index"
+                                ),
+                            )
+                        }
+                        _ => None,
+                    }
                 }
             };
         }
+    }
+    // A request without events has the range (events before it, 0).
+    let mut next = 0;
+    for (_, range) in &mut req_index {
+        if range.1 == 0 {
+            range.0 = next;
+        }
+        next = range.0 + range.1;
+    }
+    if row_problem.is_none() {
+        row_problem = check_request_indexes(height, h.timestamp_ms, &req_index, rows.index)?;
     }
     let computed = hasher.finish();
     if computed != h.hash {
@@ -473,8 +588,13 @@ fn check_request(
 
 /// The audit head row of request `i` must be what its signed record says (audit output shows
 /// the row: a row altered beside the chain would otherwise name another actor).
-fn check_head(height: u64, i: u32, record: &[u8], stored: Option<&[u8]>) -> Option<Problem> {
-    let expected = RequestHead::from_record(record).ok()?.to_bytes();
+fn check_head(
+    height: u64,
+    i: u32,
+    head: Option<&RequestHead>,
+    stored: Option<&[u8]>,
+) -> Option<Problem> {
+    let expected = head?.to_bytes();
     match stored {
         Some(row) if row == expected.as_slice() => None,
         Some(_) => Some(Problem::Inconsistent {
