@@ -177,6 +177,9 @@ pub struct VerifyRequest {
     /// at one height while they keep deciding).
     #[serde(default)]
     pub up_to: Option<u64>,
+    /// Also check the query indexes (object, actor, source, commit, time) against the log.
+    #[serde(default)]
+    pub indexes: bool,
 }
 
 /// The answer to `nexus.verify`.

@@ -259,6 +259,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
                     };
                     let opts = nexus_ledger::audit::VerifyOptions {
                         up_to: req.up_to,
+                        indexes: req.indexes,
                         ..Default::default()
                     };
                     let mut report = nexus_ledger::audit::verify_with(ledger.store(), &opts)

@@ -196,6 +196,13 @@ fn a_flipped_byte_is_found_by_audit_verify() {
         "clean chain must verify: {}",
         text(&out.stdout)
     );
+    let out = cluster.nexus(&["audit", "verify", "--indexes"]);
+    assert!(
+        out.status.success() && text(&out.stdout).contains("verified"),
+        "clean chain and indexes must verify: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     cluster.stop();
 
     // Flip one byte of the marker inside the stored entry at height 2.
@@ -209,7 +216,8 @@ fn a_flipped_byte_is_found_by_audit_verify() {
     bytes[at + 7] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
 
-    let out = cluster.nexus(&["audit", "verify", "--ledger", path.to_str().unwrap()]);
+    let ledger = path.to_str().unwrap();
+    let out = cluster.nexus(&["audit", "verify", "--indexes", "--ledger", ledger]);
     let stdout = text(&out.stdout);
     assert_eq!(
         out.status.code(),

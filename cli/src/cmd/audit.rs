@@ -56,6 +56,10 @@ pub enum Verify {
         /// (compared at the lowest height any of them reached).
         #[arg(long)]
         all_replicas: bool,
+        /// Also check that the query indexes (object, actor, source, commit, time) hold every
+        /// row the log implies, so that no query can miss an event (about 40 % slower).
+        #[arg(long)]
+        indexes: bool,
     },
 }
 
@@ -79,12 +83,14 @@ pub fn run(args: Args, context: Option<&str>) -> u8 {
     if let Some(Verify::Verify {
         ledger,
         all_replicas,
+        indexes,
     }) = &args.verify
     {
+        let indexes = *indexes;
         return match (ledger, all_replicas) {
-            (Some(path), _) => verify_offline(path),
-            (None, true) => verify_all(context),
-            (None, false) => verify(context),
+            (Some(path), _) => verify_offline(path, indexes),
+            (None, true) => verify_all(context, indexes),
+            (None, false) => verify(context, indexes),
         };
     }
     let since = match args.since.as_deref().map(parse_time).transpose() {
@@ -201,7 +207,7 @@ pub fn run(args: Args, context: Option<&str>) -> u8 {
     })
 }
 
-fn verify(context: Option<&str>) -> u8 {
+fn verify(context: Option<&str>, indexes: bool) -> u8 {
     crate::block_on(async move {
         let session = match Session::connect(context).await {
             Ok(s) => s,
@@ -211,7 +217,13 @@ fn verify(context: Option<&str>) -> u8 {
             }
         };
         match session
-            .call::<_, VerifyResponse>(kinds::VERIFY, &VerifyRequest::default())
+            .call::<_, VerifyResponse>(
+                kinds::VERIFY,
+                &VerifyRequest {
+                    up_to: None,
+                    indexes,
+                },
+            )
             .await
         {
             Ok(r) => {
@@ -255,7 +267,7 @@ fn print_report(r: &VerifyResponse) {
 
 /// Every replica of the context verifies its chain up to the lowest height any of them has,
 /// and reports the same entry hash there.
-fn verify_all(context: Option<&str>) -> u8 {
+fn verify_all(context: Option<&str>, indexes: bool) -> u8 {
     let ctx = match crate::config::ClientConfig::load().and_then(|c| c.resolve(context).cloned()) {
         Ok(c) => c,
         Err(e) => {
@@ -294,7 +306,10 @@ fn verify_all(context: Option<&str>) -> u8 {
         };
         let mut hashes = std::collections::BTreeMap::new();
         for (server, s, _) in &sessions {
-            let req = VerifyRequest { up_to: Some(at) };
+            let req = VerifyRequest {
+                up_to: Some(at),
+                indexes,
+            };
             match s.call::<_, VerifyResponse>(kinds::VERIFY, &req).await {
                 Ok(r) => {
                     print_report(&r);
@@ -330,7 +345,7 @@ fn verify_all(context: Option<&str>) -> u8 {
 }
 
 /// Verifies a ledger file without a server (the replica must be stopped: redb locks the file).
-fn verify_offline(path: &std::path::Path) -> u8 {
+fn verify_offline(path: &std::path::Path, indexes: bool) -> u8 {
     if !path.exists() {
         eprintln!("error: {}: no such file", path.display());
         return exit::ERROR;
@@ -350,7 +365,11 @@ fn verify_offline(path: &std::path::Path) -> u8 {
             return exit::INVALID;
         }
     };
-    let verified = nexus_ledger::audit::verify(&store).map(|mut r| {
+    let opts = nexus_ledger::audit::VerifyOptions {
+        indexes,
+        ..Default::default()
+    };
+    let verified = nexus_ledger::audit::verify_with(&store, &opts).map(|mut r| {
         if let Some(p) = certs.problem.clone()
             && r.problem.as_ref().is_none_or(|q| p.height() < q.height())
         {

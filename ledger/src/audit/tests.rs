@@ -393,6 +393,7 @@ fn verify_accepts_an_intact_chain() {
             l.store(),
             &VerifyOptions {
                 threads,
+                indexes: threads != 2,
                 ..VerifyOptions::default()
             },
         )
@@ -515,7 +516,18 @@ fn verify_catches_index_rows_removed_or_altered_beside_the_chain() {
         let txn = l.store().db().begin_write().unwrap();
         edit(&txn);
         txn.commit().unwrap();
-        let p = problem(l.store()).unwrap_or_else(|| panic!("{what}: not detected"));
+        assert!(
+            problem(l.store()).is_none(),
+            "{what}: indexes are checked on request only"
+        );
+        let opts = VerifyOptions {
+            indexes: true,
+            ..VerifyOptions::default()
+        };
+        let p = verify_with(l.store(), &opts)
+            .unwrap()
+            .problem
+            .unwrap_or_else(|| panic!("{what}: not detected"));
         assert!(
             p.height() == 3 && p.to_string().contains(what),
             "{what}: {p}"
@@ -586,6 +598,7 @@ fn verify_detects_a_forged_signature_under_a_valid_hash() {
             signatures: false,
             threads: 1,
             up_to: None,
+            indexes: true,
         },
     )
     .unwrap();
