@@ -48,19 +48,6 @@ const ROUND_GAP: Duration = Duration::from_millis(10);
 /// Where join tokens come from (re-read on every join, so new tokens work without a restart).
 pub type TokenSource = Arc<dyn Fn() -> Vec<JoinTokenRecord> + Send + Sync>;
 
-/// Lowers the calling thread's CPU priority (nice 10; Linux keeps nice per thread). Failing
-/// to is harmless: the thread then runs at normal priority.
-fn background_priority() {
-    // SAFETY: setpriority only reads its integer arguments; who = 0 is the calling thread.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
-    if rc != 0 {
-        tracing::debug!(
-            "cannot lower the scheduling thread's priority: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
 /// Settings of the node side of a replica.
 #[derive(Clone)]
 pub struct NodesOptions {
@@ -333,24 +320,6 @@ impl Nodes {
     }
 
     async fn schedule_loop(self: Arc<Self>, mut entries: broadcast::Receiver<Arc<Entry>>) {
-        // Rounds run on their own thread at a lower CPU priority: when cores are short (several
-        // replicas on one machine, or a burst of writes) ordering and answering clients come
-        // first, and scheduling catches up with the latest state a moment later.
-        let (jobs, rx) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<bool>>();
-        let me = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("nexus-schedule".into())
-            .spawn(move || {
-                background_priority();
-                while let Ok(done) = rx.recv() {
-                    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| me.round()));
-                    let _ = done.send(ok.is_ok());
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!("cannot start the scheduling thread: {e}");
-            return;
-        }
         let mut tick = tokio::time::interval(self.opts.resync.min(Duration::from_secs(1)));
         let mut last_round = Instant::now();
         loop {
@@ -374,8 +343,11 @@ impl Nodes {
                 return;
             }
             last_round = Instant::now();
-            let (done, finished) = tokio::sync::oneshot::channel();
-            if jobs.send(done).is_err() || !finished.await.unwrap_or(false) {
+            let me = self.clone();
+            if tokio::task::spawn_blocking(move || me.round())
+                .await
+                .is_err()
+            {
                 tracing::error!("a scheduling round panicked");
             }
             // Triggers that arrive meanwhile coalesce into the next round (a trigger after a
