@@ -39,6 +39,7 @@ use arc_malachitebft_core_types::LinearTimeouts;
 
 pub mod codec;
 mod effects;
+pub mod file_wal;
 pub mod node;
 mod pool;
 pub mod signing;
@@ -52,6 +53,7 @@ pub mod types;
 pub mod wal;
 
 pub use codec::{CodecError, Decided};
+pub use file_wal::FileWal;
 pub use node::Node;
 pub use signing::{CertError, ChainId, CommitCert, Signer, Verifier, verify_commit_cert};
 pub use store::{DecidedStore, MemStore, RedbStore, StoreError};

@@ -10,9 +10,10 @@ use std::rc::Rc;
 use std::sync::{Arc, RwLock};
 
 use super::batch::{self, BarrierId, CertRecord, Header};
+use super::syncer::Syncer;
 use crate::admission::Admission;
 use crate::consensus::{
-    App, Batch, Built, Decided, DecidedStore, StoreError as CStoreError, Wal, WalError,
+    App, Batch, Built, Decided, DecidedStore, FileWal, StoreError as CStoreError, Wal, WalError,
 };
 use crate::consensus::{ValidatorKey, ValidatorSet};
 use crate::entry::Entry;
@@ -62,74 +63,58 @@ pub fn consensus_set(validators: &[Validator]) -> Option<ValidatorSet> {
 
 // WAL ---------------------------------------------------------------------------------------
 
-/// The consensus WAL in the ledger's redb file (one durable transaction per flush).
+/// The consensus WAL of a replica: a file of its own beside the ledger ([`FileWal`]), whose
+/// flushes are one small write and one `fdatasync`. Decided entries are appended to the ledger
+/// without an fsync and synced by the [`Syncer`] thread; before the WAL moves to the next height
+/// (the flush that writes the reset, ahead of anything this replica sends for that height) it
+/// waits for that sync, so the log of a height is dropped only once its decided entry is durable.
 pub(crate) struct LedgerWal {
-    store: Arc<Store>,
-    height: Option<u64>,
-    next_seq: u64,
-    pending: Vec<Vec<u8>>,
-    pending_reset: Option<u64>,
+    syncer: Arc<Syncer>,
+    file: FileWal,
 }
 
 impl LedgerWal {
-    pub fn open(store: Arc<Store>) -> Result<Self, WalError> {
-        let c = store.wal_contents().map_err(|e| WalError(e.to_string()))?;
-        Ok(LedgerWal {
-            store,
-            height: c.height,
-            next_seq: c.entries.len() as u64,
-            pending: Vec::new(),
-            pending_reset: None,
-        })
+    /// Opens the WAL file; a WAL that older versions kept inside the ledger's redb file is moved
+    /// into it first (written and synced there, then removed from the ledger).
+    pub fn open(store: &Store, syncer: Arc<Syncer>) -> Result<Self, WalError> {
+        let mut file = FileWal::open(store.wal_path())?;
+        let old = store.wal_contents().map_err(|e| WalError(e.to_string()))?;
+        if let Some(h) = old.height {
+            if file.height().is_none() {
+                file.reset(h)?;
+                for e in old.entries {
+                    file.append(e);
+                }
+                file.flush()?;
+            }
+            store.wal_clear().map_err(|e| WalError(e.to_string()))?;
+        }
+        Ok(LedgerWal { syncer, file })
     }
 }
 
 impl Wal for LedgerWal {
     fn height(&self) -> Option<u64> {
-        self.pending_reset.or(self.height)
+        self.file.height()
     }
 
     fn append(&mut self, entry: Vec<u8>) {
-        self.pending.push(entry);
+        self.file.append(entry);
     }
 
     fn flush(&mut self) -> Result<(), WalError> {
-        if self.pending.is_empty() && self.pending_reset.is_none() {
-            return Ok(());
+        if self.file.reset_pending() {
+            self.syncer.wait().map_err(WalError)?;
         }
-        let first = if self.pending_reset.is_some() {
-            0
-        } else {
-            self.next_seq
-        };
-        self.store
-            .wal_write(self.pending_reset, first, &self.pending)
-            .map_err(|e| WalError(e.to_string()))?;
-        if let Some(h) = self.pending_reset.take() {
-            self.height = Some(h);
-        }
-        self.next_seq = first + self.pending.len() as u64;
-        self.pending.clear();
-        Ok(())
+        self.file.flush()
     }
 
     fn reset(&mut self, height: u64) -> Result<(), WalError> {
-        self.pending.clear();
-        self.pending_reset = Some(height);
-        Ok(())
+        self.file.reset(height)
     }
 
     fn entries(&self) -> Result<Vec<Vec<u8>>, WalError> {
-        let mut out = if self.pending_reset.is_none() {
-            self.store
-                .wal_contents()
-                .map_err(|e| WalError(e.to_string()))?
-                .entries
-        } else {
-            Vec::new()
-        };
-        out.extend(self.pending.iter().cloned());
-        Ok(out)
+        self.file.entries()
     }
 }
 
@@ -138,6 +123,8 @@ impl Wal for LedgerWal {
 /// Decided heights are ledger entries; the certificate record beside each rebuilds the batch.
 pub(crate) struct LedgerStore {
     pub store: Arc<Store>,
+    /// Makes appended entries durable in the background (several validators only).
+    pub syncer: Arc<Syncer>,
     pub state: Arc<RwLock<State>>,
     pub handoff: SharedHandoff,
 }
@@ -211,6 +198,9 @@ impl DecidedStore for LedgerStore {
         self.store
             .append_with(std::slice::from_ref(&commit), durable)
             .map_err(serr)?;
+        if !durable {
+            self.syncer.request();
+        }
         self.handoff.borrow_mut().executed = Some(DecidedHeight {
             entry: Arc::new(commit.entry),
             results,
@@ -483,6 +473,39 @@ mod tests {
             timestamp_ms: 10_000,
         };
         Batch::new(batch::batch_items(&header.to_bytes(), requests, &[]))
+    }
+
+    /// A store written by a version that kept the WAL in redb: the WAL moves to the file (a
+    /// replica upgraded in the middle of a height still replays its own votes), and the redb
+    /// copy is dropped so it is never read again.
+    #[test]
+    fn a_wal_kept_in_the_ledger_moves_to_the_wal_file() {
+        let dir = tempdir();
+        let store =
+            Arc::new(Store::open(dir.path().join("l.redb"), StoreConfig::default()).unwrap());
+        store
+            .wal_write(Some(5), 0, &[b"vote".to_vec(), b"proposal".to_vec()])
+            .unwrap();
+        let syncer = Arc::new(Syncer::spawn(store.clone()).unwrap());
+        let wal = LedgerWal::open(&store, syncer.clone()).unwrap();
+        assert_eq!(wal.height(), Some(5));
+        assert_eq!(
+            wal.entries().unwrap(),
+            vec![b"vote".to_vec(), b"proposal".to_vec()]
+        );
+        assert_eq!(store.wal_contents().unwrap().height, None);
+        drop(wal);
+        let mut wal = LedgerWal::open(&store, syncer.clone()).unwrap();
+        assert_eq!(wal.entries().unwrap().len(), 2, "read from the file now");
+        wal.reset(6).unwrap();
+        wal.append(b"next".to_vec());
+        wal.flush().unwrap();
+        drop(wal);
+        let wal = LedgerWal::open(&store, syncer).unwrap();
+        assert_eq!(
+            (wal.height(), wal.entries().unwrap()),
+            (Some(6), vec![b"next".to_vec()])
+        );
     }
 
     /// A correctly signed request whose object fails the manifest validator never enters a

@@ -6,6 +6,7 @@
 //!   record, pure.
 //! - [`app`]: the WAL, decided store and application seams over the ledger.
 //! - [`runner`]: the node thread (peer messages, timers, client requests, read barriers).
+//! - `syncer`: the thread that makes decided entries durable in the background.
 //! - `mem` (tests, and the `testutil` feature): an in-process network between replicas.
 //!
 //! Wiring: [`crate::Ledger::open_replicated`] with a [`ReplicaConfig`] and a [`Network`] that
@@ -28,6 +29,7 @@ pub mod batch;
 #[cfg(any(test, feature = "testutil"))]
 pub mod mem;
 pub(crate) mod runner;
+mod syncer;
 #[cfg(test)]
 mod tests;
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::app::{AppParts, LedgerApp, LedgerStore, LedgerWal, SharedHandoff};
 use super::batch::{BarrierId, barrier_item};
+use super::syncer::Syncer;
 use super::{Network, ReplicationStatus};
 use crate::consensus::{Consensus, Host, Node, NodeError, Signer, TimerId, ValidatorKey};
 use crate::ledger::{Applied, Job, SubmitError};
@@ -217,12 +218,20 @@ fn run(parts: Parts, rx: Receiver<Cmd>) {
         new_timers: Vec::new(),
         start: Instant::now(),
     };
+    let syncer = match Syncer::spawn(store.clone()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::error!(replica = %name, "cannot start the ledger sync thread: {e}");
+            return refuse_all(rx, &format!("cannot start the ledger sync thread: {e}"));
+        }
+    };
     let decided = LedgerStore {
         store: store.clone(),
+        syncer: syncer.clone(),
         state: app.state.clone(),
         handoff: handoff.clone(),
     };
-    let wal = match LedgerWal::open(store.clone()) {
+    let wal = match LedgerWal::open(&store, syncer) {
         Ok(w) => w,
         Err(e) => {
             tracing::error!(replica = %name, "cannot open the consensus WAL: {e}");

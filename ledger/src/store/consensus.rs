@@ -1,7 +1,6 @@
-//! What the replicated ledger keeps in the same redb file as the log: the consensus write-ahead
-//! log of the current height and the genesis validator set. Sharing the file makes one durable
-//! commit persist every earlier non-durable one (a decided entry written without fsync becomes
-//! durable with the next WAL flush, which precedes anything this replica sends next).
+//! What the replicated ledger keeps in the same redb file as the log: the genesis validator set,
+//! and the consensus write-ahead log as versions before the WAL file
+//! (`replicated::app::LedgerWal`) kept it; that WAL is moved to the file on open.
 
 use redb::{Durability, ReadableTable, TableDefinition};
 
@@ -72,6 +71,28 @@ impl Store {
                 t.insert(first_seq + i as u64, e.as_slice())
                     .map_err(dberr)?;
             }
+        }
+        txn.commit().map_err(dberr)
+    }
+
+    /// Where the replica's consensus WAL file lives: beside the ledger (`<ledger>.wal`).
+    pub fn wal_path(&self) -> std::path::PathBuf {
+        self.path.with_extension("wal")
+    }
+
+    /// Drops the WAL older versions kept in this file (after it moved to [`Store::wal_path`]).
+    pub fn wal_clear(&self) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(dberr)?;
+        txn.set_durability(Durability::Immediate).map_err(dberr)?;
+        {
+            txn.open_table(WAL)
+                .map_err(dberr)?
+                .retain(|_, _| false)
+                .map_err(dberr)?;
+            txn.open_table(META)
+                .map_err(dberr)?
+                .remove("wal_height")
+                .map_err(dberr)?;
         }
         txn.commit().map_err(dberr)
     }
