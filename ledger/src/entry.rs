@@ -205,23 +205,7 @@ pub fn build_entry(
     requests: Vec<SignedRequest>,
     events: Vec<Event>,
 ) -> Result<Entry, EntryError> {
-    if height == 0 {
-        return Err(EntryError::ZeroHeight);
-    }
-    let mut last = 0;
-    for (i, e) in events.iter().enumerate() {
-        if e.request as usize >= requests.len() {
-            return Err(EntryError::BadRequestIndex {
-                event: i,
-                request: e.request,
-                requests: requests.len(),
-            });
-        }
-        if e.request < last {
-            return Err(EntryError::OutOfOrder { event: i });
-        }
-        last = e.request;
-    }
+    check_entry(height, requests.len(), &events)?;
     let mut entry = Entry {
         height,
         prev_hash,
@@ -234,30 +218,78 @@ pub fn build_entry(
     Ok(entry)
 }
 
+/// [`build_entry`] for a caller that has each request's stored record already
+/// (`request_records[i]` must be `requests[i].to_bytes()`): the entry and its stored rows, each
+/// request and event encoded once.
+pub fn build_entry_encoded(
+    prev_hash: EntryHash,
+    height: u64,
+    timestamp_ms: u64,
+    requests: Vec<SignedRequest>,
+    request_records: Vec<Vec<u8>>,
+    events: Vec<Event>,
+) -> Result<(Entry, EncodedEntry), EntryError> {
+    check_entry(height, requests.len(), &events)?;
+    debug_assert!(
+        requests.len() == request_records.len()
+            && requests
+                .iter()
+                .zip(&request_records)
+                .all(|(r, b)| &r.to_bytes() == b),
+        "request records must be the requests' encoding"
+    );
+    let events_bytes = events.iter().map(Event::to_bytes).collect();
+    let enc = EncodedEntry::new(
+        height,
+        prev_hash,
+        timestamp_ms,
+        request_records,
+        events_bytes,
+    );
+    let entry = Entry {
+        height,
+        prev_hash,
+        timestamp_ms,
+        requests,
+        events,
+        hash: enc.header.hash,
+    };
+    Ok((entry, enc))
+}
+
+fn check_entry(height: u64, requests: usize, events: &[Event]) -> Result<(), EntryError> {
+    if height == 0 {
+        return Err(EntryError::ZeroHeight);
+    }
+    let mut last = 0;
+    for (i, e) in events.iter().enumerate() {
+        if e.request as usize >= requests {
+            return Err(EntryError::BadRequestIndex {
+                event: i,
+                request: e.request,
+                requests,
+            });
+        }
+        if e.request < last {
+            return Err(EntryError::OutOfOrder { event: i });
+        }
+        last = e.request;
+    }
+    Ok(())
+}
+
 impl Entry {
     /// The stored rows, with the hash computed from them (`self.hash` is not consulted).
     pub fn encode(&self) -> EncodedEntry {
         let requests: Vec<Vec<u8>> = self.requests.iter().map(SignedRequest::to_bytes).collect();
         let events: Vec<Vec<u8>> = self.events.iter().map(Event::to_bytes).collect();
-        let mut header = EntryHeader {
-            height: self.height,
-            prev_hash: self.prev_hash,
-            timestamp_ms: self.timestamp_ms,
-            n_requests: requests.len() as u32,
-            n_events: events.len() as u32,
-            hash: EntryHash::ZERO,
-        };
-        let mut hasher = header.hasher();
-        requests
-            .iter()
-            .chain(events.iter())
-            .for_each(|r| hasher.record(r));
-        header.hash = hasher.finish();
-        EncodedEntry {
-            header,
+        EncodedEntry::new(
+            self.height,
+            self.prev_hash,
+            self.timestamp_ms,
             requests,
             events,
-        }
+        )
     }
 
     /// Recomputes the hash from the content.
@@ -306,6 +338,35 @@ impl Entry {
 }
 
 impl EncodedEntry {
+    /// The rows of an entry with its header and hash computed from them.
+    pub fn new(
+        height: u64,
+        prev_hash: EntryHash,
+        timestamp_ms: u64,
+        requests: Vec<Vec<u8>>,
+        events: Vec<Vec<u8>>,
+    ) -> EncodedEntry {
+        let mut header = EntryHeader {
+            height,
+            prev_hash,
+            timestamp_ms,
+            n_requests: requests.len() as u32,
+            n_events: events.len() as u32,
+            hash: EntryHash::ZERO,
+        };
+        let mut hasher = header.hasher();
+        requests
+            .iter()
+            .chain(events.iter())
+            .for_each(|r| hasher.record(r));
+        header.hash = hasher.finish();
+        EncodedEntry {
+            header,
+            requests,
+            events,
+        }
+    }
+
     /// Whether the header's hash matches the rows.
     pub fn check_hash(&self) -> bool {
         let mut hasher = self.header.hasher();

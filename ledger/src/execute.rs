@@ -2,9 +2,12 @@
 //! decided. Plans each request in order against the state plus the requests before it, keeps the
 //! ones that change something, and yields the entry's contents and every request's answer.
 
-use crate::entry::{EntryError, EntryHash, build_entry};
+use std::sync::Arc;
+
+use crate::entry::{EntryError, EntryHash, build_entry, build_entry_encoded};
 use crate::event::Event;
 use crate::plan::{ObjectOutcome, RequestError, Staged, plan_request};
+use crate::prepared::Prepared;
 use crate::request::SignedRequest;
 use crate::state::State;
 use crate::store::Commit;
@@ -21,6 +24,8 @@ pub struct Execution {
     /// One per input request, in input order: the outcomes, or why it was refused.
     /// Requests that changed nothing are `Ok` but not in the entry.
     pub results: Vec<Result<Vec<ObjectOutcome>, RequestError>>,
+    /// The stored record of each request of `requests`, when known (else empty).
+    pub request_records: Vec<Vec<u8>>,
 }
 
 impl Execution {
@@ -37,7 +42,20 @@ impl Execution {
         timestamp_ms: u64,
         certificate: Option<Vec<u8>>,
     ) -> Result<Commit, EntryError> {
-        let entry = build_entry(prev_hash, height, timestamp_ms, self.requests, self.events)?;
+        let (entry, encoded) = if self.request_records.len() == self.requests.len() {
+            let (entry, enc) = build_entry_encoded(
+                prev_hash,
+                height,
+                timestamp_ms,
+                self.requests,
+                self.request_records,
+                self.events,
+            )?;
+            (entry, Some(enc))
+        } else {
+            let entry = build_entry(prev_hash, height, timestamp_ms, self.requests, self.events)?;
+            (entry, None)
+        };
         // Refused requests are in the entry only after `execute_all`; name them by index.
         let errors = if self.results.len() == self.outcomes.len() {
             self.results
@@ -53,6 +71,7 @@ impl Execution {
             certificate,
             outcomes: self.outcomes,
             errors,
+            encoded,
         })
     }
 }
@@ -61,11 +80,15 @@ impl Execution {
 /// the entry, in order, including those that fail or change nothing (they have no events). The
 /// entry then holds exactly the decided requests, so its commit certificate can be checked
 /// against it, and a request id is used once whatever became of it.
-pub fn execute_all(state: &State, requests: &[SignedRequest]) -> Execution {
+///
+/// The requests come prepared ([`Prepared`]): planning uses the objects validated then, and the
+/// entry keeps their canonical records as they are.
+pub fn execute_all(state: &State, requests: &[Arc<Prepared>]) -> Execution {
     let mut staged = Staged::new(state);
     let mut out = Execution::default();
-    for (index, req) in requests.iter().enumerate() {
-        let result = plan_request(&staged, &req.request).map(|plan| {
+    for (index, p) in requests.iter().enumerate() {
+        let req = &p.signed;
+        let result = p.plan(&staged).map(|plan| {
             staged.stage(&req.request.actor, &req.request.source, &plan.events);
             out.events.extend(plan.events.into_iter().map(|body| Event {
                 request: index as u32,
@@ -75,6 +98,7 @@ pub fn execute_all(state: &State, requests: &[SignedRequest]) -> Execution {
         });
         out.outcomes.push(result.clone().unwrap_or_default());
         out.requests.push(req.clone());
+        out.request_records.push(p.bytes.clone());
         out.results.push(result);
     }
     out
@@ -163,7 +187,11 @@ mod tests {
         assert_eq!(state.objects.len(), 2);
 
         // The replicated form keeps every request; events name them by their batch position.
-        let all = execute_all(&State::new(), &reqs);
+        let prepared: Vec<Arc<Prepared>> = reqs
+            .iter()
+            .map(|r| Arc::new(Prepared::new(r.clone())))
+            .collect();
+        let all = execute_all(&State::new(), &prepared);
         assert_eq!(all.requests.len(), 4);
         assert_eq!(
             all.events.iter().map(|e| e.request).collect::<Vec<_>>(),

@@ -19,6 +19,7 @@ pub mod ledger;
 pub mod membership;
 pub mod nodes;
 pub mod plan;
+pub mod prepared;
 pub mod replicated;
 pub mod request;
 pub mod sequencer;
@@ -34,8 +35,10 @@ pub use event::{Event, EventBody, NodeInfo, Validator};
 pub use execute::{Execution, execute};
 pub use ledger::{Applied, Caller, Ledger, LedgerConfig, SubmitError};
 pub use plan::{
-    Action, FieldProblem, ObjectOutcome, Plan, RequestError, Staged, check_objects, plan_request,
+    Action, FieldProblem, ObjectOutcome, ParsedObject, Plan, RequestError, Staged, check_objects,
+    plan_request,
 };
+pub use prepared::Prepared;
 pub use request::{Op, Request, SignatureError, SignedRequest, Source};
 pub use sequencer::{Decision, Proposal, Sequencer, SingleNode};
 pub use state::{GitSync, ObjectState, ObjectView, State};

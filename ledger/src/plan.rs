@@ -312,16 +312,27 @@ pub fn check_objects(req: &Request) -> Result<(), RequestError> {
     Ok(())
 }
 
-/// An apply operation, validated and canonicalized.
-fn parse_object(
-    op: usize,
-    value: &serde_json::Value,
-) -> Result<(ObjectKey, serde_json::Value, ContentHash), RequestError> {
+/// An applied object as planning uses it: validated, canonical, hashed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedObject {
+    pub key: ObjectKey,
+    /// The canonical form (defaults explicit, one spelling per quantity).
+    pub object: serde_json::Value,
+    pub content_hash: ContentHash,
+}
+
+/// An apply operation, validated and canonicalized. Pure: depends on the object alone, so a
+/// replica may compute it once per request and reuse it ([`crate::prepared::Prepared`]).
+pub fn parse_object(op: usize, value: &serde_json::Value) -> Result<ParsedObject, RequestError> {
     let obj = validate_object(op, value)?;
     let canonical = canonical_value(&obj);
     // Same bytes as nexus_schemas::content_hash: blake3 of the sorted compact JSON.
     let hash = ContentHash(*blake3::hash(sorted_json(&canonical).as_bytes()).as_bytes());
-    Ok((obj.key(), canonical, hash))
+    Ok(ParsedObject {
+        key: obj.key(),
+        object: canonical,
+        content_hash: hash,
+    })
 }
 
 fn check_version(
@@ -351,6 +362,17 @@ fn check_version(
 /// Plans `req` against `view`: the events it makes and the per-object outcomes, or the first
 /// reason it must be refused (then nothing happens).
 pub fn plan_request<V: ObjectView + ?Sized>(view: &V, req: &Request) -> Result<Plan, RequestError> {
+    plan_request_with(view, req, &mut |i, object| parse_object(i, object))
+}
+
+/// [`plan_request`] with the objects of apply operations parsed by `parse` (operation index,
+/// object), which must answer exactly what [`parse_object`] would: a caller that parsed them
+/// before hands the results in instead of validating every object again.
+pub fn plan_request_with<V: ObjectView + ?Sized>(
+    view: &V,
+    req: &Request,
+    parse: &mut dyn FnMut(usize, &serde_json::Value) -> Result<ParsedObject, RequestError>,
+) -> Result<Plan, RequestError> {
     check_shape(req)?;
     check_source(req)?;
     let height = view.next_height();
@@ -385,7 +407,11 @@ pub fn plan_request<V: ObjectView + ?Sized>(view: &V, req: &Request) -> Result<P
         }
         let (key, outcome, event) = match op {
             Op::Apply { object, if_version } => {
-                let (key, object, content_hash) = parse_object(i, object)?;
+                let ParsedObject {
+                    key,
+                    object,
+                    content_hash,
+                } = parse(i, object)?;
                 let current = view.object(&key);
                 check_version(&key, *if_version, current)?;
                 match current {

@@ -326,6 +326,16 @@ impl SignedRequest {
         actor: &str,
         certificate_key: &[u8; 32],
     ) -> Result<(), SignatureError> {
+        self.check_binding(actor, certificate_key)?;
+        self.verify()
+    }
+
+    /// The binding checks of [`SignedRequest::verify_bound`] without the signature itself.
+    pub fn check_binding(
+        &self,
+        actor: &str,
+        certificate_key: &[u8; 32],
+    ) -> Result<(), SignatureError> {
         let id = &self.request.id;
         if self.request.actor != actor {
             return Err(SignatureError::ActorMismatch {
@@ -340,18 +350,35 @@ impl SignedRequest {
                 actor: actor.into(),
             });
         }
-        self.verify()
+        Ok(())
+    }
+
+    /// [`SignedRequest::verify`] for a caller that has the request's digest already.
+    pub fn verify_digest(&self, digest: &[u8; 32]) -> Result<(), SignatureError> {
+        verify_signature(
+            &self.request.id,
+            &self.public_key,
+            &self.signature,
+            &signing_bytes_of(digest),
+        )
     }
 
     /// The stored (and wire) form: version, canonical JSON, public key, signature.
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode_with_digest().0
+    }
+
+    /// The stored record ([`SignedRequest::to_bytes`]) and the request's digest
+    /// ([`Request::digest`]), from one canonical serialization.
+    pub fn encode_with_digest(&self) -> (Vec<u8>, [u8; 32]) {
         let json = self.request.canonical_json();
+        let digest = digest_of_json(&json);
         let mut w = Writer::with_capacity(json.len() + 110);
         w.u8(RECORD_V1)
             .str(&json)
             .array(&self.public_key)
             .array(&self.signature);
-        w.finish()
+        (w.finish(), digest)
     }
 
     /// Decodes [`SignedRequest::to_bytes`]. Does not verify the signature.

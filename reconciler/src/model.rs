@@ -159,7 +159,7 @@ pub fn template_hash(spec: &WorkloadSpec) -> ContentHash {
 }
 
 /// What one replica reserves on a node: CPU, memory, GPUs and host ports.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Footprint {
     pub cpu: Millicores,
     pub memory: Bytes,

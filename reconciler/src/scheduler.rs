@@ -26,6 +26,8 @@ mod tests;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::Arc;
 
 use nexus_schemas::quantity::{Bytes, Millicores};
 use nexus_schemas::{ContentHash, Labels, Protocol, WorkloadSpec, selector_matches};
@@ -183,6 +185,8 @@ struct NodeState<'a> {
     free_mem: i128,
     free_gpus: i128,
     ports: BTreeSet<(u16, Protocol)>,
+    /// XOR of the keyed hashes of `ports` (kept with the set, for the cluster fingerprint).
+    ports_x: u64,
 }
 
 impl NodeState<'_> {
@@ -217,14 +221,18 @@ impl NodeState<'_> {
     }
 }
 
-/// Mutable cluster view: nodes with free capacity, plus an index of ready nodes by score.
+/// Mutable cluster view: nodes with free capacity, plus an index of ready nodes by score, and a
+/// fingerprint of everything placement reads from it that changes while scheduling (free
+/// resources and ports per node), kept up to date by every reservation.
 struct Cluster<'a> {
     nodes: Vec<NodeState<'a>>,
     by_score: BTreeSet<(Reverse<u64>, usize)>,
+    keys: &'a RandomState,
+    fp: u64,
 }
 
 impl<'a> Cluster<'a> {
-    fn new(inputs: &'a [NodeInput]) -> Self {
+    fn new(inputs: &'a [NodeInput], keys: &'a RandomState) -> Self {
         let mut sorted: Vec<&NodeInput> = inputs.iter().collect();
         // Duplicated names (malformed input) keep the same entry whatever the input order.
         sorted.sort_by(|a, b| {
@@ -237,7 +245,7 @@ impl<'a> Cluster<'a> {
                 .then(a.host_ports.cmp(&b.host_ports))
         });
         sorted.dedup_by(|b, a| a.name == b.name);
-        let nodes = sorted
+        let nodes: Vec<NodeState<'a>> = sorted
             .into_iter()
             .map(|n| NodeState {
                 input: n,
@@ -246,12 +254,35 @@ impl<'a> Cluster<'a> {
                 free_mem: i128::from(n.capacity.memory.0),
                 free_gpus: i128::from(n.capacity.gpus),
                 ports: BTreeSet::new(),
+                ports_x: 0,
             })
             .collect();
-        Cluster {
+        let mut c = Cluster {
             nodes,
             by_score: BTreeSet::new(),
+            keys,
+            fp: 0,
+        };
+        c.fp = (0..c.nodes.len()).fold(0u64, |fp, i| fp.wrapping_add(c.node_hash(i)));
+        c
+    }
+
+    /// Keyed hash of what changes on node `i` while scheduling.
+    fn node_hash(&self, i: usize) -> u64 {
+        let n = &self.nodes[i];
+        self.keys
+            .hash_one((i, n.free_cpu, n.free_mem, n.free_gpus, n.ports_x))
+    }
+
+    /// Keyed hash of what does not change while scheduling: every node's input, in index order.
+    fn static_hash(&self) -> u64 {
+        let mut h = self.keys.build_hasher();
+        for n in &self.nodes {
+            let i = n.input;
+            (&i.name, i.capacity.cpu, i.capacity.memory, i.capacity.gpus).hash(&mut h);
+            (&i.labels, i.condition as u8, i.host_ports).hash(&mut h);
         }
+        h.finish()
     }
 
     fn index(&self, name: &str) -> Option<usize> {
@@ -272,19 +303,25 @@ impl<'a> Cluster<'a> {
 
     /// Adds (`sign = 1`) or releases (`sign = -1`) a footprint on node `i`.
     fn reserve(&mut self, i: usize, fp: &Footprint, sign: i128) {
-        let Some(n) = self.nodes.get_mut(i) else {
+        if i >= self.nodes.len() {
             return;
-        };
+        }
+        let old_hash = self.node_hash(i);
+        let keys = self.keys;
+        let n = &mut self.nodes[i];
         let indexed = n.ready;
         let before = n.score();
         n.free_cpu -= sign * i128::from(fp.cpu.0);
         n.free_mem -= sign * i128::from(fp.memory.0);
         n.free_gpus -= sign * i128::from(fp.gpus);
         for p in fp.ports.iter().filter(|_| n.input.host_ports) {
-            if sign > 0 {
-                n.ports.insert(*p);
+            let changed = if sign > 0 {
+                n.ports.insert(*p)
             } else {
-                n.ports.remove(p);
+                n.ports.remove(p)
+            };
+            if changed {
+                n.ports_x ^= keys.hash_one(p);
             }
         }
         let after = n.score();
@@ -292,6 +329,10 @@ impl<'a> Cluster<'a> {
             self.by_score.remove(&(Reverse(before), i));
             self.by_score.insert((Reverse(after), i));
         }
+        self.fp = self
+            .fp
+            .wrapping_sub(old_hash)
+            .wrapping_add(self.node_hash(i));
     }
 }
 
@@ -411,6 +452,47 @@ struct Slot<'a> {
     old: Option<(&'a CurrentInstance, usize)>,
 }
 
+/// What the scheduler decided for one workload: its assignments (sorted by instance id), the
+/// slots it could not place, and its rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadOutcome {
+    pub assignments: Vec<Assignment>,
+    pub unschedulable: Vec<Unschedulable>,
+    pub rollout: Rollout,
+}
+
+/// A reservation a workload's placement made (node index, footprint, +1 or -1).
+type Reservation = (usize, Footprint, i8);
+
+#[derive(Debug)]
+struct MemoEntry {
+    key: WorkloadKey,
+    version: u64,
+    slots: u64,
+    nodes: u64,
+    before: u64,
+    reservations: Vec<Reservation>,
+    outcome: Arc<WorkloadOutcome>,
+}
+
+/// What [`schedule_memo`] remembers between rounds: per workload, its outcome and everything it
+/// was computed from (the workload's version, a keyed hash of its current instances, of the
+/// nodes, and of the cluster's free resources when its turn came), plus the reservations it
+/// made. A workload whose inputs are all unchanged gets its outcome again, its reservations
+/// replayed, without placing anything: a round over thousands of unchanged workloads costs a
+/// comparison each, and its output is exactly what a full computation gives.
+///
+/// The hashes are SipHash with keys chosen when the memo is made, so inputs cannot be crafted
+/// to collide.
+#[derive(Debug, Default)]
+pub struct Memo {
+    /// Sorted by key.
+    entries: Vec<MemoEntry>,
+    keys: RandomState,
+    /// Workloads computed (not taken from the memo) by the last call.
+    pub computed: usize,
+}
+
 /// Computes the desired assignments. Pure and deterministic; the output does not depend on the
 /// order of the input slices.
 pub fn schedule(input: &Input<'_>) -> Schedule {
@@ -421,25 +503,51 @@ pub fn schedule(input: &Input<'_>) -> Schedule {
 /// [`schedule`] over borrowed workloads (a caller that keeps its workloads elsewhere need not
 /// copy them into one slice every round).
 pub fn schedule_refs(
-    mut workloads: Vec<&WorkloadInput>,
+    workloads: Vec<&WorkloadInput>,
     nodes: &[NodeInput],
     current: &[CurrentInstance],
 ) -> Schedule {
-    let mut cluster = Cluster::new(nodes);
+    let versioned = workloads.into_iter().map(|w| (w, 0)).collect();
+    let outcomes = schedule_memo(versioned, nodes, current, &mut Memo::default());
+    let mut out = Schedule::default();
+    for o in outcomes {
+        out.assignments.extend(o.assignments.iter().cloned());
+        out.unschedulable.extend(o.unschedulable.iter().cloned());
+        out.rollouts.push(o.rollout.clone());
+    }
+    out
+}
+
+/// [`schedule_refs`] with a [`Memo`] kept between calls; each workload comes with a version
+/// that the caller changes whenever the workload changes (its resource version, say). Returns
+/// one outcome per workload, in key order (a duplicated key keeps its highest generation).
+/// Concatenating the outcomes' assignments gives them sorted by instance id.
+pub fn schedule_memo(
+    mut workloads: Vec<(&WorkloadInput, u64)>,
+    nodes: &[NodeInput],
+    current: &[CurrentInstance],
+    memo: &mut Memo,
+) -> Vec<Arc<WorkloadOutcome>> {
+    let keys = memo.keys.clone();
+    let mut cluster = Cluster::new(nodes, &keys);
+    let nodes_hash = cluster.static_hash();
 
     // Workloads sorted by key; a duplicated key keeps its highest generation.
     let limits = |w: &WorkloadInput| {
         let r = &w.spec.rolling_update;
         (w.spec.replicas, r.max_surge, r.max_unavailable)
     };
-    workloads.sort_by(|a, b| {
-        a.key
-            .cmp(&b.key)
-            .then(b.generation.cmp(&a.generation))
-            .then(a.hash.cmp(&b.hash))
-            .then(limits(a).cmp(&limits(b)))
-    });
-    workloads.dedup_by(|b, a| a.key == b.key);
+    if !workloads.is_sorted_by(|(a, _), (b, _)| a.key < b.key) {
+        workloads.sort_by(|(a, av), (b, bv)| {
+            a.key
+                .cmp(&b.key)
+                .then(b.generation.cmp(&a.generation))
+                .then(a.hash.cmp(&b.hash))
+                .then(limits(a).cmp(&limits(b)))
+                .then(av.cmp(bv))
+        });
+        workloads.dedup_by(|(b, _), (a, _)| a.key == b.key);
+    }
 
     // Current instances grouped by workload, in id order, each at most once.
     let mut current: Vec<&CurrentInstance> = current.iter().collect();
@@ -452,16 +560,20 @@ pub fn schedule_refs(
     current.dedup_by(|b, a| a.id == b.id);
 
     // Phase 1: which current instances stay.
-    let mut slots: Vec<Vec<Slot<'_>>> = Vec::with_capacity(workloads.len());
+    let mut slots: Vec<(Vec<Slot<'_>>, u64)> = Vec::with_capacity(workloads.len());
     let mut cursor = 0;
-    for w in &workloads {
+    for (w, _) in &workloads {
         let replicas = w.spec.replicas as usize;
         let mut ws: Vec<Slot<'_>> = Vec::new();
-        ws.resize_with(replicas, Slot::default);
-        let mut olds: BTreeMap<usize, Vec<(&CurrentInstance, usize)>> = BTreeMap::new();
         while cursor < current.len() && current[cursor].id.replica.workload < w.key {
             cursor += 1; // instances of workloads that no longer exist: dropped
         }
+        if cursor >= current.len() || current[cursor].id.replica.workload != w.key {
+            slots.push((ws, 0)); // nothing runs: every slot is empty
+            continue;
+        }
+        ws.resize_with(replicas, Slot::default);
+        let mut olds: BTreeMap<usize, Vec<(&CurrentInstance, usize)>> = BTreeMap::new();
         while cursor < current.len() && current[cursor].id.replica.workload == w.key {
             let c = current[cursor];
             cursor += 1;
@@ -495,207 +607,273 @@ pub fn schedule_refs(
             });
             slot.old = candidates.first().copied();
         }
-        for s in &ws {
-            for (c, ni) in s.new.iter().chain(s.old.iter()) {
+        let mut h = keys.build_hasher();
+        for (i, s) in ws.iter().enumerate() {
+            let tagged = s.new.iter().map(|x| (0u8, x));
+            for (tag, (c, ni)) in tagged.chain(s.old.iter().map(|x| (1u8, x))) {
                 cluster.reserve(*ni, &c.footprint, 1);
+                (i, tag, &c.id, &c.node, c.generation, c.ready).hash(&mut h);
+                (&c.footprint, *ni).hash(&mut h);
             }
         }
-        slots.push(ws);
+        slots.push((ws, h.finish()));
     }
     cluster.build_index();
 
-    // Phase 2: fill and update slots.
-    let mut out = Schedule::default();
+    // Phase 2: fill and update slots, workload by workload; unchanged workloads whose turn
+    // finds the cluster as it was come from the memo.
     let mut selector_cache: BTreeMap<&Labels, Vec<usize>> = BTreeMap::new();
-    for (w, ws) in workloads.iter().zip(slots) {
-        let spec = &w.spec;
-        let replicas = spec.replicas;
-        let (mut surge, unavailable) = (
-            spec.rolling_update.max_surge,
-            spec.rolling_update.max_unavailable,
-        );
-        if surge == 0 && unavailable == 0 {
-            surge = 1;
-        }
-        let mut counts: Counts = BTreeMap::new();
-        let mut running: i64 = 0;
-        let mut available: i64 = 0;
-        for s in &ws {
-            for (_, ni) in s.new.iter().chain(s.old.iter()) {
-                *counts.entry(*ni).or_default() += 1;
-                running += 1;
+    let old = std::mem::take(&mut memo.entries);
+    let mut old = old.into_iter().peekable();
+    let mut entries = Vec::with_capacity(workloads.len());
+    let mut out = Vec::with_capacity(workloads.len());
+    memo.computed = 0;
+    for (&(w, version), (ws, slots_hash)) in workloads.iter().zip(slots) {
+        while old.next_if(|e| e.key < w.key).is_some() {}
+        let before = cluster.fp;
+        let reuse = old.next_if(|e| e.key == w.key).filter(|e| {
+            e.version == version
+                && e.slots == slots_hash
+                && e.nodes == nodes_hash
+                && e.before == before
+        });
+        let entry = match reuse {
+            Some(e) => {
+                for (i, fp, sign) in &e.reservations {
+                    cluster.reserve(*i, fp, i128::from(*sign));
+                }
+                e
             }
-            if s.new.is_some_and(|(c, _)| c.ready) || s.old.is_some_and(|(c, _)| c.ready) {
-                available += 1;
+            None => {
+                memo.computed += 1;
+                let mut reservations = Vec::new();
+                let outcome = place(w, &ws, &mut cluster, &mut selector_cache, &mut reservations);
+                MemoEntry {
+                    key: w.key.clone(),
+                    version,
+                    slots: slots_hash,
+                    nodes: nodes_hash,
+                    before,
+                    reservations,
+                    outcome: Arc::new(outcome),
+                }
             }
-        }
-        let mut surge_budget = i64::from(replicas) + i64::from(surge) - running;
-        let mut unavailable_budget = i64::from(unavailable) - (i64::from(replicas) - available);
-
-        let footprint = Footprint::of(spec);
-        let matching: Option<&[usize]> = if spec.placement.node_selector.is_empty() {
-            None
-        } else {
-            let list = selector_cache
-                .entry(&spec.placement.node_selector)
-                .or_insert_with(|| {
-                    (0..cluster.nodes.len())
-                        .filter(|&i| {
-                            selector_matches(
-                                &spec.placement.node_selector,
-                                &cluster.nodes[i].input.labels,
-                            )
-                        })
-                        .collect()
-                });
-            Some(list.as_slice())
         };
-        let mut rollout = Rollout {
+        out.push(entry.outcome.clone());
+        entries.push(entry);
+    }
+    memo.entries = entries;
+    out
+}
+
+/// Adds (`sign = 1`) or releases (`sign = -1`) a footprint on node `i` and records it.
+fn reserve(
+    cluster: &mut Cluster<'_>,
+    reservations: &mut Vec<Reservation>,
+    i: usize,
+    fp: &Footprint,
+    sign: i8,
+) {
+    cluster.reserve(i, fp, i128::from(sign));
+    reservations.push((i, fp.clone(), sign));
+}
+
+/// Phase 2 for one workload: keeps, starts and replaces its instances on `cluster`, recording
+/// every reservation it makes.
+fn place<'w>(
+    w: &'w WorkloadInput,
+    ws: &[Slot<'_>],
+    cluster: &mut Cluster<'_>,
+    selector_cache: &mut BTreeMap<&'w Labels, Vec<usize>>,
+    reservations: &mut Vec<Reservation>,
+) -> WorkloadOutcome {
+    let spec = &w.spec;
+    let replicas = spec.replicas;
+    let (mut surge, unavailable) = (
+        spec.rolling_update.max_surge,
+        spec.rolling_update.max_unavailable,
+    );
+    if surge == 0 && unavailable == 0 {
+        surge = 1;
+    }
+    let mut counts: Counts = BTreeMap::new();
+    let mut running: i64 = 0;
+    let mut available: i64 = 0;
+    for s in ws {
+        for (_, ni) in s.new.iter().chain(s.old.iter()) {
+            *counts.entry(*ni).or_default() += 1;
+            running += 1;
+        }
+        if s.new.is_some_and(|(c, _)| c.ready) || s.old.is_some_and(|(c, _)| c.ready) {
+            available += 1;
+        }
+    }
+    let mut surge_budget = i64::from(replicas) + i64::from(surge) - running;
+    let mut unavailable_budget = i64::from(unavailable) - (i64::from(replicas) - available);
+
+    let footprint = Footprint::of(spec);
+    let matching: Option<&[usize]> = if spec.placement.node_selector.is_empty() {
+        None
+    } else {
+        let list = selector_cache
+            .entry(&spec.placement.node_selector)
+            .or_insert_with(|| {
+                (0..cluster.nodes.len())
+                    .filter(|&i| {
+                        selector_matches(
+                            &spec.placement.node_selector,
+                            &cluster.nodes[i].input.labels,
+                        )
+                    })
+                    .collect()
+            });
+        Some(list.as_slice())
+    };
+    let mut out = WorkloadOutcome {
+        assignments: Vec::new(),
+        unschedulable: Vec::new(),
+        rollout: Rollout {
             workload: w.key.clone(),
             hash: w.hash,
             desired: replicas,
             updated: 0,
             updated_ready: 0,
             old: 0,
-        };
-        let mut fresh_failure: Option<Reason> = None;
+        },
+    };
+    let mut fresh_failure: Option<Reason> = None;
 
-        for (index, slot) in ws.iter().enumerate() {
-            let id = || InstanceId::new(ReplicaId::new(w.key.clone(), index as u32), w.hash);
-            let keep = |out: &mut Schedule, c: &CurrentInstance, kind| {
-                out.assignments.push(Assignment {
-                    id: c.id.clone(),
-                    node: c.node.clone(),
-                    generation: c.generation,
-                    footprint: c.footprint.clone(),
-                    kind,
-                });
-            };
-            if let Some((c, _)) = slot.new {
-                keep(&mut out, c, AssignmentKind::Keep);
-                rollout.updated += 1;
-                rollout.updated_ready += u32::from(c.ready);
-                if let Some((o, _)) = slot.old {
+    for index in 0..replicas as usize {
+        let slot = ws.get(index);
+        let (new, old) = (slot.and_then(|s| s.new), slot.and_then(|s| s.old));
+        let id = || InstanceId::new(ReplicaId::new(w.key.clone(), index as u32), w.hash);
+        let keep = |out: &mut WorkloadOutcome, c: &CurrentInstance, kind| {
+            out.assignments.push(Assignment {
+                id: c.id.clone(),
+                node: c.node.clone(),
+                generation: c.generation,
+                footprint: c.footprint.clone(),
+                kind,
+            });
+        };
+        if let Some((c, _)) = new {
+            keep(&mut out, c, AssignmentKind::Keep);
+            out.rollout.updated += 1;
+            out.rollout.updated_ready += u32::from(c.ready);
+            if let Some((o, _)) = old {
+                keep(&mut out, o, AssignmentKind::KeepOld);
+                out.rollout.old += 1;
+            }
+            continue;
+        }
+        let fp = match &footprint {
+            Ok(fp) => fp,
+            Err(e) => {
+                if let Some((o, _)) = old {
                     keep(&mut out, o, AssignmentKind::KeepOld);
-                    rollout.old += 1;
+                    out.rollout.old += 1;
                 }
+                out.unschedulable.push(Unschedulable {
+                    id: id(),
+                    reason: Reason::InvalidSpec(e.to_string()),
+                });
                 continue;
             }
-            let fp = match &footprint {
-                Ok(fp) => fp,
-                Err(e) => {
-                    if let Some((o, _)) = slot.old {
-                        keep(&mut out, o, AssignmentKind::KeepOld);
-                        rollout.old += 1;
-                    }
-                    out.unschedulable.push(Unschedulable {
-                        id: id(),
-                        reason: Reason::InvalidSpec(e.to_string()),
-                    });
-                    continue;
+        };
+        let want = Want {
+            footprint: fp,
+            selector: &spec.placement.node_selector,
+            max_per_node: spec.placement.max_per_node,
+        };
+        let place = |cluster: &mut Cluster<'_>,
+                     counts: &mut Counts,
+                     res: &mut Vec<Reservation>|
+         -> Result<usize, Reason> {
+            match find_node(cluster, &want, counts, matching) {
+                Some(i) => {
+                    reserve(cluster, res, i, fp, 1);
+                    *counts.entry(i).or_default() += 1;
+                    Ok(i)
                 }
-            };
-            let want = Want {
-                footprint: fp,
-                selector: &spec.placement.node_selector,
-                max_per_node: spec.placement.max_per_node,
-            };
-            let place = |cluster: &mut Cluster<'_>, counts: &mut Counts| -> Result<usize, Reason> {
-                match find_node(cluster, &want, counts, matching) {
-                    Some(i) => {
-                        cluster.reserve(i, fp, 1);
-                        *counts.entry(i).or_default() += 1;
-                        Ok(i)
+                None => Err(explain(cluster, &want)),
+            }
+        };
+        let start = |out: &mut WorkloadOutcome, i: usize, cluster: &Cluster<'_>| {
+            out.assignments.push(Assignment {
+                id: id(),
+                node: cluster.nodes[i].input.name.clone(),
+                generation: w.generation,
+                footprint: fp.clone(),
+                kind: AssignmentKind::Start,
+            });
+        };
+
+        match old {
+            None => {
+                // An empty slot: fill it (a failure for one fresh slot holds for the rest).
+                let result = match &fresh_failure {
+                    Some(r) => Err(r.clone()),
+                    None => place(cluster, &mut counts, reservations),
+                };
+                match result {
+                    Ok(i) => {
+                        start(&mut out, i, cluster);
+                        out.rollout.updated += 1;
                     }
-                    None => Err(explain(cluster, &want)),
+                    Err(reason) => {
+                        fresh_failure = Some(reason.clone());
+                        out.unschedulable.push(Unschedulable { id: id(), reason });
+                    }
                 }
-            };
-            let start = |out: &mut Schedule, i: usize, cluster: &Cluster<'_>| {
-                out.assignments.push(Assignment {
-                    id: id(),
-                    node: cluster.nodes[i].input.name.clone(),
-                    generation: w.generation,
-                    footprint: fp.clone(),
-                    kind: AssignmentKind::Start,
-                });
-            };
-            let release =
-                |cluster: &mut Cluster<'_>, counts: &mut Counts, c: &CurrentInstance, ni: usize| {
-                    cluster.reserve(ni, &c.footprint, -1);
-                    if let Some(n) = counts.get_mut(&ni) {
+            }
+            Some((o, oi)) => {
+                let mut placed = false;
+                let mut failure = None;
+                if o.ready && surge_budget > 0 {
+                    match place(cluster, &mut counts, reservations) {
+                        Ok(i) => {
+                            start(&mut out, i, cluster);
+                            keep(&mut out, o, AssignmentKind::KeepOld);
+                            out.rollout.old += 1;
+                            surge_budget -= 1;
+                            placed = true;
+                        }
+                        Err(r) => failure = Some(r),
+                    }
+                }
+                if !placed && (!o.ready || unavailable_budget > 0) {
+                    // Replace: release the old instance, place, restore it if nothing fits.
+                    reserve(cluster, reservations, oi, &o.footprint, -1);
+                    if let Some(n) = counts.get_mut(&oi) {
                         *n = n.saturating_sub(1);
                     }
-                };
-            let restore =
-                |cluster: &mut Cluster<'_>, counts: &mut Counts, c: &CurrentInstance, ni: usize| {
-                    cluster.reserve(ni, &c.footprint, 1);
-                    *counts.entry(ni).or_default() += 1;
-                };
-
-            match slot.old {
-                None => {
-                    // An empty slot: fill it (a failure for one fresh slot holds for the rest).
-                    let result = match &fresh_failure {
-                        Some(r) => Err(r.clone()),
-                        None => place(&mut cluster, &mut counts),
-                    };
-                    match result {
+                    match place(cluster, &mut counts, reservations) {
                         Ok(i) => {
-                            start(&mut out, i, &cluster);
-                            rollout.updated += 1;
+                            start(&mut out, i, cluster);
+                            if o.ready {
+                                unavailable_budget -= 1;
+                            }
+                            placed = true;
                         }
-                        Err(reason) => {
-                            fresh_failure = Some(reason.clone());
-                            out.unschedulable.push(Unschedulable { id: id(), reason });
+                        Err(r) => {
+                            reserve(cluster, reservations, oi, &o.footprint, 1);
+                            *counts.entry(oi).or_default() += 1;
+                            failure = Some(r);
                         }
                     }
                 }
-                Some((o, oi)) => {
-                    let mut placed = false;
-                    let mut failure = None;
-                    if o.ready && surge_budget > 0 {
-                        match place(&mut cluster, &mut counts) {
-                            Ok(i) => {
-                                start(&mut out, i, &cluster);
-                                keep(&mut out, o, AssignmentKind::KeepOld);
-                                rollout.old += 1;
-                                surge_budget -= 1;
-                                placed = true;
-                            }
-                            Err(r) => failure = Some(r),
-                        }
-                    }
-                    if !placed && (!o.ready || unavailable_budget > 0) {
-                        release(&mut cluster, &mut counts, o, oi);
-                        match place(&mut cluster, &mut counts) {
-                            Ok(i) => {
-                                start(&mut out, i, &cluster);
-                                if o.ready {
-                                    unavailable_budget -= 1;
-                                }
-                                placed = true;
-                            }
-                            Err(r) => {
-                                restore(&mut cluster, &mut counts, o, oi);
-                                failure = Some(r);
-                            }
-                        }
-                    }
-                    if placed {
-                        rollout.updated += 1;
-                    } else {
-                        keep(&mut out, o, AssignmentKind::KeepOld);
-                        rollout.old += 1;
-                        if let Some(reason) = failure {
-                            out.unschedulable.push(Unschedulable { id: id(), reason });
-                        }
+                if placed {
+                    out.rollout.updated += 1;
+                } else {
+                    keep(&mut out, o, AssignmentKind::KeepOld);
+                    out.rollout.old += 1;
+                    if let Some(reason) = failure {
+                        out.unschedulable.push(Unschedulable { id: id(), reason });
                     }
                 }
             }
         }
-        out.rollouts.push(rollout);
     }
     out.assignments.sort_by(|a, b| a.id.cmp(&b.id));
-    out.unschedulable.sort_by(|a, b| a.id.cmp(&b.id));
     out
 }

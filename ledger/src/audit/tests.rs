@@ -722,6 +722,7 @@ fn verify_reports_entries_appended_with_a_bad_request_index() {
             certificate: None,
             outcomes: vec![vec![]],
             errors: vec![],
+            encoded: None,
         }])
         .unwrap();
     let mut bad = good.encode();

@@ -189,6 +189,7 @@ pub fn generate(store: &Store, cfg: &GenConfig) -> Result<GenStats, StoreError> 
             certificate: None,
             outcomes,
             errors: Vec::new(),
+            encoded: None,
         });
         stats.entries += 1;
         if pending.len() >= cfg.entries_per_transaction.max(1) {

@@ -25,7 +25,8 @@ use thiserror::Error;
 
 use crate::admission::{Admission, AdmitAll};
 use crate::entry::Entry;
-use crate::plan::{ObjectOutcome, Plan, RequestError, check_objects, plan_request};
+use crate::plan::{ObjectOutcome, Plan, RequestError, plan_request};
+use crate::prepared::Prepared;
 use crate::request::{Request, SignatureError, SignedRequest};
 use crate::sequencer::{Sequencer, SingleNode};
 use crate::state::{ObjectState, State};
@@ -106,7 +107,8 @@ pub enum OpenError {
 }
 
 pub(crate) struct Job {
-    pub request: SignedRequest,
+    /// The request, prepared on the caller's thread (decoded, signature and objects checked).
+    pub prepared: Arc<Prepared>,
     pub reply: mpsc::SyncSender<Result<Applied, SubmitError>>,
 }
 
@@ -199,21 +201,25 @@ impl Ledger {
     /// entry; `height` is then the height it was evaluated at. Such a request leaves no trace, so
     /// a retry of it is simply evaluated again.
     pub fn submit(&self, request: SignedRequest, caller: &Caller) -> Result<Applied, SubmitError> {
-        request.verify_bound(&caller.actor, &caller.public_key)?;
+        request.check_binding(&caller.actor, &caller.public_key)?;
+        // The signature and every object are checked here, on the caller's thread, once: the
+        // node thread reuses the result.
+        let prepared = Arc::new(Prepared::new(request));
+        prepared.signature.clone()?;
         // Before the admission check, which may fetch from git: an invalid object is refused
         // whatever its source.
-        check_objects(&request.request)?;
+        prepared.check_objects()?;
         self.admission()
-            .admit_current(&self.state, &request)
+            .admit_current(&self.state, &prepared.signed)
             .map_err(SubmitError::Refused)?;
         if let Some(replica) = &self.replica {
-            return self.submit_replicated(replica, request);
+            return self.submit_replicated(replica, prepared);
         }
         let (reply, answer) = mpsc::sync_channel(1);
         {
             let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
             let tx = jobs.as_ref().ok_or(SubmitError::Closed)?;
-            tx.send(Job { request, reply })
+            tx.send(Job { prepared, reply })
                 .map_err(|_| SubmitError::Closed)?;
         }
         answer.recv().map_err(|_| SubmitError::Closed)?

@@ -8,11 +8,11 @@ use std::time::Duration;
 use super::{Applied, Clock, Job, Ledger, LedgerConfig, OpenError, SubmitError, Subscribers};
 use crate::admission::{Admission, AdmitAll};
 use crate::consensus::ValidatorKey;
-use crate::plan::{RequestError, plan_request};
+use crate::plan::RequestError;
+use crate::prepared::Prepared;
 use crate::replicated::app::AppParts;
 use crate::replicated::runner::{Handle, Parts};
 use crate::replicated::{Network, ReplicaConfig, ReplicationStatus};
-use crate::request::SignedRequest;
 use crate::store::Store;
 
 impl Ledger {
@@ -94,12 +94,12 @@ impl Ledger {
     pub(super) fn submit_replicated(
         &self,
         replica: &Handle,
-        request: SignedRequest,
+        prepared: Arc<Prepared>,
     ) -> Result<Applied, SubmitError> {
-        let (actor, id) = (&request.request.actor, &request.request.id);
+        let (actor, id) = (&prepared.signed.request.actor, &prepared.signed.request.id);
         match self.store.request_record(actor, id) {
             Err(e) => return Err(SubmitError::Storage(e.to_string())),
-            Ok(Some(rec)) if rec.digest == request.request.digest() => {
+            Ok(Some(rec)) if rec.digest == prepared.digest => {
                 return match rec.error {
                     Some(e) => Err(e.into()),
                     None => Ok(Applied {
@@ -121,7 +121,7 @@ impl Ledger {
         }
         {
             let state = self.state();
-            let plan = plan_request(&*state, &request.request)?;
+            let plan = prepared.plan(&*state)?;
             if plan.events.is_empty() {
                 return Ok(Applied {
                     height: state.height,
@@ -132,7 +132,7 @@ impl Ledger {
             }
         }
         let (reply, answer) = mpsc::sync_channel(1);
-        replica.submit(Job { request, reply })?;
+        replica.submit(Job { prepared, reply })?;
         answer.recv().map_err(|_| SubmitError::Closed)?
     }
 }

@@ -207,8 +207,8 @@ impl Writer {
         let mut out: Vec<Waiting> = Vec::new();
         let mut index: HashMap<IdKey, usize> = HashMap::new();
         for job in batch {
-            let key = id_key(&job.request);
-            let digest = job.request.request.digest();
+            let key = id_key(&job.prepared.signed);
+            let digest = job.prepared.digest;
             if let Some(&i) = index.get(&key) {
                 let w = &mut out[i];
                 if w.digest == digest {
@@ -240,7 +240,7 @@ impl Writer {
                 }
                 Ok(None) => {
                     index.insert(key.clone(), out.len());
-                    let request = job.request.clone();
+                    let request = job.prepared.signed.clone();
                     out.push(Waiting {
                         key,
                         request,

@@ -21,7 +21,8 @@ use crate::event::Validator;
 use crate::execute::execute_all;
 use crate::ledger::{Clock, Subscribers};
 use crate::plan::{ObjectOutcome, RequestError};
-use crate::request::{RawSignedRequest, SignedRequest};
+use crate::prepared::{Prepared, PreparedCache};
+use crate::request::SignedRequest;
 use crate::state::State;
 use crate::store::Store;
 
@@ -45,6 +46,13 @@ pub(crate) struct Handoff {
 }
 
 pub(crate) type SharedHandoff = Rc<RefCell<Handoff>>;
+
+/// The node thread's [`PreparedCache`], shared by the application and the decided store.
+pub(crate) type SharedPrepared = Rc<RefCell<PreparedCache>>;
+
+/// Requests kept prepared: two generations of this many (enough for every request between its
+/// arrival and its decision under load).
+pub(crate) const PREPARED_CACHE: usize = 4096;
 
 fn read(state: &RwLock<State>) -> std::sync::RwLockReadGuard<'_, State> {
     state.read().unwrap_or_else(|e| e.into_inner())
@@ -123,6 +131,8 @@ impl Wal for LedgerWal {
 /// Decided heights are ledger entries; the certificate record beside each rebuilds the batch.
 pub(crate) struct LedgerStore {
     pub store: Arc<Store>,
+    /// Requests this replica prepared (shared with [`LedgerApp`]).
+    pub prepared: SharedPrepared,
     /// Makes appended entries durable in the background (several validators only).
     pub syncer: Arc<Syncer>,
     pub state: Arc<RwLock<State>>,
@@ -164,12 +174,23 @@ impl DecidedStore for LedgerStore {
         let parts = batch::split(d.batch.items())
             .ok_or_else(|| serr(format!("decided batch at {} is malformed", d.height)))?;
         let header = Header::from_bytes(parts.header).map_err(serr)?;
-        let requests = parts
-            .requests
-            .iter()
-            .map(|b| SignedRequest::from_bytes(b))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(serr)?;
+        let requests = {
+            let mut cache = self.prepared.borrow_mut();
+            let mut requests = Vec::with_capacity(parts.requests.len());
+            for item in parts.requests.iter() {
+                let p = match cache.prepare(item) {
+                    Some(p) => p,
+                    // Honest replicas decide canonical items only; a certified batch holding
+                    // another encoding is executed as decoded (stored canonically).
+                    None => Arc::new(Prepared::new(
+                        SignedRequest::from_bytes(item).map_err(serr)?,
+                    )),
+                };
+                cache.remove(&p.key);
+                requests.push(p);
+            }
+            requests
+        };
         let (commit, results, durable) = {
             let state = read(&self.state);
             if state.height + 1 != d.height {
@@ -222,7 +243,7 @@ pub(crate) struct AppParts {
 }
 
 impl LedgerApp {
-    pub fn new(p: AppParts, handoff: SharedHandoff) -> Self {
+    pub fn new(p: AppParts, handoff: SharedHandoff, prepared: SharedPrepared) -> Self {
         LedgerApp {
             store: p.store,
             state: p.state,
@@ -230,7 +251,7 @@ impl LedgerApp {
             admission: p.admission,
             clock: p.clock,
             handoff,
-            verified: HashSet::new(),
+            prepared,
         }
     }
 }
@@ -243,37 +264,15 @@ pub(crate) struct LedgerApp {
     pub admission: Arc<RwLock<Arc<dyn Admission>>>,
     pub clock: Clock,
     pub handoff: SharedHandoff,
-    /// blake3 of request items whose signature verified (bounded).
-    pub verified: HashSet<[u8; 32]>,
-}
-
-const VERIFIED_MAX: usize = 1 << 16;
-
-/// A request item checked on its own (not against the batch or the log).
-fn decode_request(item: &[u8]) -> Option<SignedRequest> {
-    let r = SignedRequest::from_bytes(item).ok()?;
-    // Stored entries re-encode requests: only canonical bytes keep the batch id rebuildable.
-    (r.to_bytes() == item).then_some(r)
+    /// Request items this replica decoded and checked (signature, objects), by item hash.
+    pub prepared: SharedPrepared,
 }
 
 impl LedgerApp {
-    /// Whether a request item's signature holds (remembered by the item's hash). Callers pass
-    /// only items [`decode_request`] accepted: canonical, so the JSON text in the item is what
-    /// the signature covers and need not be canonicalized again.
-    fn signature_ok(&mut self, item: &[u8]) -> bool {
-        let k = *blake3::hash(item).as_bytes();
-        if self.verified.contains(&k) {
-            return true;
-        }
-        let raw_ok = RawSignedRequest::decode(item).is_ok_and(|raw| raw.verify().is_ok());
-        if !raw_ok {
-            return false;
-        }
-        if self.verified.len() >= VERIFIED_MAX {
-            self.verified.clear();
-        }
-        self.verified.insert(k);
-        true
+    /// The item prepared (decoded, canonical, signature and objects checked), from the cache
+    /// when this replica saw it before; `None` when it does not decode or is not canonical.
+    fn prepare(&self, item: &[u8]) -> Option<Arc<Prepared>> {
+        self.prepared.borrow_mut().prepare(item)
     }
 
     /// A `replica:<name>` actor must sign with that replica's validator key (BFT rule 2 for
@@ -305,12 +304,13 @@ impl LedgerApp {
         seen: &mut HashSet<(String, String)>,
         admission: &dyn Admission,
     ) -> Option<String> {
-        let Some(req) = decode_request(item) else {
+        let Some(p) = self.prepare(item) else {
             return Some("undecodable or non-canonical request".into());
         };
-        if !self.signature_ok(item) {
+        if p.signature.is_err() {
             return Some("bad signature".into());
         }
+        let req = &p.signed;
         let key = (req.request.actor.clone(), req.request.id.clone());
         if !seen.insert(key.clone()) {
             return Some(format!("request {} of {} appears twice", key.1, key.0));
@@ -320,15 +320,15 @@ impl LedgerApp {
             Ok(Some(_)) => return Some(format!("request {} of {} was decided", key.1, key.0)),
             Err(e) => return Some(format!("cannot read the log: {e}")),
         }
-        if !Self::actor_key_ok(state, &req) {
+        if !Self::actor_key_ok(state, req) {
             return Some(format!("{} did not sign with its key", req.request.actor));
         }
         // Every object must pass the manifest validator: a client that bypasses the CLI, or a
         // Byzantine proposer, cannot get an invalid object into a batch.
-        if let Err(e) = crate::plan::check_objects(&req.request) {
+        if let Err(e) = p.check_objects() {
             return Some(e.to_string());
         }
-        admission.admit(state, &req).err()
+        admission.admit(state, req).err()
     }
 }
 
@@ -382,10 +382,7 @@ impl App for LedgerApp {
         if batch::as_barrier(item).is_some() {
             return true;
         }
-        match decode_request(item) {
-            Some(_) => self.signature_ok(item),
-            None => false,
-        }
+        self.prepare(item).is_some_and(|p| p.signature.is_ok())
     }
 
     fn build(&mut self, height: u64, pending: Vec<Vec<u8>>) -> Built {
@@ -465,7 +462,11 @@ mod tests {
             admission: Arc::new(RwLock::new(admission)),
             clock: Arc::new(|| 10_000),
         };
-        LedgerApp::new(parts, Rc::new(RefCell::new(Handoff::default())))
+        LedgerApp::new(
+            parts,
+            Rc::new(RefCell::new(Handoff::default())),
+            Rc::new(RefCell::new(PreparedCache::new(16))),
+        )
     }
 
     fn batch(requests: &[Vec<u8>]) -> Batch {

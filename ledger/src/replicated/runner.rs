@@ -2,20 +2,25 @@
 //! client requests (several at a time, so one WAL flush covers them), and answers each client
 //! once its request is in a decided entry — or each read barrier once its height is applied.
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::rc::Rc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::app::{AppParts, LedgerApp, LedgerStore, LedgerWal, SharedHandoff};
+use super::app::{
+    AppParts, LedgerApp, LedgerStore, LedgerWal, PREPARED_CACHE, SharedHandoff, SharedPrepared,
+};
 use super::batch::{BarrierId, barrier_item};
 use super::syncer::Syncer;
 use super::{Network, ReplicationStatus};
 use crate::consensus::{Consensus, Host, Node, NodeError, Signer, TimerId, ValidatorKey};
 use crate::ledger::{Applied, Job, SubmitError};
 use crate::plan::RequestError;
+use crate::prepared::PreparedCache;
 use crate::request::SignedRequest;
 use crate::store::Store;
 
@@ -211,7 +216,8 @@ fn run(parts: Parts, rx: Receiver<Cmd>) {
         network,
         submit_timeout,
     } = parts;
-    let app = LedgerApp::new(app, handoff.clone());
+    let prepared: SharedPrepared = Rc::new(RefCell::new(PreparedCache::new(PREPARED_CACHE)));
+    let app = LedgerApp::new(app, handoff.clone(), prepared.clone());
     let signer = Signer::from_seed(node_config.chain, signer_seed);
     let host = RunnerHost {
         net: network,
@@ -227,6 +233,7 @@ fn run(parts: Parts, rx: Receiver<Cmd>) {
     };
     let decided = LedgerStore {
         store: store.clone(),
+        prepared,
         syncer: syncer.clone(),
         state: app.state.clone(),
         handoff: handoff.clone(),
@@ -455,8 +462,8 @@ impl Runner {
             let _ = job.reply.send(Err(SubmitError::Ordering(h.clone())));
             return;
         }
-        let key = id_key(&job.request);
-        let digest = job.request.request.digest();
+        let key = id_key(&job.prepared.signed);
+        let digest = job.prepared.digest;
         match self.store.request_record(&key.0, &key.1) {
             Ok(None) => {}
             Ok(Some(rec)) if rec.digest == digest => {
@@ -497,7 +504,12 @@ impl Runner {
                     })));
             }
             None => {
-                items.push(job.request.to_bytes());
+                items.push(job.prepared.bytes.clone());
+                self.node
+                    .app()
+                    .prepared
+                    .borrow_mut()
+                    .insert(job.prepared.clone());
                 self.waiters.insert(
                     key,
                     Waiting {

@@ -16,7 +16,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use thiserror::Error;
 
 use crate::codec::CodecError;
-use crate::entry::{Entry, EntryHash};
+use crate::entry::{EncodedEntry, Entry, EntryHash};
 use crate::plan::{ObjectOutcome, RequestError};
 use crate::request::{RawSignedRequest, RequestHead, digest_of_json};
 use crate::snapshot;
@@ -101,6 +101,9 @@ pub struct Commit {
     /// Requests of the entry that were refused when it was executed (by index), and why: their
     /// answer to a retry. (Only the replicated ledger keeps refused requests in entries.)
     pub errors: Vec<(u32, RequestError)>,
+    /// The entry's stored rows, when the caller encoded them already (they must be
+    /// `entry.encode()`; the store checks the hash). `None`: the store encodes the entry.
+    pub encoded: Option<EncodedEntry>,
 }
 
 /// How the state was rebuilt on open.
@@ -426,7 +429,14 @@ impl Writers<'_> {
                 requests: e.requests.len(),
             });
         }
-        let enc = e.encode();
+        let encoded;
+        let enc = match &c.encoded {
+            Some(enc) => enc,
+            None => {
+                encoded = e.encode();
+                &encoded
+            }
+        };
         if enc.header.hash != e.hash {
             return Err(StoreError::HashMismatch { height: h });
         }

@@ -100,6 +100,7 @@ fn entries_that_do_not_extend_the_log_are_refused_whole() {
         certificate: None,
         outcomes: outcomes.clone(),
         errors: vec![],
+        encoded: None,
     };
     let cases = vec![
         (make(e1.hash, 3, 11), "log ends at height 1"),

@@ -738,3 +738,79 @@ fn randomized_invariants_and_order_independence() {
         );
     }
 }
+
+/// The memo never changes a result: over rounds in which workloads are added, changed, scaled
+/// and deleted, nodes come and go, and instances become ready, the memoized schedule equals a
+/// fresh computation every round, and unchanged workloads are taken from the memo.
+#[test]
+fn memoized_rounds_equal_fresh_rounds() {
+    for seed in 0..150 {
+        let mut r = Lcg(seed * 7919 + 1);
+        let (mut nodes, mut workloads) = random_cluster(seed);
+        let mut versions: Vec<u64> = vec![1; workloads.len()];
+        let mut memo = Memo::default();
+        let mut current: Vec<CurrentInstance> = Vec::new();
+        for (next_version, round) in (2..).zip(0..12) {
+            let versioned: Vec<(&WorkloadInput, u64)> =
+                workloads.iter().zip(versions.iter().copied()).collect();
+            let memoized = schedule_memo(versioned, &nodes, &current, &mut memo);
+            let fresh = schedule(&Input {
+                workloads: &workloads,
+                nodes: &nodes,
+                current: &current,
+            });
+            let mut flat = Schedule::default();
+            for o in &memoized {
+                flat.assignments.extend(o.assignments.iter().cloned());
+                flat.unschedulable.extend(o.unschedulable.iter().cloned());
+                flat.rollouts.push(o.rollout.clone());
+            }
+            assert_eq!(flat, fresh, "seed {seed} round {round}");
+            if round > 0 && r.next(3) == 0 {
+                // Nothing changes: every workload comes from the memo.
+                let again: Vec<(&WorkloadInput, u64)> =
+                    workloads.iter().zip(versions.iter().copied()).collect();
+                let n = schedule_memo(again, &nodes, &current, &mut memo).len();
+                assert_eq!(memo.computed, 0, "seed {seed} round {round}: {n} workloads");
+            }
+            // Instances run where they were assigned; some become ready.
+            let salt = r.next(1000);
+            current = fresh.as_current(|id| !(u64::from(id.replica.index) + salt).is_multiple_of(3));
+            match r.next(6) {
+                0 if !workloads.is_empty() => {
+                    let i = r.next(workloads.len() as u64) as usize;
+                    workloads.remove(i);
+                    versions.remove(i);
+                }
+                1 if !workloads.is_empty() => {
+                    let i = r.next(workloads.len() as u64) as usize;
+                    workloads[i].spec.replicas = r.next(5) as u32;
+                    versions[i] = next_version;
+                }
+                2 if !workloads.is_empty() => {
+                    // A new template: a rolling update.
+                    let i = r.next(workloads.len() as u64) as usize;
+                    workloads[i].hash = h(2 + r.next(100) as u8);
+                    workloads[i].generation += 1;
+                    versions[i] = next_version;
+                }
+                3 => {
+                    let name = format!("x{round}");
+                    workloads.push(with(wl(&name, 1 + r.next(3) as u32, 1), |s| {
+                        s.resources.cpu = RawQuantity(format!("{}m", 100 + r.next(1500)));
+                    }));
+                    versions.push(next_version);
+                }
+                4 if !nodes.is_empty() => {
+                    let i = r.next(nodes.len() as u64) as usize;
+                    nodes[i].condition = match r.next(3) {
+                        0 => NodeCondition::Ready,
+                        1 => NodeCondition::NotReady,
+                        _ => NodeCondition::Lost,
+                    };
+                }
+                _ => nodes.push(node(&format!("m{round}"), "4", "8Gi")),
+            }
+        }
+    }
+}

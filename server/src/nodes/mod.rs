@@ -112,7 +112,7 @@ pub(crate) struct Inner {
     pub agents: BTreeMap<String, Agent>,
     pub sets: BTreeMap<String, watch::Sender<Option<Arc<AssignmentSet>>>>,
     pub schedule: Option<Arc<Schedule>>,
-    pub statuses: Arc<BTreeMap<ObjectKey, Arc<Value>>>,
+    pub statuses: BTreeMap<ObjectKey, Arc<Value>>,
     pub node_table: Arc<Vec<NodeStatus>>,
     pub warm: bool,
     pub rounds: u64,
@@ -416,7 +416,7 @@ impl Nodes {
         drop(cache);
         let mut inner = self.lock();
         inner.rounds += 1;
-        inner.statuses = Arc::new(out.statuses);
+        out.statuses.apply(&mut inner.statuses);
         inner.node_table = Arc::new(out.nodes);
         if !warm {
             return; // keep agents on what they run until every node reported

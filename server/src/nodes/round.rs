@@ -20,7 +20,8 @@ use nexus_ledger::State;
 use nexus_ledger::state::NodeState;
 use nexus_reconciler::model::{Footprint, InstanceId, WorkloadKey, template_hash};
 use nexus_reconciler::scheduler::{
-    Capacity, CurrentInstance, NodeCondition, NodeInput, Schedule, WorkloadInput, schedule_refs,
+    Assignment, Capacity, CurrentInstance, Memo, NodeCondition, NodeInput, Schedule, WorkloadInput,
+    WorkloadOutcome, schedule_memo,
 };
 use nexus_reconciler::services::{Candidate, endpoints};
 use nexus_reconciler::spec::ReplicaSpec;
@@ -45,6 +46,58 @@ pub struct NodeReport {
 struct ParsedWorkload {
     input: WorkloadInput,
     labels: Labels,
+    okey: ObjectKey,
+    /// Changes whenever the object changes (the scheduler memo's version).
+    resource_version: u64,
+}
+
+/// A workload's status and what it was built from.
+#[derive(Debug)]
+struct StatusEntry {
+    key: ObjectKey,
+    outcome: Arc<WorkloadOutcome>,
+    /// Hash of the rest of its inputs (generation, spec errors, its instances' reports).
+    print: u64,
+}
+
+/// Statuses that changed in a round, in the order found (`None`: the object is gone). Indexing
+/// by key finds a status that changed (tests).
+#[derive(Debug, Default)]
+pub struct StatusChanges(pub Vec<(ObjectKey, Option<Arc<Value>>)>);
+
+impl StatusChanges {
+    /// The new status of `key`, if it changed in this round.
+    pub fn get(&self, key: &ObjectKey) -> Option<&Value> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    /// Applies the changes to a table of statuses.
+    pub fn apply(self, table: &mut BTreeMap<ObjectKey, Arc<Value>>) {
+        for (k, v) in self.0 {
+            match v {
+                Some(v) => {
+                    table.insert(k, v);
+                }
+                None => {
+                    table.remove(&k);
+                }
+            }
+        }
+    }
+}
+
+impl std::ops::Index<&ObjectKey> for StatusChanges {
+    type Output = Value;
+    fn index(&self, key: &ObjectKey) -> &Value {
+        match self.get(key) {
+            Some(v) => v,
+            None => panic!("the status of {key} did not change in this round"),
+        }
+    }
 }
 
 /// A node's last assignment set and what it was built from.
@@ -65,8 +118,11 @@ pub struct Cache {
     policies: HashMap<ObjectKey, (u64, Arc<PolicyObject>)>,
     templates: HashMap<(WorkloadKey, ContentHash), WorkloadSpec>,
     sets: HashMap<String, CachedSet>,
-    /// Workload statuses with a fingerprint of what they were built from.
-    statuses: HashMap<ObjectKey, (u64, Arc<Value>)>,
+    /// The scheduler's memory of each workload's outcome.
+    memo: Memo,
+    /// Workload statuses in key order, with what they were built from.
+    statuses: Vec<StatusEntry>,
+    service_statuses: BTreeMap<ObjectKey, Arc<Value>>,
 }
 
 impl Cache {
@@ -218,11 +274,18 @@ impl Cache {
                             hash,
                         },
                         labels: obj.metadata.labels,
+                        okey: key.clone(),
+                        resource_version,
                     });
                     self.workloads.insert(key, (resource_version, p.clone()));
                     workloads.push(p);
                 }
             }
+        }
+        // The state lists objects by key: the scheduler and lookups rely on that order.
+        if !workloads.is_sorted_by(|a, b| a.input.key < b.input.key) {
+            workloads.sort_by(|a, b| a.input.key.cmp(&b.input.key));
+            workloads.dedup_by(|b, a| a.input.key == b.input.key);
         }
         let mut services = Vec::with_capacity(c.services.len());
         for (key, item) in c.services {
@@ -309,11 +372,13 @@ pub struct RoundInput<'a> {
 /// What a round produced.
 #[derive(Debug, Default)]
 pub struct RoundOutput {
+    /// Where instances go: the assignments (unschedulable slots and rollouts are in the
+    /// workloads' statuses).
     pub schedule: Schedule,
     /// One per node in the log (lost nodes get an empty set).
     pub sets: BTreeMap<String, Arc<AssignmentSet>>,
-    /// `ObjectInfo.status` of workloads and services.
-    pub statuses: BTreeMap<ObjectKey, Arc<Value>>,
+    /// `ObjectInfo.status` of workloads and services that changed in this round.
+    pub statuses: StatusChanges,
     pub nodes: Vec<NodeStatus>,
     /// The network policy feed every node gets.
     pub policy: Arc<PolicyFeed>,
@@ -329,6 +394,11 @@ fn report<'r>(
 
 /// Runs one round. `old_template` finds the spec of a template no longer current (from the
 /// workload's history); instances whose spec cannot be found are left out of the sets.
+///
+/// The cost of a round follows what changed: the scheduler's [`Memo`] hands back the outcome of
+/// every workload whose inputs are unchanged, and a workload's status is rebuilt only when its
+/// outcome, its instances' reports or its spec errors changed. What is left per workload is a
+/// few comparisons.
 pub fn run(
     cache: &mut Cache,
     input: &RoundInput<'_>,
@@ -336,8 +406,6 @@ pub fn run(
 ) -> RoundOutput {
     let snap = input.snapshot;
     let (workloads, services) = (&snap.workloads, &snap.services);
-    let by_key: BTreeMap<&WorkloadKey, &ParsedWorkload> =
-        workloads.iter().map(|w| (&w.input.key, &**w)).collect();
     let nodes: Vec<NodeInput> = snap
         .nodes
         .iter()
@@ -371,20 +439,26 @@ pub fn run(
                     .is_some_and(|r| r.ready)
             })
         }
-        None => seed(&snap.nodes, input.reports, &by_key),
+        None => seed(&snap.nodes, input.reports, workloads),
     };
-    let sched = schedule_refs(
-        workloads.iter().map(|w| &w.input).collect(),
+    let outcomes = schedule_memo(
+        workloads
+            .iter()
+            .map(|w| (&w.input, w.resource_version))
+            .collect(),
         &nodes,
         &current,
+        &mut cache.memo,
     );
+    // Keys are unique in the state, so there is one outcome per workload, in the same order.
+    debug_assert_eq!(outcomes.len(), workloads.len());
+    let assignments: Vec<&Assignment> = outcomes.iter().flat_map(|o| &o.assignments).collect();
 
     // Each node's set, rebuilt only when its instances (id, generation) or subnet changed: the
     // same instance always has the same spec (the template hash covers everything in it).
     let subnets = node_subnets(&snap.nodes, input.pool);
-    let mut per_node: BTreeMap<&str, Vec<&nexus_reconciler::scheduler::Assignment>> =
-        BTreeMap::new();
-    for a in &sched.assignments {
+    let mut per_node: BTreeMap<&str, Vec<&Assignment>> = BTreeMap::new();
+    for a in &assignments {
         per_node.entry(a.node.as_str()).or_default().push(a);
     }
     let mut spec_errors: BTreeMap<WorkloadKey, String> = BTreeMap::new();
@@ -397,7 +471,7 @@ pub fn run(
         let assigned = if n.lost_height.is_some() {
             Vec::new()
         } else {
-            per_node.remove(name.as_str()).unwrap_or_default()
+            per_node.get(name.as_str()).cloned().unwrap_or_default()
         };
         let ids: Vec<(InstanceId, u64)> = assigned
             .iter()
@@ -449,108 +523,64 @@ pub fn run(
         out.sets.insert(name, set);
     }
 
-    // Workload status, one workload at a time.
-    let mut by_workload: BTreeMap<&WorkloadKey, Vec<&nexus_reconciler::scheduler::Assignment>> =
-        BTreeMap::new();
-    for a in &sched.assignments {
-        by_workload
-            .entry(&a.id.replica.workload)
-            .or_default()
-            .push(a);
-    }
-    let rollouts: BTreeMap<&WorkloadKey, &nexus_reconciler::scheduler::Rollout> =
-        sched.rollouts.iter().map(|r| (&r.workload, r)).collect();
-    let mut unschedulable: BTreeMap<&WorkloadKey, Vec<String>> = BTreeMap::new();
-    for u in &sched.unschedulable {
-        let list = unschedulable.entry(&u.id.replica.workload).or_default();
-        list.push(format!("replica {}: {}", u.id.replica.index, u.reason));
-    }
-    let mut statuses_cache = std::mem::take(&mut cache.statuses);
-    for w in workloads {
-        let key = &w.input.key;
-        let assigned = by_workload.remove(key).unwrap_or_default();
-        let rollout = rollouts.get(key).copied();
-        let mut problems: Vec<String> = unschedulable.remove(key).unwrap_or_default();
-        if let Some(e) = spec_errors.get(key) {
-            problems.push(format!("cannot run: {e}"));
+    // Workload status, one workload at a time: rebuilt only when what it shows changed.
+    let old = std::mem::take(&mut cache.statuses);
+    let mut old = old.into_iter().peekable();
+    let mut statuses = Vec::with_capacity(workloads.len());
+    for (w, outcome) in workloads.iter().zip(&outcomes) {
+        while let Some(gone) = old.next_if(|e| e.key < w.okey) {
+            out.statuses.0.push((gone.key, None));
         }
-        // Building JSON is most of a round's cost: reuse a status whose inputs did not change.
+        let key = &w.input.key;
+        let spec_error = spec_errors.get(key);
+        // What the status shows beyond the outcome: the reports of its instances.
         let print = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             (w.input.generation, w.input.spec.replicas, &w.input.hash).hash(&mut h);
-            rollout
-                .map(|r| (r.updated, r.updated_ready, r.old))
-                .hash(&mut h);
-            problems.hash(&mut h);
-            for a in &assigned {
-                (&a.id, &a.node).hash(&mut h);
+            spec_error.hash(&mut h);
+            for a in &outcome.assignments {
                 if let Some(r) = report(input.reports, &a.node, &a.id) {
+                    let message = &r.message;
                     (
                         r.ready,
                         r.phase as u8,
                         r.restarts,
                         r.address,
                         r.pid,
-                        &r.message,
+                        message,
                     )
                         .hash(&mut h);
                 }
             }
             h.finish()
         };
-        let okey = ObjectKey::from(key);
-        if let Some((p, v)) = statuses_cache.remove(&okey)
-            && p == print
+        // (A status built from other inputs is dropped here and rebuilt below.)
+        if let Some(e) = old.next_if(|e| e.key == w.okey)
+            && Arc::ptr_eq(&e.outcome, outcome)
+            && e.print == print
         {
-            out.statuses.insert(okey.clone(), v.clone());
-            cache.statuses.insert(okey, (p, v));
+            statuses.push(e);
             continue;
         }
-        let mut nodes_used = BTreeSet::new();
-        let mut ready = 0u32;
-        let replicas: Vec<Value> = assigned
-            .iter()
-            .map(|a| {
-                nodes_used.insert(a.node.clone());
-                let r = report(input.reports, &a.node, &a.id);
-                let is_ready = r.is_some_and(|r| r.ready) && a.id.hash == w.input.hash;
-                ready += u32::from(is_ready);
-                json!({
-                    "index": a.id.replica.index,
-                    "hash": a.id.hash8(),
-                    "node": a.node,
-                    "current": a.id.hash == w.input.hash,
-                    "phase": r.map_or("pending".to_string(), |r| phase_name(r.phase).to_string()),
-                    "ready": r.is_some_and(|r| r.ready),
-                    "address": r.and_then(|r| r.address).map(|a| a.to_string()),
-                    "restarts": r.map_or(0, |r| r.restarts),
-                    "pid": r.and_then(|r| r.pid),
-                    "message": r.and_then(|r| r.message.clone()),
-                })
-            })
-            .collect();
-        let status = Arc::new(json!({
-            "generation": w.input.generation,
-            "desired": w.input.spec.replicas,
-            "ready": ready,
-            "updated": rollout.map_or(0, |r| r.updated),
-            "old": rollout.map_or(0, |r| r.old),
-            "complete": rollout.is_some_and(|r| r.complete()) && ready == w.input.spec.replicas,
-            "nodes": nodes_used.into_iter().collect::<Vec<_>>(),
-            "replicas": replicas,
-            "problems": problems,
-        }));
-        cache.statuses.insert(okey.clone(), (print, status.clone()));
-        out.statuses.insert(okey, status);
+        let status = Arc::new(workload_status(w, outcome, spec_error, input.reports));
+        out.statuses.0.push((w.okey.clone(), Some(status)));
+        statuses.push(StatusEntry {
+            key: w.okey.clone(),
+            outcome: outcome.clone(),
+            print,
+        });
     }
+    for gone in old {
+        out.statuses.0.push((gone.key, None));
+    }
+    cache.statuses = statuses;
 
     // Service endpoints, one service at a time.
-    let candidates: Vec<(&Labels, &InstanceId, &str, Option<std::net::IpAddr>, bool)> = sched
-        .assignments
+    let candidates: Vec<(&Labels, &InstanceId, &str, Option<std::net::IpAddr>, bool)> = assignments
         .iter()
         .filter_map(|a| {
-            let w = by_key.get(&a.id.replica.workload)?;
+            let w = find_workload(workloads, &a.id.replica.workload)?;
             let r = report(input.reports, &a.node, &a.id);
             Some((
                 &w.labels,
@@ -571,6 +601,7 @@ pub fn run(
             ready: *ready,
         })
         .collect();
+    let mut service_statuses = BTreeMap::new();
     for (key, spec) in services {
         let eps = endpoints(&key.namespace, spec, &cands);
         let status = json!({
@@ -582,24 +613,27 @@ pub fn run(
                 "replica": e.instance.replica.index,
             })).collect::<Vec<_>>(),
         });
-        out.statuses.insert(key.clone(), Arc::new(status));
+        let status = match cache.service_statuses.remove(key) {
+            Some(prev) if *prev == status => prev,
+            _ => {
+                let status = Arc::new(status);
+                out.statuses.0.push((key.clone(), Some(status.clone())));
+                status
+            }
+        };
+        service_statuses.insert(key.clone(), status);
+    }
+    for (gone, _) in std::mem::replace(&mut cache.service_statuses, service_statuses) {
+        out.statuses.0.push((gone, None));
     }
 
     // Node table.
-    let mut per_node_assigned: BTreeMap<&str, Vec<&nexus_reconciler::scheduler::Assignment>> =
-        BTreeMap::new();
-    for a in &sched.assignments {
-        per_node_assigned
-            .entry(a.node.as_str())
-            .or_default()
-            .push(a);
-    }
     for n in &snap.nodes {
         let name = &n.info.name;
         let r = input.reports.get(name);
         let mut allocated = WireCapacity::default();
         let (mut assigned, mut ready) = (0u32, 0u32);
-        for a in per_node_assigned.remove(name.as_str()).unwrap_or_default() {
+        for a in per_node.remove(name.as_str()).unwrap_or_default() {
             allocated.cpu_millis += a.footprint.cpu.0;
             allocated.memory_bytes += a.footprint.memory.0;
             allocated.gpus += a.footprint.gpus;
@@ -632,8 +666,76 @@ pub fn run(
         });
     }
     out.policy = Arc::new(policy_feed(snap, input.reports));
-    out.schedule = sched;
+    out.schedule = Schedule {
+        assignments: assignments.into_iter().cloned().collect(),
+        unschedulable: Vec::new(),
+        rollouts: Vec::new(),
+    };
     out
+}
+
+/// The workload of `key` in `workloads` (sorted by key).
+fn find_workload<'w>(
+    workloads: &'w [Arc<ParsedWorkload>],
+    key: &WorkloadKey,
+) -> Option<&'w ParsedWorkload> {
+    workloads
+        .binary_search_by(|w| w.input.key.cmp(key))
+        .ok()
+        .map(|i| &*workloads[i])
+}
+
+/// `ObjectInfo.status` of a workload.
+fn workload_status(
+    w: &ParsedWorkload,
+    outcome: &WorkloadOutcome,
+    spec_error: Option<&String>,
+    reports: &BTreeMap<String, NodeReport>,
+) -> Value {
+    let rollout = &outcome.rollout;
+    let mut problems: Vec<String> = outcome
+        .unschedulable
+        .iter()
+        .map(|u| format!("replica {}: {}", u.id.replica.index, u.reason))
+        .collect();
+    if let Some(e) = spec_error {
+        problems.push(format!("cannot run: {e}"));
+    }
+    let mut nodes_used = BTreeSet::new();
+    let mut ready = 0u32;
+    let replicas: Vec<Value> = outcome
+        .assignments
+        .iter()
+        .map(|a| {
+            nodes_used.insert(a.node.clone());
+            let r = report(reports, &a.node, &a.id);
+            let is_ready = r.is_some_and(|r| r.ready) && a.id.hash == w.input.hash;
+            ready += u32::from(is_ready);
+            json!({
+                "index": a.id.replica.index,
+                "hash": a.id.hash8(),
+                "node": a.node,
+                "current": a.id.hash == w.input.hash,
+                "phase": r.map_or("pending".to_string(), |r| phase_name(r.phase).to_string()),
+                "ready": r.is_some_and(|r| r.ready),
+                "address": r.and_then(|r| r.address).map(|a| a.to_string()),
+                "restarts": r.map_or(0, |r| r.restarts),
+                "pid": r.and_then(|r| r.pid),
+                "message": r.and_then(|r| r.message.clone()),
+            })
+        })
+        .collect();
+    json!({
+        "generation": w.input.generation,
+        "desired": w.input.spec.replicas,
+        "ready": ready,
+        "updated": rollout.updated,
+        "old": rollout.old,
+        "complete": rollout.complete() && ready == w.input.spec.replicas,
+        "nodes": nodes_used.into_iter().collect::<Vec<_>>(),
+        "replicas": replicas,
+        "problems": problems,
+    })
 }
 
 /// The cluster's network policy feed: every NetworkPolicy, and every workload's labels with the
@@ -686,7 +788,7 @@ fn phase_name(p: Phase) -> &'static str {
 fn seed(
     nodes: &[NodeState],
     reports: &BTreeMap<String, NodeReport>,
-    workloads: &BTreeMap<&WorkloadKey, &ParsedWorkload>,
+    workloads: &[Arc<ParsedWorkload>],
 ) -> Vec<CurrentInstance> {
     let mut out = Vec::new();
     for (node, r) in reports {
@@ -698,7 +800,7 @@ fn seed(
             continue;
         }
         for (id, rep) in &r.instances {
-            let Some(w) = workloads.get(&id.replica.workload) else {
+            let Some(w) = find_workload(workloads, &id.replica.workload) else {
                 continue;
             };
             let Ok(footprint) = Footprint::of(&w.input.spec) else {
