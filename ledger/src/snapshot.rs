@@ -153,6 +153,7 @@ pub fn decode(bytes: &[u8]) -> Result<State, CodecError> {
         state.git_syncs.insert(source, sync);
     }
     r.finish()?;
+    state.journal = crate::state::ChangeJournal::starting_at(state.height);
     Ok(state)
 }
 

@@ -1,7 +1,7 @@
 //! The desired state: a pure fold over entries. Objects with their generation and resource
 //! version, nodes, and the validator set. Everything a controller or `nexus get` sees is this fold.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use nexus_schemas::{ContentHash, Kind, ObjectKey};
 use serde_json::Value;
@@ -71,6 +71,47 @@ pub struct State {
     /// Per GitSource (`namespace/name`), the last commit an entry recorded for it: what the next
     /// sync of that source is compared with (fast-forward or force-push, no going back).
     pub git_syncs: BTreeMap<String, GitSync>,
+    /// Which objects changed at which recent height (not part of what the state means).
+    pub journal: ChangeJournal,
+}
+
+/// Most changes a [`ChangeJournal`] remembers.
+pub const JOURNAL_MAX: usize = 65_536;
+
+/// The objects that changed at recent heights, for readers that follow the state: a scheduling
+/// round looks at what changed since its last round instead of at every object. Bounded (the
+/// oldest changes are forgotten first); two states are equal whatever their journals hold.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeJournal {
+    /// (height, key), oldest first.
+    changes: VecDeque<(u64, ObjectKey)>,
+    /// Every change at a height above this one is in `changes`.
+    complete_after: u64,
+}
+
+impl PartialEq for ChangeJournal {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl ChangeJournal {
+    /// An empty journal for a state at `height` (earlier changes are unknown).
+    pub fn starting_at(height: u64) -> Self {
+        ChangeJournal {
+            changes: VecDeque::new(),
+            complete_after: height,
+        }
+    }
+
+    fn record(&mut self, height: u64, key: &ObjectKey) {
+        self.changes.push_back((height, key.clone()));
+        while self.changes.len() > JOURNAL_MAX {
+            if let Some((h, _)) = self.changes.pop_front() {
+                self.complete_after = self.complete_after.max(h);
+            }
+        }
+    }
 }
 
 /// An entry that does not extend this state.
@@ -165,6 +206,22 @@ impl State {
 
     /// Applies the next entry. Fails, leaving the state untouched, when the entry does not
     /// extend this state (wrong height or previous hash) or names a missing request.
+    /// The keys of objects changed at heights above `height` (a key may appear more than once),
+    /// or `None` when the journal does not reach back that far.
+    pub fn changed_since(&self, height: u64) -> Option<impl Iterator<Item = &ObjectKey>> {
+        if height < self.journal.complete_after || height > self.height {
+            return None;
+        }
+        Some(
+            self.journal
+                .changes
+                .iter()
+                .rev()
+                .take_while(move |(h, _)| *h > height)
+                .map(|(_, k)| k),
+        )
+    }
+
     pub fn apply_entry(&mut self, entry: &Entry) -> Result<(), FoldError> {
         if entry.height != self.height + 1 {
             return Err(FoldError::Gap {
@@ -239,6 +296,7 @@ impl State {
     ) {
         match body {
             EventBody::ObjectApplied { key, .. } | EventBody::ObjectDeleted { key, .. } => {
+                self.journal.record(height, key);
                 match next_object(self.objects.get(key), body, height, actor, source) {
                     Some(o) => {
                         self.objects.insert(key.clone(), o);
@@ -461,5 +519,39 @@ mod tests {
         s.apply_entry(&e3).unwrap();
         assert_eq!(s.validators, v);
         assert!(s.pending_validators.is_none());
+    }
+
+    /// The journal lists what changed after a height, as long as it reaches back that far.
+    #[test]
+    fn journal_lists_changes_since_a_height() {
+        let mut s = State::new();
+        let mut prev = EntryHash::ZERO;
+        for (h, names) in [(1, vec!["a", "b"]), (2, vec!["c"]), (3, vec!["a"])] {
+            let events = names.iter().map(|n| applied(n, 1, h as i64)).collect();
+            let e = build_entry(prev, h, 1, vec![req("a", Source::Cli)], events).unwrap();
+            s.apply_entry(&e).unwrap();
+            prev = e.hash;
+        }
+        let since = |s: &State, h| {
+            s.changed_since(h)
+                .map(|i| i.map(|k| k.name.clone()).collect::<Vec<_>>())
+        };
+        assert_eq!(since(&s, 3), Some(vec![]));
+        assert_eq!(since(&s, 1), Some(vec!["a".into(), "c".into()]));
+        assert_eq!(since(&s, 0).map(|v| v.len()), Some(4));
+        assert_eq!(since(&s, 4), None, "ahead of the state");
+        // A state restored at height 3 knows nothing before it.
+        let mut restored = s.clone();
+        restored.journal = ChangeJournal::starting_at(3);
+        assert_eq!(since(&restored, 2), None);
+        assert_eq!(since(&restored, 3), Some(vec![]));
+        assert_eq!(restored, s, "journals do not make states differ");
+        // Bounded: forgetting old changes makes older heights unknown.
+        let mut j = ChangeJournal::default();
+        for i in 0..(JOURNAL_MAX as u64 + 10) {
+            j.record(i + 1, &key("x"));
+        }
+        assert_eq!(j.changes.len(), JOURNAL_MAX);
+        assert_eq!(j.complete_after, 10);
     }
 }

@@ -508,9 +508,10 @@ pub fn schedule_refs(
     current: &[CurrentInstance],
 ) -> Schedule {
     let versioned = workloads.into_iter().map(|w| (w, 0)).collect();
-    let outcomes = schedule_memo(versioned, nodes, current, &mut Memo::default());
+    let mut memo = Memo::default();
+    schedule_memo(versioned, nodes, current, &mut memo);
     let mut out = Schedule::default();
-    for o in outcomes {
+    for o in memo.outcomes() {
         out.assignments.extend(o.assignments.iter().cloned());
         out.unschedulable.extend(o.unschedulable.iter().cloned());
         out.rollouts.push(o.rollout.clone());
@@ -518,16 +519,25 @@ pub fn schedule_refs(
     out
 }
 
-/// [`schedule_refs`] with a [`Memo`] kept between calls; each workload comes with a version
-/// that the caller changes whenever the workload changes (its resource version, say). Returns
-/// one outcome per workload, in key order (a duplicated key keeps its highest generation).
-/// Concatenating the outcomes' assignments gives them sorted by instance id.
+impl Memo {
+    /// The outcomes of the last [`schedule_memo`], one per workload in key order (a duplicated
+    /// key keeps its highest generation). Concatenating their assignments gives them sorted by
+    /// instance id.
+    pub fn outcomes(&self) -> impl ExactSizeIterator<Item = &Arc<WorkloadOutcome>> {
+        self.entries.iter().map(|e| &e.outcome)
+    }
+}
+
+/// [`schedule_refs`] with a [`Memo`] kept between calls; see [`Memo::outcomes`] for the result.
+/// Each workload comes with a version that identifies its key and content: a number the caller
+/// changes whenever the workload changes and never gives two workloads (0: none; the workload
+/// is then found by key and computed again).
 pub fn schedule_memo(
     mut workloads: Vec<(&WorkloadInput, u64)>,
     nodes: &[NodeInput],
     current: &[CurrentInstance],
     memo: &mut Memo,
-) -> Vec<Arc<WorkloadOutcome>> {
+) {
     let keys = memo.keys.clone();
     let mut cluster = Cluster::new(nodes, &keys);
     let nodes_hash = cluster.static_hash();
@@ -626,13 +636,22 @@ pub fn schedule_memo(
     let old = std::mem::take(&mut memo.entries);
     let mut old = old.into_iter().peekable();
     let mut entries = Vec::with_capacity(workloads.len());
-    let mut out = Vec::with_capacity(workloads.len());
     memo.computed = 0;
     for (&(w, version), (ws, slots_hash)) in workloads.iter().zip(slots) {
-        while old.next_if(|e| e.key < w.key).is_some() {}
+        // The same version is the same workload; otherwise keys tell (entries of workloads
+        // that are gone are skipped).
+        let same = |e: &MemoEntry| {
+            if version != 0 && e.version == version {
+                std::cmp::Ordering::Equal
+            } else {
+                e.key.cmp(&w.key)
+            }
+        };
+        while old.next_if(|e| same(e).is_lt()).is_some() {}
         let before = cluster.fp;
-        let reuse = old.next_if(|e| e.key == w.key).filter(|e| {
-            e.version == version
+        let reuse = old.next_if(|e| same(e).is_eq()).filter(|e| {
+            version != 0
+                && e.version == version
                 && e.slots == slots_hash
                 && e.nodes == nodes_hash
                 && e.before == before
@@ -659,11 +678,9 @@ pub fn schedule_memo(
                 }
             }
         };
-        out.push(entry.outcome.clone());
         entries.push(entry);
     }
     memo.entries = entries;
-    out
 }
 
 /// Adds (`sign = 1`) or releases (`sign = -1`) a footprint on node `i` and records it.

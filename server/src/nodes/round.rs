@@ -29,6 +29,7 @@ use nexus_schemas::quantity::{Bytes, Millicores};
 use nexus_schemas::{
     ContentHash, Kind, Labels, Object, ObjectKey, ServiceSpec, Spec, WorkloadSpec,
 };
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// What this replica knows about one node from its agent (soft state).
@@ -47,16 +48,21 @@ struct ParsedWorkload {
     input: WorkloadInput,
     labels: Labels,
     okey: ObjectKey,
-    /// Changes whenever the object changes (the scheduler memo's version).
     resource_version: u64,
+    /// Unique to this parse (a changed or recreated workload gets a new one): the scheduler
+    /// memo's version.
+    serial: u64,
 }
 
 /// A workload's status and what it was built from.
 #[derive(Debug)]
 struct StatusEntry {
     key: ObjectKey,
+    /// The workload's serial (its content).
+    serial: u64,
     outcome: Arc<WorkloadOutcome>,
-    /// Hash of the rest of its inputs (generation, spec errors, its instances' reports).
+    /// Hash of the rest of its inputs (generation, spec errors, its instances' reports); 0 when
+    /// nothing runs and nothing is reported (the outcome alone decides).
     print: u64,
 }
 
@@ -113,7 +119,13 @@ struct CachedSet {
 /// last assignment set.
 #[derive(Debug, Default)]
 pub struct Cache {
-    workloads: HashMap<ObjectKey, (u64, Arc<ParsedWorkload>)>,
+    /// Every workload of the state at `height`, sorted by key (shared with the round's snapshot,
+    /// updated in place between rounds).
+    workloads: Arc<Vec<Arc<ParsedWorkload>>>,
+    /// The state height `workloads` reflects (`None`: never collected).
+    height: Option<u64>,
+    /// Numbers each parsed workload: a changed or recreated workload gets a new one.
+    serial: u64,
     services: HashMap<ObjectKey, (u64, Arc<ServiceSpec>)>,
     policies: HashMap<ObjectKey, (u64, Arc<PolicyObject>)>,
     templates: HashMap<(WorkloadKey, ContentHash), WorkloadSpec>,
@@ -133,7 +145,7 @@ impl Cache {
 }
 
 fn parse(value: &Value) -> Option<Object> {
-    serde_json::from_value(value.clone()).ok()
+    Object::deserialize(value).ok()
 }
 
 type Services = Vec<(ObjectKey, Arc<ServiceSpec>)>;
@@ -141,19 +153,32 @@ type Services = Vec<(ObjectKey, Arc<ServiceSpec>)>;
 /// An object either parsed already or still to parse.
 enum Item<T> {
     Cached(Arc<T>),
-    Raw {
-        key: ObjectKey,
-        resource_version: u64,
-        generation: u64,
-        value: Value,
-    },
+    Raw { resource_version: u64, value: Value },
+}
+
+/// A workload as [`Cache::collect`] found it.
+struct WorkloadChange {
+    key: ObjectKey,
+    now: Now,
+}
+
+enum Now {
+    Gone,
+    /// As cached (at this resource version).
+    Same(u64),
+    /// Changed: resource version, generation, object.
+    Changed(u64, u64, Value),
 }
 
 /// What a round needs from the state, taken quickly under its read lock ([`Cache::collect`]):
-/// cached objects by reference, only changed ones copied.
+/// the workloads that changed (all of them only on the first round, or when the state's change
+/// journal does not reach back to the last round), services and policies by reference when
+/// cached, only changed ones copied.
 pub struct Collected {
     height: u64,
-    workloads: Vec<Item<ParsedWorkload>>,
+    /// Sorted by key; `full`: every workload of the state (anything else is gone).
+    workloads: Vec<WorkloadChange>,
+    full: bool,
     services: Vec<(ObjectKey, Item<ServiceSpec>)>,
     policies: Vec<(ObjectKey, Item<PolicyObject>)>,
     nodes: Vec<NodeState>,
@@ -162,33 +187,56 @@ pub struct Collected {
 /// The committed state a round works on (no lock held).
 pub struct Snapshot {
     pub height: u64,
-    workloads: Vec<Arc<ParsedWorkload>>,
+    workloads: Arc<Vec<Arc<ParsedWorkload>>>,
     services: Services,
     policies: Vec<Arc<PolicyObject>>,
     pub nodes: Vec<NodeState>,
 }
 
 impl Cache {
-    /// Under the state lock: cheap, parses nothing.
+    /// Under the state lock: cheap, parses nothing. Workloads: only those the state's change
+    /// journal lists since the last round.
     pub fn collect(&mut self, state: &State) -> Collected {
-        let mut workloads = Vec::with_capacity(self.workloads.len() + 64);
-        for (key, o) in state.list(Kind::Workload, None) {
-            workloads.push(
-                match self
-                    .workloads
-                    .get(key)
-                    .filter(|(rv, _)| *rv == o.resource_version)
-                {
-                    Some((_, p)) => Item::Cached(p.clone()),
-                    None => Item::Raw {
-                        key: key.clone(),
-                        resource_version: o.resource_version,
-                        generation: o.generation,
-                        value: o.object.clone(),
-                    },
-                },
-            );
-        }
+        let workload_change = |key: &ObjectKey| WorkloadChange {
+            key: key.clone(),
+            now: match state.get(key) {
+                Some(o) => Now::Changed(o.resource_version, o.generation, o.object.clone()),
+                None => Now::Gone,
+            },
+        };
+        let changed = self
+            .height
+            .and_then(|h| state.changed_since(h))
+            .map(|keys| {
+                let mut keys: Vec<&ObjectKey> = keys.filter(|k| k.kind == Kind::Workload).collect();
+                keys.sort();
+                keys.dedup();
+                keys
+            });
+        let (workloads, full) = match changed {
+            Some(keys) => (keys.into_iter().map(workload_change).collect(), false),
+            None => {
+                let cached = &self.workloads;
+                let all = state
+                    .list(Kind::Workload, None)
+                    .map(|(key, o)| {
+                        let same = cached
+                            .binary_search_by(|w| w.okey.cmp(key))
+                            .is_ok_and(|i| cached[i].resource_version == o.resource_version);
+                        let rv = o.resource_version;
+                        WorkloadChange {
+                            key: key.clone(),
+                            now: if same {
+                                Now::Same(rv)
+                            } else {
+                                Now::Changed(rv, o.generation, o.object.clone())
+                            },
+                        }
+                    })
+                    .collect();
+                (all, true)
+            }
+        };
         let mut services = Vec::new();
         for (key, o) in state.list(Kind::Service, None) {
             let item = match self
@@ -198,9 +246,7 @@ impl Cache {
             {
                 Some((_, s)) => Item::Cached(s.clone()),
                 None => Item::Raw {
-                    key: key.clone(),
                     resource_version: o.resource_version,
-                    generation: o.generation,
                     value: o.object.clone(),
                 },
             };
@@ -215,23 +261,15 @@ impl Cache {
             {
                 Some((_, p)) => Item::Cached(p.clone()),
                 None => Item::Raw {
-                    key: key.clone(),
                     resource_version: o.resource_version,
-                    generation: o.generation,
                     value: o.object.clone(),
                 },
             };
             policies.push((key.clone(), item));
         }
-        // Forget deleted objects. Every cached key was live once, so a cache holds a deleted
-        // one only if it is larger than what is live now (a stale entry is harmless meanwhile:
-        // lookups are by live key and resource version). This keeps the O(objects) sweeps off
-        // the common round, which runs under the state lock that committing needs.
-        if self.workloads.len() > workloads.len() {
-            self.workloads.retain(|k, _| state.objects.contains_key(k));
-            self.templates
-                .retain(|(wk, _), _| state.objects.contains_key(&ObjectKey::from(wk)));
-        }
+        // Forget deleted services and policies. Every cached key was live once, so a cache
+        // holds a deleted one only if it is larger than what is live now (a stale entry is
+        // harmless meanwhile: lookups are by live key and resource version).
         if self.services.len() > services.len() {
             self.services.retain(|k, _| state.objects.contains_key(k));
         }
@@ -241,6 +279,7 @@ impl Cache {
         Collected {
             height: state.height,
             workloads,
+            full,
             services,
             policies,
             nodes: state.nodes.values().cloned().collect(),
@@ -249,44 +288,44 @@ impl Cache {
 
     /// Without the lock: parses what changed.
     pub fn finish(&mut self, c: Collected) -> Snapshot {
-        let mut workloads = Vec::with_capacity(c.workloads.len());
-        for item in c.workloads {
-            match item {
-                Item::Cached(p) => workloads.push(p),
-                Item::Raw {
-                    key,
-                    resource_version,
-                    generation,
-                    value,
-                } => {
-                    let Some(obj) = parse(&value) else { continue };
-                    let Spec::Workload(spec) = obj.spec else {
-                        continue;
-                    };
-                    let wk = WorkloadKey::from(&key);
-                    let hash = template_hash(&spec);
-                    self.templates.insert((wk.clone(), hash), spec.clone());
-                    let p = Arc::new(ParsedWorkload {
-                        input: WorkloadInput {
-                            key: wk,
-                            spec,
-                            generation,
-                            hash,
-                        },
-                        labels: obj.metadata.labels,
-                        okey: key.clone(),
-                        resource_version,
-                    });
-                    self.workloads.insert(key, (resource_version, p.clone()));
-                    workloads.push(p);
+        let mut parsed: Vec<Option<Arc<ParsedWorkload>>> = Vec::with_capacity(c.workloads.len());
+        for change in &c.workloads {
+            let p = match &change.now {
+                Now::Same(rv) => {
+                    let i = self.workloads.binary_search_by(|w| w.okey.cmp(&change.key));
+                    i.ok()
+                        .map(|i| self.workloads[i].clone())
+                        .filter(|w| w.resource_version == *rv)
+                }
+                Now::Changed(rv, generation, value) => {
+                    self.parse_workload(&change.key, *rv, *generation, value)
+                }
+                Now::Gone => None,
+            };
+            parsed.push(p);
+        }
+        let workloads = Arc::make_mut(&mut self.workloads);
+        if c.full {
+            *workloads = parsed.into_iter().flatten().collect();
+        } else {
+            for (change, p) in c.workloads.iter().zip(parsed) {
+                match (workloads.binary_search_by(|w| w.okey.cmp(&change.key)), p) {
+                    (Ok(i), Some(p)) => workloads[i] = p,
+                    (Ok(i), None) => {
+                        workloads.remove(i);
+                    }
+                    (Err(i), Some(p)) => workloads.insert(i, p),
+                    (Err(_), None) => {}
                 }
             }
         }
-        // The state lists objects by key: the scheduler and lookups rely on that order.
-        if !workloads.is_sorted_by(|a, b| a.input.key < b.input.key) {
-            workloads.sort_by(|a, b| a.input.key.cmp(&b.input.key));
-            workloads.dedup_by(|b, a| a.input.key == b.input.key);
+        let deleted = c.full || c.workloads.iter().any(|w| matches!(w.now, Now::Gone));
+        if deleted && !self.templates.is_empty() {
+            let live = &self.workloads;
+            self.templates
+                .retain(|(wk, _), _| live.binary_search_by(|w| w.input.key.cmp(wk)).is_ok());
         }
+        self.height = Some(c.height);
         let mut services = Vec::with_capacity(c.services.len());
         for (key, item) in c.services {
             match item {
@@ -294,7 +333,6 @@ impl Cache {
                 Item::Raw {
                     resource_version,
                     value,
-                    ..
                 } => {
                     let Some(Spec::Service(spec)) = parse(&value).map(|o| o.spec) else {
                         continue;
@@ -313,7 +351,6 @@ impl Cache {
                 Item::Raw {
                     resource_version,
                     value,
-                    ..
                 } => {
                     let Some(p) = parse(&value).as_ref().and_then(PolicyObject::from_object) else {
                         continue;
@@ -326,11 +363,40 @@ impl Cache {
         }
         Snapshot {
             height: c.height,
-            workloads,
+            workloads: self.workloads.clone(),
             services,
             policies,
             nodes: c.nodes,
         }
+    }
+
+    fn parse_workload(
+        &mut self,
+        key: &ObjectKey,
+        resource_version: u64,
+        generation: u64,
+        value: &Value,
+    ) -> Option<Arc<ParsedWorkload>> {
+        let obj = parse(value)?;
+        let Spec::Workload(spec) = obj.spec else {
+            return None;
+        };
+        let wk = WorkloadKey::from(key);
+        let hash = template_hash(&spec);
+        self.templates.insert((wk.clone(), hash), spec.clone());
+        self.serial += 1;
+        Some(Arc::new(ParsedWorkload {
+            input: WorkloadInput {
+                key: wk,
+                spec,
+                generation,
+                hash,
+            },
+            labels: obj.metadata.labels,
+            okey: key.clone(),
+            resource_version,
+            serial: self.serial,
+        }))
     }
 
     /// Both steps at once (tests).
@@ -405,7 +471,7 @@ pub fn run(
     old_template: &mut dyn FnMut(&WorkloadKey, &ContentHash) -> Option<WorkloadSpec>,
 ) -> RoundOutput {
     let snap = input.snapshot;
-    let (workloads, services) = (&snap.workloads, &snap.services);
+    let (workloads, services) = (&snap.workloads[..], &snap.services);
     let nodes: Vec<NodeInput> = snap
         .nodes
         .iter()
@@ -441,18 +507,16 @@ pub fn run(
         }
         None => seed(&snap.nodes, input.reports, workloads),
     };
-    let outcomes = schedule_memo(
-        workloads
-            .iter()
-            .map(|w| (&w.input, w.resource_version))
-            .collect(),
+    schedule_memo(
+        workloads.iter().map(|w| (&w.input, w.serial)).collect(),
         &nodes,
         &current,
         &mut cache.memo,
     );
+    let memo = &cache.memo;
     // Keys are unique in the state, so there is one outcome per workload, in the same order.
-    debug_assert_eq!(outcomes.len(), workloads.len());
-    let assignments: Vec<&Assignment> = outcomes.iter().flat_map(|o| &o.assignments).collect();
+    debug_assert_eq!(memo.outcomes().len(), workloads.len());
+    let assignments: Vec<&Assignment> = memo.outcomes().flat_map(|o| &o.assignments).collect();
 
     // Each node's set, rebuilt only when its instances (id, generation) or subnet changed: the
     // same instance always has the same spec (the template hash covers everything in it).
@@ -527,14 +591,25 @@ pub fn run(
     let old = std::mem::take(&mut cache.statuses);
     let mut old = old.into_iter().peekable();
     let mut statuses = Vec::with_capacity(workloads.len());
-    for (w, outcome) in workloads.iter().zip(&outcomes) {
-        while let Some(gone) = old.next_if(|e| e.key < w.okey) {
+    for (w, outcome) in workloads.iter().zip(memo.outcomes()) {
+        // The same serial is the same workload; otherwise keys tell.
+        let same = |e: &StatusEntry| {
+            if e.serial == w.serial {
+                std::cmp::Ordering::Equal
+            } else {
+                e.key.cmp(&w.okey)
+            }
+        };
+        while let Some(gone) = old.next_if(|e| same(e).is_lt()) {
             out.statuses.0.push((gone.key, None));
         }
         let key = &w.input.key;
         let spec_error = spec_errors.get(key);
-        // What the status shows beyond the outcome: the reports of its instances.
-        let print = {
+        // What the status shows beyond the outcome: the reports of its instances (nothing when
+        // nothing runs and nothing is reported, the common case for a pending workload).
+        let print = if outcome.assignments.is_empty() && spec_error.is_none() {
+            0
+        } else {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             (w.input.generation, w.input.spec.replicas, &w.input.hash).hash(&mut h);
@@ -556,7 +631,7 @@ pub fn run(
             h.finish()
         };
         // (A status built from other inputs is dropped here and rebuilt below.)
-        if let Some(e) = old.next_if(|e| e.key == w.okey)
+        if let Some(e) = old.next_if(|e| same(e).is_eq())
             && Arc::ptr_eq(&e.outcome, outcome)
             && e.print == print
         {
@@ -567,6 +642,7 @@ pub fn run(
         out.statuses.0.push((w.okey.clone(), Some(status)));
         statuses.push(StatusEntry {
             key: w.okey.clone(),
+            serial: w.serial,
             outcome: outcome.clone(),
             print,
         });
