@@ -488,6 +488,8 @@ struct MemoEntry {
 pub struct Memo {
     /// Sorted by key.
     entries: Vec<MemoEntry>,
+    /// An empty vector with room for the next call's entries.
+    spare: Vec<MemoEntry>,
     keys: RandomState,
     /// Workloads computed (not taken from the memo) by the last call.
     pub computed: usize,
@@ -570,18 +572,22 @@ pub fn schedule_memo(
     current.dedup_by(|b, a| a.id == b.id);
 
     // Phase 1: which current instances stay.
-    let mut slots: Vec<(Vec<Slot<'_>>, u64)> = Vec::with_capacity(workloads.len());
+    // Only workloads with current instances have slots here (by workload index); the others'
+    // slots are all empty.
+    let mut slots: Vec<(usize, Vec<Slot<'_>>, u64)> = Vec::new();
     let mut cursor = 0;
-    for (w, _) in &workloads {
+    while cursor < current.len() {
+        let of = &current[cursor].id.replica.workload;
+        let Ok(wi) = workloads.binary_search_by(|(w, _)| w.key.cmp(of)) else {
+            // Instances of workloads that no longer exist: dropped.
+            while cursor < current.len() && &current[cursor].id.replica.workload == of {
+                cursor += 1;
+            }
+            continue;
+        };
+        let w = workloads[wi].0;
         let replicas = w.spec.replicas as usize;
         let mut ws: Vec<Slot<'_>> = Vec::new();
-        while cursor < current.len() && current[cursor].id.replica.workload < w.key {
-            cursor += 1; // instances of workloads that no longer exist: dropped
-        }
-        if cursor >= current.len() || current[cursor].id.replica.workload != w.key {
-            slots.push((ws, 0)); // nothing runs: every slot is empty
-            continue;
-        }
         ws.resize_with(replicas, Slot::default);
         let mut olds: BTreeMap<usize, Vec<(&CurrentInstance, usize)>> = BTreeMap::new();
         while cursor < current.len() && current[cursor].id.replica.workload == w.key {
@@ -626,18 +632,26 @@ pub fn schedule_memo(
                 (&c.footprint, *ni).hash(&mut h);
             }
         }
-        slots.push((ws, h.finish()));
+        slots.push((wi, ws, h.finish()));
     }
     cluster.build_index();
 
     // Phase 2: fill and update slots, workload by workload; unchanged workloads whose turn
     // finds the cluster as it was come from the memo.
     let mut selector_cache: BTreeMap<&Labels, Vec<usize>> = BTreeMap::new();
-    let old = std::mem::take(&mut memo.entries);
-    let mut old = old.into_iter().peekable();
-    let mut entries = Vec::with_capacity(workloads.len());
+    // Entries move from the last call's vector to the spare one (both keep their capacity).
+    let mut old_entries = std::mem::take(&mut memo.entries);
+    let mut entries = std::mem::take(&mut memo.spare);
+    entries.clear();
+    entries.reserve(workloads.len());
+    let mut old = old_entries.drain(..).peekable();
+    let mut slots = slots.into_iter().peekable();
     memo.computed = 0;
-    for (&(w, version), (ws, slots_hash)) in workloads.iter().zip(slots) {
+    for (wi, &(w, version)) in workloads.iter().enumerate() {
+        let (ws, slots_hash) = match slots.next_if(|(i, _, _)| *i == wi) {
+            Some((_, ws, h)) => (ws, h),
+            None => (Vec::new(), 0),
+        };
         // The same version is the same workload; otherwise keys tell (entries of workloads
         // that are gone are skipped).
         let same = |e: &MemoEntry| {
@@ -680,7 +694,9 @@ pub fn schedule_memo(
         };
         entries.push(entry);
     }
+    drop(old);
     memo.entries = entries;
+    memo.spare = old_entries;
 }
 
 /// Adds (`sign = 1`) or releases (`sign = -1`) a footprint on node `i` and records it.

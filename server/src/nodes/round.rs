@@ -134,6 +134,8 @@ pub struct Cache {
     memo: Memo,
     /// Workload statuses in key order, with what they were built from.
     statuses: Vec<StatusEntry>,
+    /// An empty vector with room for the next round's statuses.
+    spare_statuses: Vec<StatusEntry>,
     service_statuses: BTreeMap<ObjectKey, Arc<Value>>,
 }
 
@@ -588,9 +590,11 @@ pub fn run(
     }
 
     // Workload status, one workload at a time: rebuilt only when what it shows changed.
-    let old = std::mem::take(&mut cache.statuses);
-    let mut old = old.into_iter().peekable();
-    let mut statuses = Vec::with_capacity(workloads.len());
+    let mut old_statuses = std::mem::take(&mut cache.statuses);
+    let mut statuses = std::mem::take(&mut cache.spare_statuses);
+    statuses.clear();
+    statuses.reserve(workloads.len());
+    let mut old = old_statuses.drain(..).peekable();
     for (w, outcome) in workloads.iter().zip(memo.outcomes()) {
         // The same serial is the same workload; otherwise keys tell.
         let same = |e: &StatusEntry| {
@@ -651,6 +655,7 @@ pub fn run(
         out.statuses.0.push((gone.key, None));
     }
     cache.statuses = statuses;
+    cache.spare_statuses = old_statuses;
 
     // Service endpoints, one service at a time.
     let candidates: Vec<(&Labels, &InstanceId, &str, Option<std::net::IpAddr>, bool)> = assignments
