@@ -1,9 +1,10 @@
 //! Outgoing consensus links: one QUIC connection per other replica, dialed from this replica's
 //! own server socket with its replica certificate. A link accepts the connection only if the
 //! peer's certificate is `replica:<name>` with exactly the validator key the ledger holds for
-//! that name; it sends each message as one raw one-way stream. Messages queue (bounded) while a
-//! peer is unreachable and older ones are dropped when the queue is full: consensus re-sends
-//! what matters (rebroadcasts, status, sync).
+//! that name; it sends messages, in order, as raw frames on one long-lived one-way stream
+//! (whatever queued meanwhile goes out in one write). Messages queue (bounded) while a peer is
+//! unreachable and newer ones are dropped when the queue is full: consensus re-sends what
+//! matters (rebroadcasts, status, sync).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -22,6 +23,8 @@ pub const CONSENSUS_KIND: &str = "nexus.consensus";
 
 /// Messages waiting per peer.
 const QUEUE: usize = 4096;
+/// Most messages sent in one write.
+const BATCH: usize = 256;
 
 /// Who a link dials.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,9 +193,30 @@ async fn run_link(
         tracing::info!(peer = %t.name, addr = %t.addr, "consensus link up");
         backoff = Duration::from_millis(100);
         warned = false;
+        let mut stream = match client.open_oneway_stream(CONSENSUS_KIND).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::info!(peer = %t.name, "consensus link down: {e}");
+                client.close();
+                continue;
+            }
+        };
+        let mut batch = Vec::new();
         loop {
-            let Some(msg) = rx.recv().await else { return };
-            if let Err(e) = client.send_oneway_bytes(CONSENSUS_KIND, &msg).await {
+            let Some(msg) = rx.recv().await else {
+                stream.finish();
+                return;
+            };
+            batch.push(msg);
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let sent = stream.send(&batch).await;
+            batch.clear();
+            if let Err(e) = sent {
                 tracing::info!(peer = %t.name, "consensus link down: {e}");
                 break;
             }

@@ -18,6 +18,53 @@ use crate::error::{ErrorCode, RpcError, TransportError, connection_error};
 use crate::pki::Identity;
 use crate::quic::{ClientTls, Connection, Endpoint};
 
+/// A one-way stream carrying messages of one kind, in order ([`RpcClient::open_oneway_stream`]).
+#[derive(Debug)]
+pub struct OneWayStream {
+    send: quinn::SendStream,
+    kind: String,
+    cfg: Arc<RpcConfig>,
+}
+
+impl OneWayStream {
+    /// Sends `msgs` (raw bodies), each as one frame, in one write. Returns when the data is
+    /// handed to QUIC. After an error the stream is unusable.
+    pub async fn send(&mut self, msgs: &[Vec<u8>]) -> Result<(), TransportError> {
+        let mut frames = Vec::with_capacity(msgs.iter().map(|m| m.len() + 4).sum());
+        for m in msgs {
+            if m.len() > self.cfg.max_frame {
+                return Err(TransportError::FrameTooLarge {
+                    size: m.len() as u64,
+                    limit: self.cfg.max_frame as u64,
+                    remote: false,
+                });
+            }
+            encode_frame(&mut frames, m).map_err(|e| frame_error(e, self.cfg.max_frame))?;
+        }
+        self.write(&frames).await
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
+        let timeout = self.cfg.call_timeout;
+        match tokio::time::timeout(timeout, self.send.write_all(bytes)).await {
+            Err(_) => Err(TransportError::Timeout {
+                what: format!("sending {:?} messages", self.kind),
+                after: timeout,
+            }),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(quinn::WriteError::ConnectionLost(e))) => Err(connection_error(e)),
+            Ok(Err(other)) => Err(TransportError::ConnectionLost {
+                reason: format!("cannot send the message: {other}"),
+            }),
+        }
+    }
+
+    /// Ends the stream (the peer reads what was sent, then the end).
+    pub fn finish(mut self) {
+        let _ = self.send.finish();
+    }
+}
+
 /// A client bound to one connection.
 #[derive(Clone, Debug)]
 pub struct RpcClient {
@@ -186,6 +233,40 @@ impl RpcClient {
             kind: kind.to_owned(),
             _item: PhantomData,
         })
+    }
+
+    /// Opens a one-way stream for many messages of `kind`, sent in order with
+    /// [`OneWayStream::send`] (each message one frame after the header; see
+    /// `Router::oneway_bytes`). Cheaper than a stream per message for a steady flow between two
+    /// peers (consensus traffic).
+    pub async fn open_oneway_stream(&self, kind: &str) -> Result<OneWayStream, TransportError> {
+        let header = serde_json::to_vec(&RequestHeader {
+            v: PROTOCOL_VERSION,
+            kind: kind.to_owned(),
+        })
+        .map_err(|e| TransportError::Encode {
+            what: "the message header".into(),
+            reason: e.to_string(),
+        })?;
+        let mut frame = Vec::with_capacity(header.len() + 4);
+        encode_frame(&mut frame, &header).map_err(|e| frame_error(e, self.cfg.max_frame))?;
+        let mut stream = self
+            .with_deadline(|| format!("opening a {kind:?} stream"), async {
+                let send = self
+                    .conn
+                    .quinn()
+                    .open_uni()
+                    .await
+                    .map_err(connection_error)?;
+                Ok(OneWayStream {
+                    send,
+                    kind: kind.to_owned(),
+                    cfg: self.cfg.clone(),
+                })
+            })
+            .await?;
+        stream.write(&frame).await?;
+        Ok(stream)
     }
 
     /// One-way message whose body is `bytes` as they are (see `Router::oneway_bytes`). Returns

@@ -9,7 +9,7 @@ mod client;
 pub mod frame;
 mod server;
 
-pub use client::{ResponseStream, RpcClient};
+pub use client::{OneWayStream, ResponseStream, RpcClient};
 pub use frame::{DEFAULT_MAX_FRAME, FrameError, encode_frame, read_frame};
 pub use server::{Access, Context, Router, RpcServer, ServerHandle, ServerStats, channel_stream};
 

@@ -429,10 +429,7 @@ async fn serve_connection(conn: Connection, shared: Arc<Shared>) {
                 Ok(recv) => {
                     let Ok(permit) = shared.limit.clone().acquire_owned().await else { return };
                     let (shared, ctx) = (shared.clone(), base.clone());
-                    tokio::spawn(async move {
-                        serve_uni(&shared, ctx, recv).await;
-                        drop(permit);
-                    });
+                    tokio::spawn(async move { serve_uni(&shared, ctx, recv, permit).await });
                 }
                 Err(e) => {
                     debug!(peer = %peer_label, "connection ended: {e}");
@@ -651,7 +648,14 @@ async fn run_bi(
     }
 }
 
-async fn serve_uni(shared: &Shared, mut ctx: Context, mut recv: quinn::RecvStream) {
+async fn serve_uni(
+    shared: &Shared,
+    mut ctx: Context,
+    mut recv: quinn::RecvStream,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    // Held while the first message is read and handled; a long-lived stream then holds none.
+    let mut permit = Some(permit);
     let peer = ctx
         .peer
         .as_ref()
@@ -665,13 +669,32 @@ async fn serve_uni(shared: &Shared, mut ctx: Context, mut recv: quinn::RecvStrea
                 format!("{:?} is not a one-way kind", ctx.kind),
             )));
         };
-        let body = read_part(&mut recv, &shared.cfg, "message body").await?;
-        Counters::bump(&shared.counters.oneway_messages);
-        AssertUnwindSafe(f(ctx.clone(), body))
-            .catch_unwind()
-            .await
-            .map_err(|_| RpcError::internal("the handler panicked"))??;
-        Ok(())
+        let mut body = read_part(&mut recv, &shared.cfg, "message body").await?;
+        loop {
+            Counters::bump(&shared.counters.oneway_messages);
+            AssertUnwindSafe(f(ctx.clone(), body))
+                .catch_unwind()
+                .await
+                .map_err(|_| RpcError::internal("the handler panicked"))??;
+            // A stream may carry further messages of its kind, one frame each, for as long as
+            // the sender keeps it open (no read timeout between messages: an idle peer is
+            // noticed by the connection's idle timeout).
+            drop(permit.take());
+            body = match read_frame(&mut recv, shared.cfg.max_frame).await {
+                Ok(Some(next)) => Bytes::from(next),
+                Ok(None) => return Ok(()),
+                Err(FrameError::Io(e)) => {
+                    debug!("stream read failed: {e}");
+                    return Err(Fail::Gone);
+                }
+                Err(e) => {
+                    return Err(Fail::Reply(RpcError::new(
+                        ErrorCode::BadFrame,
+                        format!("malformed message after the first on a one-way stream: {e}"),
+                    )));
+                }
+            };
+        }
     }
     .await;
     match result {

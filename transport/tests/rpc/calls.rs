@@ -162,6 +162,36 @@ async fn one_way_gossip_carries_the_sender_identity_and_respects_roles() {
         .unwrap()
         .unwrap();
     assert_eq!((from.as_str(), msg.round), ("replica:r1", 1000));
+    // A long-lived one-way stream carries many messages, in order, several per write; a user
+    // cannot open one for a replica-only kind.
+    let mut stream = replica.open_oneway_stream("raw").await.unwrap();
+    stream.send(&[vec![1; 10], vec![2; 20]]).await.unwrap();
+    stream.send(&[vec![3; 30]]).await.unwrap();
+    let mut sizes = Vec::new();
+    for _ in 0..3 {
+        let (_, _, msg) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        sizes.push(msg.round);
+    }
+    assert_eq!(sizes, vec![10, 20, 30], "in order");
+    stream.finish();
+    let refused_before = f.server.stats().handler_errors;
+    let mut from_user = user.open_oneway_stream("raw").await.unwrap();
+    from_user.send(&[vec![4; 40]]).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while f.server.stats().handler_errors == refused_before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "user stream was not refused"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        rx.try_recv().is_err(),
+        "a user's stream must not reach the handler"
+    );
     // A one-way kind called as a request is refused clearly.
     let err = replica
         .call::<_, ()>("gossip", &Gossip { round: 9 })
