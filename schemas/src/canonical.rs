@@ -85,6 +85,38 @@ pub fn canonical_json(obj: &Object) -> String {
 
 /// Writes `v` as compact JSON with object keys sorted.
 pub fn write_sorted(v: &Value, out: &mut String) {
+    if keys_sorted(v) {
+        // serde_json's compact form is exactly this when every object already lists its keys
+        // in order (its maps are sorted unless its `preserve_order` feature is on): one pass,
+        // no key copies.
+        if let Ok(text) = serde_json::to_string(v) {
+            out.push_str(&text);
+            return;
+        }
+    }
+    write_sorting(v, out);
+}
+
+/// Whether every object in `v` lists its keys in ascending order.
+fn keys_sorted(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => {
+            let mut prev: Option<&String> = None;
+            for (k, item) in m {
+                if prev.is_some_and(|p| p >= k) || !keys_sorted(item) {
+                    return false;
+                }
+                prev = Some(k);
+            }
+            true
+        }
+        Value::Array(a) => a.iter().all(keys_sorted),
+        _ => true,
+    }
+}
+
+/// [`write_sorted`] for values whose objects are not in key order.
+fn write_sorting(v: &Value, out: &mut String) {
     match v {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
@@ -96,7 +128,7 @@ pub fn write_sorted(v: &Value, out: &mut String) {
                 }
                 out.push_str(&Value::String(k.clone()).to_string());
                 out.push(':');
-                write_sorted(&m[k], out);
+                write_sorting(&m[k], out);
             }
             out.push('}');
         }
@@ -106,7 +138,7 @@ pub fn write_sorted(v: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                write_sorted(item, out);
+                write_sorting(item, out);
             }
             out.push(']');
         }
@@ -129,6 +161,28 @@ mod tests {
         let v = validate_sources(&[SourceFile::from_text("t.yaml", text)]);
         assert!(!v.has_errors(), "{:?}", v.diagnostics);
         v.objects.into_iter().next().unwrap().object
+    }
+
+    /// The fast path (serde_json's own compact output) writes exactly what sorting every
+    /// object's keys writes: hashes of stored objects must never change.
+    #[test]
+    fn sorted_output_matches_the_sorting_writer() {
+        let values = [
+            serde_json::json!({"b": 1, "a": [1.5, -2, 1e300, "x"], "é": {"z": null, "\u{1}": true}}),
+            serde_json::json!([{"k\"q": "tab\tline\nquote\"back\\slash", "emoji": "🦀"}, [], {}]),
+            serde_json::json!("plain"),
+            serde_json::json!({"nested": {"deeper": {"b": [3, 2, 1], "a": {"y": 0, "x": -0.0}}}}),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(i64::MIN),
+        ];
+        for v in values {
+            let mut fast = String::new();
+            write_sorted(&v, &mut fast);
+            let mut slow = String::new();
+            write_sorting(&v, &mut slow);
+            assert_eq!(fast, slow);
+            assert!(keys_sorted(&v), "serde_json maps iterate in key order");
+        }
     }
 
     #[test]
