@@ -1,10 +1,15 @@
 //! A request checked once on this replica. A request reaches every replica several times: from
 //! its client or as gossip, in the proposal of the batch that holds it, and in the decided
-//! batch. Decoding it, checking that its bytes are canonical, verifying its signature and
-//! validating every object it applies (JSON Schema, semantic checks, canonical form and content
-//! hash) are pure functions of its bytes, so a replica does them once and keeps the result
-//! ([`PreparedCache`]), and execution plans the request with the objects parsed then
-//! ([`Prepared::plan`]).
+//! batch. Decoding it, verifying its signature and validating every object it applies (JSON
+//! Schema, semantic checks, canonical form and content hash) are pure functions of its bytes,
+//! so a replica does them once and keeps the result ([`PreparedCache`]), and execution plans the
+//! request with the objects parsed then ([`Prepared::plan`]).
+//!
+//! An item that travels between replicas is kept byte for byte: its signature covers the JSON
+//! text it carries (the digest is the blake3 of that text, see [`crate::request`]), entries
+//! store it as it is, and a batch's id is rebuilt from the stored items. A client's request is
+//! re-encoded canonically when it arrives ([`Prepared::new`]), so honest replicas only ever
+//! gossip canonical items.
 //!
 //! Nothing here trusts another replica: every replica prepares the requests it sees from their
 //! bytes itself; the cache only saves it from doing so twice.
@@ -13,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::plan::{ParsedObject, Plan, RequestError, parse_object, plan_request_with};
-use crate::request::{Op, SignatureError, SignedRequest};
+use crate::request::{Op, RawSignedRequest, SignatureError, SignedRequest, digest_of_json};
 use crate::state::ObjectView;
 
 /// A request with everything about it that depends on its bytes alone.
@@ -40,16 +45,7 @@ impl Prepared {
         let (bytes, digest) = signed.encode_with_digest();
         let key = *blake3::hash(&bytes).as_bytes();
         let signature = signed.verify_digest(&digest);
-        let objects = signed
-            .request
-            .ops
-            .iter()
-            .enumerate()
-            .map(|(i, op)| match op {
-                Op::Apply { object, .. } => Some(parse_object(i, object)),
-                _ => None,
-            })
-            .collect();
+        let objects = parse_objects(&signed);
         Prepared {
             signed,
             bytes,
@@ -60,13 +56,28 @@ impl Prepared {
         }
     }
 
-    /// Prepares a request item as it travels between replicas; `None` when it does not decode or
-    /// its bytes are not the canonical encoding (entries store requests canonically, so only
-    /// canonical items keep a batch's id rebuildable from the log).
+    /// Prepares a request item as it travels between replicas, kept as it is: the signature is
+    /// checked over the JSON text the item carries (no re-encoding). `None` when it does not
+    /// decode.
     pub fn decode(item: &[u8]) -> Option<Prepared> {
-        let signed = SignedRequest::from_bytes(item).ok()?;
-        let p = Prepared::new(signed);
-        (p.bytes == item).then_some(p)
+        let raw = RawSignedRequest::decode(item).ok()?;
+        let digest = digest_of_json(raw.json);
+        let request = serde_json::from_str(raw.json).ok()?;
+        let signed = SignedRequest {
+            request,
+            public_key: raw.public_key,
+            signature: raw.signature,
+        };
+        let signature = signed.verify_digest(&digest);
+        let objects = parse_objects(&signed);
+        Some(Prepared {
+            signed,
+            bytes: item.to_vec(),
+            key: *blake3::hash(item).as_bytes(),
+            digest,
+            signature,
+            objects,
+        })
     }
 
     /// The first object that fails the manifest validator, as [`crate::check_objects`] reports
@@ -91,6 +102,20 @@ impl Prepared {
             },
         )
     }
+}
+
+/// Every object a request applies, validated and canonicalized (per operation).
+fn parse_objects(signed: &SignedRequest) -> Vec<Option<Result<ParsedObject, RequestError>>> {
+    signed
+        .request
+        .ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| match op {
+            Op::Apply { object, .. } => Some(parse_object(i, object)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Requests this replica prepared recently, by [`Prepared::key`]. Bounded: two generations of at
@@ -187,11 +212,17 @@ mod tests {
     }
 
     #[test]
-    fn decode_refuses_non_canonical_bytes_and_bad_signatures_are_kept_as_verdicts() {
+    fn decoded_items_are_kept_as_they_are_and_signatures_cover_their_text() {
         let s = signed("r", "user:alice", vec![apply(workload("a", 1))]);
         let bytes = s.to_bytes();
-        assert!(Prepared::decode(&bytes).is_some());
-        // The same request with its JSON keys in another order: decodes, but is not canonical.
+        let p = Prepared::decode(&bytes).unwrap();
+        assert!(p.signature.is_ok());
+        assert_eq!(
+            (p.bytes.as_slice(), p.digest),
+            (bytes.as_slice(), s.request.digest())
+        );
+        // The same request re-encoded in another form (pretty JSON): it decodes, kept byte for
+        // byte, but the signature covered the canonical text, not this one.
         let raw = crate::request::RawSignedRequest::decode(&bytes).unwrap();
         let v: serde_json::Value = serde_json::from_str(raw.json).unwrap();
         let text = serde_json::to_string_pretty(&v).unwrap();
@@ -205,7 +236,10 @@ mod tests {
             SignedRequest::from_bytes(&pretty).is_ok(),
             "the test builds a valid record"
         );
-        assert!(Prepared::decode(&pretty).is_none());
+        let p = Prepared::decode(&pretty).unwrap();
+        assert_eq!(p.bytes, pretty);
+        assert!(p.signature.is_err(), "signed over other text");
+        assert!(Prepared::decode(b"garbage").is_none());
         let mut forged = s.clone();
         forged.request.ops = vec![apply(workload("evil", 1))];
         assert!(Prepared::new(forged).signature.is_err());

@@ -5,9 +5,13 @@
 //! Signed bytes: `b"nexus/request/v1\n"` followed by the request's digest, the blake3 hash of its
 //! compact JSON with the keys sorted at every level ([`Request::canonical_json`]). Signing the
 //! digest keeps ed25519's internal SHA-512 pass short for large requests (a GitOps sync of
-//! thousands of objects); blake3 is fast and collision resistant. A request that arrives in any
-//! other form re-serializes differently and fails verification, so whatever a replica stores is
-//! canonical.
+//! thousands of objects); blake3 is fast and collision resistant.
+//!
+//! The digest is taken over the JSON text a stored record carries ([`RawSignedRequest`]): a
+//! replica accepting a client's request re-encodes it canonically and checks the signature over
+//! that; a request item gossiped between replicas is checked over its own text and stored byte
+//! for byte (honest replicas only gossip canonical items; any other text verifies only if the
+//! key holder signed exactly that text).
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};

@@ -22,7 +22,7 @@
 //!   precommits it carries (each flushed its WAL before sending).
 //! - A request id is used once: a decided id is never proposed again, whatever became of it.
 //! - Nothing a peer sends reaches the core unchecked: proposals are validated (signatures,
-//!   canonical bytes, ids, admission, timestamps) before the node votes for them.
+//!   ids, admission, timestamps) before the node votes for them.
 
 pub mod app;
 pub mod batch;
