@@ -82,14 +82,16 @@ impl Execution {
 /// against it, and a request id is used once whatever became of it.
 ///
 /// The requests come prepared ([`Prepared`]): planning uses the objects validated then, and the
-/// entry keeps their canonical records as they are.
-pub fn execute_all(state: &State, requests: &[Arc<Prepared>]) -> Execution {
+/// entry keeps their records as they are. A request no one else holds is taken apart, not
+/// copied.
+pub fn execute_all(state: &State, requests: Vec<Arc<Prepared>>) -> Execution {
     let mut staged = Staged::new(state);
     let mut out = Execution::default();
-    for (index, p) in requests.iter().enumerate() {
-        let req = &p.signed;
-        let result = p.plan(&staged).map(|plan| {
-            staged.stage(&req.request.actor, &req.request.source, &plan.events);
+    for (index, p) in requests.into_iter().enumerate() {
+        let mut p = Arc::try_unwrap(p).unwrap_or_else(|shared| (*shared).clone());
+        let result = p.plan_owned(&staged).map(|plan| {
+            let req = &p.signed.request;
+            staged.stage(&req.actor, &req.source, &plan.events);
             out.events.extend(plan.events.into_iter().map(|body| Event {
                 request: index as u32,
                 body,
@@ -97,8 +99,8 @@ pub fn execute_all(state: &State, requests: &[Arc<Prepared>]) -> Execution {
             plan.outcomes
         });
         out.outcomes.push(result.clone().unwrap_or_default());
-        out.requests.push(req.clone());
-        out.request_records.push(p.bytes.clone());
+        out.requests.push(p.signed);
+        out.request_records.push(p.bytes);
         out.results.push(result);
     }
     out
@@ -191,7 +193,7 @@ mod tests {
             .iter()
             .map(|r| Arc::new(Prepared::new(r.clone())))
             .collect();
-        let all = execute_all(&State::new(), &prepared);
+        let all = execute_all(&State::new(), prepared);
         assert_eq!(all.requests.len(), 4);
         assert_eq!(
             all.events.iter().map(|e| e.request).collect::<Vec<_>>(),

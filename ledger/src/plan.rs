@@ -199,12 +199,30 @@ impl<'a> Staged<'a> {
         }
     }
 
-    /// Layers the events of a planned request on top.
+    /// Layers the events of a planned request on top. A staged object keeps its versions,
+    /// hashes and owner but not its body (`object` is `null`): planning never reads bodies, and
+    /// copying every applied object again cost a tenth of executing a batch.
     pub fn stage(&mut self, actor: &str, source: &Source, events: &[EventBody]) {
         let height = self.next_height();
         for body in events {
             if let Some(key) = body.object_key() {
-                let next = next_object(self.object(key), body, height, actor, source);
+                let next = match body {
+                    EventBody::ObjectApplied {
+                        key,
+                        content_hash,
+                        generation,
+                        ..
+                    } => {
+                        let bodiless = EventBody::ObjectApplied {
+                            key: key.clone(),
+                            object: serde_json::Value::Null,
+                            content_hash: *content_hash,
+                            generation: *generation,
+                        };
+                        next_object(self.object(key), &bodiless, height, actor, source)
+                    }
+                    _ => next_object(self.object(key), body, height, actor, source),
+                };
                 self.changes.insert(key.clone(), next);
             } else if let Some(name) = crate::nodes::node_name(body)
                 && let Some(next) = crate::nodes::next_node(self.node(name), body, height)

@@ -22,7 +22,7 @@ use crate::request::{Op, RawSignedRequest, SignatureError, SignedRequest, digest
 use crate::state::ObjectView;
 
 /// A request with everything about it that depends on its bytes alone.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Prepared {
     pub signed: SignedRequest,
     /// The canonical stored record ([`SignedRequest::to_bytes`]).
@@ -89,6 +89,19 @@ impl Prepared {
             }
         }
         Ok(())
+    }
+
+    /// [`Prepared::plan`] that moves the parsed objects into the plan instead of copying them
+    /// (execution, which owns the request by then).
+    pub fn plan_owned<V: ObjectView + ?Sized>(&mut self, view: &V) -> Result<Plan, RequestError> {
+        let objects = &mut self.objects;
+        plan_request_with(view, &self.signed.request, &mut |i, object| match objects
+            .get_mut(i)
+            .and_then(Option::take)
+        {
+            Some(parsed) => parsed,
+            None => parse_object(i, object),
+        })
     }
 
     /// [`crate::plan_request`] with the objects parsed when the request was prepared.

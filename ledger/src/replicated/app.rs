@@ -199,7 +199,7 @@ impl DecidedStore for LedgerStore {
                     d.height, state.height
                 )));
             }
-            let ex = execute_all(&state, &requests);
+            let ex = execute_all(&state, requests);
             let results = ex.results.clone();
             let rec = CertRecord {
                 header: parts.header.to_vec(),

@@ -171,11 +171,15 @@ fn id_key(r: &SignedRequest) -> IdKey {
 /// A request this replica submitted and the callers waiting for it.
 struct Waiting {
     digest: [u8; 32],
-    jobs: Vec<Job>,
+    /// The callers (their requests' prepared forms are not kept here: execution takes them
+    /// apart once no one else holds them).
+    jobs: Vec<Reply>,
     since: Instant,
 }
 
-fn answer(jobs: Vec<Job>, result: Result<Applied, SubmitError>) {
+type Reply = SyncSender<Result<Applied, SubmitError>>;
+
+fn answer(jobs: Vec<Reply>, result: Result<Applied, SubmitError>) {
     let mut first = true;
     for job in jobs {
         let r = match &result {
@@ -186,7 +190,7 @@ fn answer(jobs: Vec<Job>, result: Result<Applied, SubmitError>) {
             other => other.clone(),
         };
         first = false;
-        let _ = job.reply.send(r);
+        let _ = job.send(r);
     }
 }
 
@@ -494,7 +498,7 @@ impl Runner {
             }
         }
         match self.waiters.get_mut(&key) {
-            Some(w) if w.digest == digest => w.jobs.push(job),
+            Some(w) if w.digest == digest => w.jobs.push(job.reply),
             Some(_) => {
                 let _ = job
                     .reply
@@ -504,17 +508,14 @@ impl Runner {
                     })));
             }
             None => {
-                items.push(job.prepared.bytes.clone());
-                self.node
-                    .app()
-                    .prepared
-                    .borrow_mut()
-                    .insert(job.prepared.clone());
+                let Job { prepared, reply } = job;
+                items.push(prepared.bytes.clone());
+                self.node.app().prepared.borrow_mut().insert(prepared);
                 self.waiters.insert(
                     key,
                     Waiting {
                         digest,
-                        jobs: vec![job],
+                        jobs: vec![reply],
                         since: Instant::now(),
                     },
                 );
