@@ -144,7 +144,11 @@ pub fn template_hash(spec: &WorkloadSpec) -> ContentHash {
     let mut template = spec.clone();
     template.replicas = 0;
     template.rolling_update = RollingUpdate::default();
-    let obj = Object {
+    content_hash(&template_object(template))
+}
+
+fn template_object(spec: WorkloadSpec) -> Object {
+    Object {
         api_version: nexus_schemas::API_VERSION.to_string(),
         kind: Kind::Workload,
         metadata: Metadata {
@@ -153,9 +157,45 @@ pub fn template_hash(spec: &WorkloadSpec) -> ContentHash {
             labels: Default::default(),
             annotations: Default::default(),
         },
-        spec: Spec::Workload(template),
-    };
-    content_hash(&obj)
+        spec: Spec::Workload(spec),
+    }
+}
+
+/// [`template_hash`] of the Workload whose canonical JSON is `object` (as the ledger stores it),
+/// computed on the JSON: the same hash without the typed spec, a copy of it and a second
+/// canonicalization (a scheduling round does this for every changed workload). `None` when
+/// `object` is not an object with a `spec` object.
+pub fn template_hash_of_canonical(object: &serde_json::Value) -> Option<ContentHash> {
+    use serde_json::Value;
+    static SHAPE: std::sync::OnceLock<Option<(Value, Value)>> = std::sync::OnceLock::new();
+    // What the template object has in place of the workload's metadata, and in the spec fields
+    // the template resets (each present or absent as its serialization has it).
+    let shape = SHAPE.get_or_init(|| {
+        let mut spec: WorkloadSpec =
+            serde_json::from_value(serde_json::json!({"command": ["x"]})).ok()?;
+        spec.replicas = 0;
+        spec.rolling_update = RollingUpdate::default();
+        let v = nexus_schemas::canonical_value(&template_object(spec));
+        Some((v.get("metadata")?.clone(), v.get("spec")?.clone()))
+    });
+    let (metadata, reset) = shape.as_ref()?;
+    let mut template = object.clone();
+    let top = template.as_object_mut()?;
+    top.insert("metadata".into(), metadata.clone());
+    let spec = top.get_mut("spec")?.as_object_mut()?;
+    for field in ["replicas", "rollingUpdate"] {
+        match reset.get(field) {
+            Some(v) => {
+                spec.insert(field.into(), v.clone());
+            }
+            None => {
+                spec.remove(field);
+            }
+        }
+    }
+    let mut text = String::new();
+    nexus_schemas::canonical::write_sorted(&template, &mut text);
+    Some(ContentHash(*blake3::hash(text.as_bytes()).as_bytes()))
 }
 
 /// What one replica reserves on a node: CPU, memory, GPUs and host ports.
@@ -211,6 +251,38 @@ mod tests {
 
     fn spec() -> WorkloadSpec {
         serde_json::from_value(serde_json::json!({"command": ["sleep", "1"]})).unwrap()
+    }
+
+    /// The hash computed on the canonical JSON equals the typed one for workloads using every
+    /// field the template keeps or resets.
+    #[test]
+    fn template_hash_of_canonical_json_equals_the_typed_one() {
+        let manifests = [
+            "spec: {command: [sleep, '1']}",
+            "spec: {replicas: 5, command: [srv], rollingUpdate: {maxSurge: 2, maxUnavailable: 1}}",
+            "spec:\n  replicas: 0\n  image: nginx:1.27\n  runtime: oci\n  env: {A: '1', B: x}\n  ports: [{name: http, port: 8080}, {port: 53, protocol: UDP}]\n  resources: {cpu: 1.5, memory: 1Gi, gpu: 1}\n  health: {http: {path: /healthz, port: 8080}}\n  placement: {nodeSelector: {disk: ssd}, maxPerNode: 1}\n  restartPolicy: OnFailure",
+            "spec: {command: [python3, -m, http.server], health: {tcp: {port: 9000}}, resources: {cpu: 250m, memory: 128Mi}}",
+        ];
+        for (i, m) in manifests.iter().enumerate() {
+            let text = format!(
+                "apiVersion: nexus/v1\nkind: Workload\nmetadata: {{name: w{i}, namespace: ns, labels: {{app: x}}}}\n{m}\n"
+            );
+            let v = nexus_schemas::validate_sources(&[nexus_schemas::SourceFile::from_text(
+                "w.yaml", text,
+            )]);
+            assert!(!v.has_errors(), "{m}: {:?}", v.diagnostics);
+            let obj = &v.objects[0].object;
+            let Spec::Workload(spec) = &obj.spec else {
+                panic!("not a workload")
+            };
+            let canonical = nexus_schemas::canonical_value(obj);
+            assert_eq!(
+                template_hash_of_canonical(&canonical),
+                Some(template_hash(spec)),
+                "{m}"
+            );
+        }
+        assert_eq!(template_hash_of_canonical(&serde_json::json!([1])), None);
     }
 
     #[test]

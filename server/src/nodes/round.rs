@@ -18,7 +18,9 @@ use nexus_api::network::PolicyFeed;
 use nexus_ebpf::{PolicyObject, WorkloadEndpoints, WorkloadId};
 use nexus_ledger::State;
 use nexus_ledger::state::NodeState;
-use nexus_reconciler::model::{Footprint, InstanceId, WorkloadKey, template_hash};
+use nexus_reconciler::model::{
+    Footprint, InstanceId, WorkloadKey, template_hash, template_hash_of_canonical,
+};
 use nexus_reconciler::scheduler::{
     Assignment, Capacity, CurrentInstance, Memo, NodeCondition, NodeInput, Schedule, WorkloadInput,
     WorkloadOutcome, schedule_memo,
@@ -128,6 +130,8 @@ pub struct Cache {
     serial: u64,
     services: HashMap<ObjectKey, (u64, Arc<ServiceSpec>)>,
     policies: HashMap<ObjectKey, (u64, Arc<PolicyObject>)>,
+    /// Specs of templates that are no longer their workload's current one (kept from the
+    /// workload's last version, or read from its history), for instances still running them.
     templates: HashMap<(WorkloadKey, ContentHash), WorkloadSpec>,
     sets: HashMap<String, CachedSet>,
     /// The scheduler's memory of each workload's outcome.
@@ -312,7 +316,14 @@ impl Cache {
         } else {
             for (change, p) in c.workloads.iter().zip(parsed) {
                 match (workloads.binary_search_by(|w| w.okey.cmp(&change.key)), p) {
-                    (Ok(i), Some(p)) => workloads[i] = p,
+                    (Ok(i), Some(p)) => {
+                        let old = std::mem::replace(&mut workloads[i], p);
+                        if old.input.hash != workloads[i].input.hash {
+                            // A new template: the old one may still run during the rollout.
+                            let key = (old.input.key.clone(), old.input.hash);
+                            self.templates.insert(key, old.input.spec.clone());
+                        }
+                    }
                     (Ok(i), None) => {
                         workloads.remove(i);
                     }
@@ -384,8 +395,9 @@ impl Cache {
             return None;
         };
         let wk = WorkloadKey::from(key);
-        let hash = template_hash(&spec);
-        self.templates.insert((wk.clone(), hash), spec.clone());
+        // The state holds canonical objects: hash the template on the JSON (the typed spec
+        // gives the same hash, at twice the cost).
+        let hash = template_hash_of_canonical(value).unwrap_or_else(|| template_hash(&spec));
         self.serial += 1;
         Some(Arc::new(ParsedWorkload {
             input: WorkloadInput {
@@ -556,14 +568,21 @@ pub fn run(
         let mut errors = Vec::new();
         for a in assigned {
             let wk = &a.id.replica.workload;
-            let key = (wk.clone(), a.id.hash);
-            if !cache.templates.contains_key(&key)
-                && let Some(spec) = old_template(wk, &a.id.hash)
-            {
-                cache.templates.insert(key.clone(), spec);
-            }
-            let Some(spec) = cache.templates.get(&key) else {
-                continue;
+            let current = find_workload(workloads, wk).filter(|w| w.input.hash == a.id.hash);
+            let spec = match current {
+                Some(w) => &w.input.spec,
+                None => {
+                    let key = (wk.clone(), a.id.hash);
+                    if !cache.templates.contains_key(&key)
+                        && let Some(spec) = old_template(wk, &a.id.hash)
+                    {
+                        cache.templates.insert(key.clone(), spec);
+                    }
+                    match cache.templates.get(&key) {
+                        Some(spec) => spec,
+                        None => continue,
+                    }
+                }
             };
             match ReplicaSpec::from_workload(a.id.clone(), a.generation, spec) {
                 Ok(r) => replicas.push(r),

@@ -298,6 +298,13 @@ fn the_cache_forgets_deleted_objects_and_reparses_recreated_ones() {
     let snap = cache.snapshot(&state);
     assert_eq!((snap.workloads.len(), snap.services.len()), (1, 1));
     assert_eq!((cache.workloads.len(), cache.services.len()), (1, 1));
+    assert!(
+        cache.templates.is_empty(),
+        "a current template is the workload itself"
+    );
+    // A new template: the old one is kept for instances still running it.
+    commit(&mut state, "user:a", vec![web("v1b", 2)]);
+    cache.snapshot(&state);
     assert_eq!(cache.templates.len(), 1);
     let delete = |kind| Op::Delete {
         key: ObjectKey::new(kind, "default", "web"),
