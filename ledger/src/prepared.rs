@@ -39,10 +39,13 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Prepares a request (one canonical serialization, one signature check, every object
-    /// validated).
+    /// Prepares a request a client sent: encoded canonically, then decoded again from those
+    /// bytes (what every other replica decodes: a float spelled otherwise by the client must not
+    /// parse to a value the canonical text does not give), one signature check, every object
+    /// validated.
     pub fn new(signed: SignedRequest) -> Prepared {
         let (bytes, digest) = signed.encode_with_digest();
+        let signed = SignedRequest::from_bytes(&bytes).unwrap_or(signed);
         let key = *blake3::hash(&bytes).as_bytes();
         let signature = signed.verify_digest(&digest);
         let objects = parse_objects(&signed);

@@ -173,6 +173,15 @@ impl FileWal {
         file.read_to_end(&mut bytes)
             .map_err(|e| err("cannot read", &path, e))?;
         let s = scan(&bytes);
+        if bytes[s.end as usize..].iter().any(|b| *b != 0) {
+            // What follows the intact records was never acknowledged (a torn flush). Clear it:
+            // records written from `end` on could otherwise line up with a stale one that
+            // survived the tear, and a later crash would bring it back.
+            file.set_len(s.end)
+                .and_then(|_| file.set_len(bytes.len() as u64))
+                .and_then(|_| file.sync_all())
+                .map_err(|e| err("cannot clear the torn tail of", &path, e))?;
+        }
         Ok(FileWal {
             capacity: bytes.len() as u64,
             end: s.end,
@@ -357,6 +366,39 @@ mod tests {
         let w = FileWal::open(&path).unwrap();
         assert_eq!(w.height(), Some(8));
         assert_eq!(w.entries().unwrap(), vec![b"four".to_vec()]);
+    }
+
+    /// A torn flush can leave a later record intact after a damaged one. Writing resumes at the
+    /// damage; if new records end where the stale one begins and a crash follows, the stale one
+    /// must not come back: opening clears everything after the intact records.
+    #[test]
+    fn a_stale_record_after_a_torn_one_is_cleared_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("consensus.wal");
+        let mut w = FileWal::open(&path).unwrap();
+        w.reset(3).unwrap();
+        w.flush().unwrap();
+        let good = w.len() as usize;
+        w.append(b"AAAA".to_vec());
+        w.append(b"stale".to_vec());
+        w.flush().unwrap();
+        drop(w);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[good + HEAD + 2] ^= 1; // the first of the two is damaged, the second intact
+        std::fs::write(&path, &bytes).unwrap();
+        let mut w = FileWal::open(&path).unwrap();
+        assert!(w.entries().unwrap().is_empty());
+        // The same length as the damaged record: the next record would start where "stale"
+        // starts; this one is not flushed before a crash.
+        w.append(b"BBBB".to_vec());
+        w.flush().unwrap();
+        drop(w);
+        let w = FileWal::open(&path).unwrap();
+        assert_eq!(
+            w.entries().unwrap(),
+            vec![b"BBBB".to_vec()],
+            "no stale record"
+        );
     }
 
     /// A crash can leave the last flush half written: reading stops before it, whatever the

@@ -182,13 +182,15 @@ impl Writer {
         }
         let entry = Arc::new(commit.entry);
         self.fold(&entry);
-        for (w, applied) in answers {
-            w.answer(Ok(applied));
-        }
+        // Subscribers get the entry before its callers are answered: a caller that then looks
+        // at a subscription finds it there (a test saw the last entry missing).
         self.subscribers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|s| s.send(entry.clone()).is_ok());
+        for (w, applied) in answers {
+            w.answer(Ok(applied));
+        }
         requeue
     }
 

@@ -88,7 +88,9 @@ impl LedgerWal {
         let mut file = FileWal::open(store.wal_path())?;
         let old = store.wal_contents().map_err(|e| WalError(e.to_string()))?;
         if let Some(h) = old.height {
-            if file.height().is_none() {
+            // The newer of the two wins (a file left by a later version, then an older
+            // version run again on the same store, then this one: the redb WAL is newer).
+            if file.height().is_none_or(|f| f < h) {
                 file.reset(h)?;
                 for e in old.entries {
                     file.append(e);
@@ -166,10 +168,11 @@ impl DecidedStore for LedgerStore {
         }))
     }
 
-    /// Executes the batch against the state and appends its entry with the certificate record.
-    /// With more than one validator the append is not fsynced: the decision is durable on the
-    /// 2f+1 replicas that logged their precommits, and the entry becomes durable here with this
-    /// replica's next WAL flush (same file), which comes before anything it sends next.
+    /// Executes the batch against the state and appends its entry with the certificate record
+    /// (each request's record stored byte for byte as decided, so the batch id is rebuilt from
+    /// the entry). With more than one validator the append is not fsynced: the decision is
+    /// durable on the 2f+1 replicas that logged their precommits; the syncer makes it durable
+    /// here before the WAL moves to the next height.
     fn commit(&mut self, d: &Decided) -> Result<(), CStoreError> {
         let parts = batch::split(d.batch.items())
             .ok_or_else(|| serr(format!("decided batch at {} is malformed", d.height)))?;
@@ -178,14 +181,12 @@ impl DecidedStore for LedgerStore {
             let mut cache = self.prepared.borrow_mut();
             let mut requests = Vec::with_capacity(parts.requests.len());
             for item in parts.requests.iter() {
-                let p = match cache.prepare(item) {
-                    Some(p) => p,
-                    // Honest replicas decide canonical items only; a certified batch holding
-                    // another encoding is executed as decoded (stored canonically).
-                    None => Arc::new(Prepared::new(
-                        SignedRequest::from_bytes(item).map_err(serr)?,
-                    )),
-                };
+                let p = cache.prepare(item).ok_or_else(|| {
+                    serr(format!(
+                        "decided batch at {} holds an undecodable request",
+                        d.height
+                    ))
+                })?;
                 cache.remove(&p.key);
                 requests.push(p);
             }
@@ -269,8 +270,8 @@ pub(crate) struct LedgerApp {
 }
 
 impl LedgerApp {
-    /// The item prepared (decoded, canonical, signature and objects checked), from the cache
-    /// when this replica saw it before; `None` when it does not decode or is not canonical.
+    /// The item prepared (decoded, signature and objects checked), from the cache when this
+    /// replica saw it before; `None` when it does not decode.
     fn prepare(&self, item: &[u8]) -> Option<Arc<Prepared>> {
         self.prepared.borrow_mut().prepare(item)
     }
@@ -305,7 +306,7 @@ impl LedgerApp {
         admission: &dyn Admission,
     ) -> Option<String> {
         let Some(p) = self.prepare(item) else {
-            return Some("undecodable or non-canonical request".into());
+            return Some("undecodable request".into());
         };
         if p.signature.is_err() {
             return Some("bad signature".into());
@@ -425,7 +426,9 @@ impl App for LedgerApp {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
             if state.apply_entry(&d.entry).is_err() {
                 // The store holds the entry but the fold refused it: rebuild from the store.
-                if let Ok((s, _)) = self.store.load_state() {
+                // Its change journal starts empty, so followers look at every object again.
+                if let Ok((mut s, _)) = self.store.load_state() {
+                    s.journal = crate::state::ChangeJournal::starting_at(s.height);
                     *state = s;
                 }
             }

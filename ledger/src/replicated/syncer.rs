@@ -101,7 +101,11 @@ fn run(shared: &Shared, store: &Store) {
             }
             p.requested
         };
-        let result = store.sync();
+        // A panic must not leave the node waiting for a sync that never comes.
+        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.sync())) {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("the sync panicked".to_string()),
+        };
         let mut p = lock();
         match result {
             Ok(()) => p.done = p.done.max(target),

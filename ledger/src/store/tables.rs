@@ -53,7 +53,7 @@ pub(crate) const FORMAT: u8 = 1;
 pub struct RequestRecord {
     pub height: u64,
     pub index: u32,
-    /// The request's digest (blake3 of its canonical JSON).
+    /// The request's digest (blake3 of the JSON text of its stored record).
     pub digest: [u8; 32],
     pub outcomes: Vec<ObjectOutcome>,
     /// Why the request was refused when its decided entry was executed (replicated ledger: an

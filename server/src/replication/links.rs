@@ -193,18 +193,15 @@ async fn run_link(
         tracing::info!(peer = %t.name, addr = %t.addr, "consensus link up");
         backoff = Duration::from_millis(100);
         warned = false;
-        let mut stream = match client.open_oneway_stream(CONSENSUS_KIND).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::info!(peer = %t.name, "consensus link down: {e}");
-                client.close();
-                continue;
-            }
-        };
+        // The stream opens with the first message to send (the server reads a stream's first
+        // message within its request timeout; a quiet replica must not lose its link).
+        let mut stream: Option<nexus_transport::rpc::OneWayStream> = None;
         let mut batch = Vec::new();
         loop {
             let Some(msg) = rx.recv().await else {
-                stream.finish();
+                if let Some(s) = stream {
+                    s.finish();
+                }
                 return;
             };
             batch.push(msg);
@@ -214,7 +211,17 @@ async fn run_link(
                     Err(_) => break,
                 }
             }
-            let sent = stream.send(&batch).await;
+            let open = match stream.as_mut() {
+                Some(s) => s,
+                None => match client.open_oneway_stream(CONSENSUS_KIND).await {
+                    Ok(s) => stream.insert(s),
+                    Err(e) => {
+                        tracing::info!(peer = %t.name, "consensus link down: {e}");
+                        break;
+                    }
+                },
+            };
+            let sent = open.send(&batch).await;
             batch.clear();
             if let Err(e) = sent {
                 tracing::info!(peer = %t.name, "consensus link down: {e}");
@@ -222,6 +229,8 @@ async fn run_link(
             }
         }
         client.close();
+        // A link that keeps breaking at once must not spin.
+        tokio::time::sleep(backoff).await;
     }
 }
 
