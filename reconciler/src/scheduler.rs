@@ -473,6 +473,8 @@ struct MemoEntry {
     before: u64,
     reservations: Vec<Reservation>,
     outcome: Arc<WorkloadOutcome>,
+    /// The outcome assigns something (read without touching the outcome).
+    assigns: bool,
 }
 
 /// What [`schedule_memo`] remembers between rounds: per workload, its outcome and everything it
@@ -528,6 +530,15 @@ impl Memo {
     pub fn outcomes(&self) -> impl ExactSizeIterator<Item = &Arc<WorkloadOutcome>> {
         self.entries.iter().map(|e| &e.outcome)
     }
+
+    /// The assignments of the last call, sorted by instance id (workloads that assign nothing
+    /// are skipped without reading their outcomes).
+    pub fn assignments(&self) -> impl Iterator<Item = &Assignment> {
+        self.entries
+            .iter()
+            .filter(|e| e.assigns)
+            .flat_map(|e| &e.outcome.assignments)
+    }
 }
 
 /// [`schedule_refs`] with a [`Memo`] kept between calls; see [`Memo::outcomes`] for the result.
@@ -540,10 +551,6 @@ pub fn schedule_memo(
     current: &[CurrentInstance],
     memo: &mut Memo,
 ) {
-    let keys = memo.keys.clone();
-    let mut cluster = Cluster::new(nodes, &keys);
-    let nodes_hash = cluster.static_hash();
-
     // Workloads sorted by key; a duplicated key keeps its highest generation.
     let limits = |w: &WorkloadInput| {
         let r = &w.spec.rolling_update;
@@ -560,6 +567,21 @@ pub fn schedule_memo(
         });
         workloads.dedup_by(|(b, _), (a, _)| a.key == b.key);
     }
+    schedule_memo_sorted(workloads, nodes, current, memo);
+}
+
+/// [`schedule_memo`] for workloads the caller keeps sorted by key, each key once (checked in
+/// debug builds only: a round over thousands of workloads need not compare their keys again).
+pub fn schedule_memo_sorted(
+    workloads: Vec<(&WorkloadInput, u64)>,
+    nodes: &[NodeInput],
+    current: &[CurrentInstance],
+    memo: &mut Memo,
+) {
+    debug_assert!(workloads.is_sorted_by(|(a, _), (b, _)| a.key < b.key));
+    let keys = memo.keys.clone();
+    let mut cluster = Cluster::new(nodes, &keys);
+    let nodes_hash = cluster.static_hash();
 
     // Current instances grouped by workload, in id order, each at most once.
     let mut current: Vec<&CurrentInstance> = current.iter().collect();
@@ -688,6 +710,7 @@ pub fn schedule_memo(
                     nodes: nodes_hash,
                     before,
                     reservations,
+                    assigns: !outcome.assignments.is_empty(),
                     outcome: Arc::new(outcome),
                 }
             }

@@ -23,7 +23,7 @@ use nexus_reconciler::model::{
 };
 use nexus_reconciler::scheduler::{
     Assignment, Capacity, CurrentInstance, Memo, NodeCondition, NodeInput, Schedule, WorkloadInput,
-    WorkloadOutcome, schedule_memo,
+    WorkloadOutcome, schedule_memo_sorted,
 };
 use nexus_reconciler::services::{Candidate, endpoints};
 use nexus_reconciler::spec::ReplicaSpec;
@@ -60,8 +60,8 @@ struct ParsedWorkload {
 #[derive(Debug)]
 struct StatusEntry {
     key: ObjectKey,
-    /// The workload's serial (its content).
-    serial: u64,
+    /// The workload as parsed (its content).
+    workload: Arc<ParsedWorkload>,
     outcome: Arc<WorkloadOutcome>,
     /// Hash of the rest of its inputs (generation, spec errors, its instances' reports); 0 when
     /// nothing runs and nothing is reported (the outcome alone decides).
@@ -521,7 +521,8 @@ pub fn run(
         }
         None => seed(&snap.nodes, input.reports, workloads),
     };
-    schedule_memo(
+    // The cache keeps its workloads sorted by key, each once.
+    schedule_memo_sorted(
         workloads.iter().map(|w| (&w.input, w.serial)).collect(),
         &nodes,
         &current,
@@ -530,7 +531,7 @@ pub fn run(
     let memo = &cache.memo;
     // Keys are unique in the state, so there is one outcome per workload, in the same order.
     debug_assert_eq!(memo.outcomes().len(), workloads.len());
-    let assignments: Vec<&Assignment> = memo.outcomes().flat_map(|o| &o.assignments).collect();
+    let assignments: Vec<&Assignment> = memo.assignments().collect();
 
     // Each node's set, rebuilt only when its instances (id, generation) or subnet changed: the
     // same instance always has the same spec (the template hash covers everything in it).
@@ -615,14 +616,24 @@ pub fn run(
     statuses.reserve(workloads.len());
     let mut old = old_statuses.drain(..).peekable();
     for (w, outcome) in workloads.iter().zip(memo.outcomes()) {
-        // The same serial is the same workload; otherwise keys tell.
+        // The same parse is the same workload (a pointer comparison, nothing read); otherwise
+        // keys tell.
         let same = |e: &StatusEntry| {
-            if e.serial == w.serial {
+            if Arc::ptr_eq(&e.workload, w) {
                 std::cmp::Ordering::Equal
             } else {
                 e.key.cmp(&w.okey)
             }
         };
+        // A pending workload whose outcome is the same: its status cannot have changed.
+        if spec_errors.is_empty()
+            && let Some(e) = old.next_if(|e| {
+                Arc::ptr_eq(&e.workload, w) && Arc::ptr_eq(&e.outcome, outcome) && e.print == 0
+            })
+        {
+            statuses.push(e);
+            continue;
+        }
         while let Some(gone) = old.next_if(|e| same(e).is_lt()) {
             out.statuses.0.push((gone.key, None));
         }
@@ -665,7 +676,7 @@ pub fn run(
         out.statuses.0.push((w.okey.clone(), Some(status)));
         statuses.push(StatusEntry {
             key: w.okey.clone(),
-            serial: w.serial,
+            workload: w.clone(),
             outcome: outcome.clone(),
             print,
         });
