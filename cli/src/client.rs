@@ -115,6 +115,22 @@ impl Session {
         SignedRequest::sign(request, self.cert.signing_key())
     }
 
+    /// [`Session::sign`] and the request's wire bytes, from one canonical serialization.
+    pub fn sign_to_bytes(
+        &self,
+        ops: Vec<nexus_ledger::Op>,
+        source: Source,
+    ) -> (SignedRequest, Vec<u8>) {
+        let request = Request {
+            id: new_request_id(),
+            actor: self.actor(),
+            source,
+            ops,
+            created_at_ms: now_ms(),
+        };
+        SignedRequest::sign_to_bytes(request, self.cert.signing_key())
+    }
+
     /// A unary call; transport errors become readable messages.
     pub async fn call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
         &self,

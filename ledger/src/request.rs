@@ -313,6 +313,27 @@ impl SignedRequest {
         }
     }
 
+    /// Signs `request` with `key` and returns its stored (and wire) form too, from one canonical
+    /// serialization (what [`SignedRequest::sign`] then [`SignedRequest::to_bytes`] give).
+    pub fn sign_to_bytes(request: Request, key: &SigningKey) -> (SignedRequest, Vec<u8>) {
+        let json = request.canonical_json();
+        let signature = key
+            .sign(&signing_bytes_of(&digest_of_json(&json)))
+            .to_bytes();
+        let public_key = key.verifying_key().to_bytes();
+        let mut w = Writer::with_capacity(json.len() + 110);
+        w.u8(RECORD_V1)
+            .str(&json)
+            .array(&public_key)
+            .array(&signature);
+        let signed = SignedRequest {
+            request,
+            public_key,
+            signature,
+        };
+        (signed, w.finish())
+    }
+
     /// Checks the signature against the embedded public key.
     pub fn verify(&self) -> Result<(), SignatureError> {
         verify_signature(
@@ -509,6 +530,12 @@ mod tests {
     fn sign_verify_and_binding() {
         let k = key(1);
         let s = SignedRequest::sign(request(), &k);
+        let (s2, bytes) = SignedRequest::sign_to_bytes(request(), &k);
+        assert_eq!(
+            (&s2, bytes),
+            (&s, s.to_bytes()),
+            "one serialization, the same result"
+        );
         s.verify().unwrap();
         s.verify_bound("user:alice", &k.verifying_key().to_bytes())
             .unwrap();

@@ -343,20 +343,24 @@ impl NexusCluster {
             ));
         }
         let sessions = Arc::new(sessions);
+        // The client side stays cheap, as etcd's does (it shares the machine): one validated
+        // payload per level, renamed per request; each request is still signed.
+        let template = Arc::new(super::bench_ledger::payload(clients, 0, 0));
         closed_loop(clients, per_level, move |c, i| {
             let session = sessions[c].clone();
+            let template = template.clone();
             async move {
-                let object = super::bench_ledger::payload(clients, c, i);
-                let signed = session.sign(
+                let mut object = (*template).clone();
+                object["metadata"]["name"] =
+                    serde_json::Value::String(format!("b{clients}-{c}-{i}"));
+                let (_, signed) = session.sign_to_bytes(
                     vec![Op::Apply {
                         object,
                         if_version: None,
                     }],
                     Source::Cli,
                 );
-                let req = SubmitRequest {
-                    signed: signed.to_bytes(),
-                };
+                let req = SubmitRequest { signed };
                 session
                     .call::<_, SubmitResponse>(kinds::SUBMIT, &req)
                     .await
