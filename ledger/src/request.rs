@@ -465,14 +465,37 @@ impl<'a> RawSignedRequest<'a> {
     }
 }
 
+/// Most decompressed public keys remembered.
+const KEY_CACHE: usize = 4096;
+
+/// The key decoded from its 32 bytes: remembered, since a handful of clients and replicas sign
+/// almost every request and decompressing a point costs about a tenth of a verification. The
+/// same bytes always decode to the same key, so the cache changes no verdict.
+fn verifying_key(public_key: &[u8; 32]) -> Option<VerifyingKey> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static KEYS: OnceLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> = OnceLock::new();
+    let keys = KEYS.get_or_init(Mutex::default);
+    if let Some(k) = keys.lock().ok().and_then(|m| m.get(public_key).copied()) {
+        return Some(k);
+    }
+    let key = VerifyingKey::from_bytes(public_key).ok()?;
+    if let Ok(mut m) = keys.lock() {
+        if m.len() >= KEY_CACHE {
+            m.clear();
+        }
+        m.insert(*public_key, key);
+    }
+    Some(key)
+}
+
 fn verify_signature(
     id: &str,
     public_key: &[u8; 32],
     signature: &[u8; 64],
     bytes: &[u8],
 ) -> Result<(), SignatureError> {
-    let key = VerifyingKey::from_bytes(public_key)
-        .map_err(|_| SignatureError::BadKey { id: id.into() })?;
+    let key = verifying_key(public_key).ok_or_else(|| SignatureError::BadKey { id: id.into() })?;
     let sig = Signature::from_bytes(signature);
     key.verify_strict(bytes, &sig)
         .map_err(|_| SignatureError::BadSignature { id: id.into() })

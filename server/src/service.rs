@@ -50,8 +50,20 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 let caller = caller(&ctx)?;
                 let signed = decode_signed(&req.signed)?;
                 let ledger = s.ledger.clone();
-                let applied =
-                    blocking(move || ledger.submit(signed, &caller).map_err(submit_error)).await?;
+                // The checks (signature, every object) run on a blocking thread; the request is
+                // then ordered without holding a thread, and its answer comes back here.
+                let (tx, answer) = tokio::sync::oneshot::channel();
+                blocking(move || {
+                    ledger.submit_then(signed, &caller, move |r| {
+                        let _ = tx.send(r);
+                    });
+                    Ok(())
+                })
+                .await?;
+                let applied = answer
+                    .await
+                    .map_err(|_| RpcError::internal("the ledger dropped the request"))?
+                    .map_err(submit_error)?;
                 Ok(SubmitResponse {
                     height: applied.height,
                     request_id: applied.request_id,

@@ -109,7 +109,25 @@ pub enum OpenError {
 pub(crate) struct Job {
     /// The request, prepared on the caller's thread (decoded, signature and objects checked).
     pub prepared: Arc<Prepared>,
-    pub reply: mpsc::SyncSender<Result<Applied, SubmitError>>,
+    pub reply: Reply,
+}
+
+/// Where a submission's answer goes: a waiting thread, or a callback (an async caller that
+/// must not hold a thread while its request is ordered).
+pub(crate) enum Reply {
+    Channel(mpsc::SyncSender<Result<Applied, SubmitError>>),
+    Callback(Box<dyn FnOnce(Result<Applied, SubmitError>) + Send>),
+}
+
+impl Reply {
+    pub fn send(self, r: Result<Applied, SubmitError>) {
+        match self {
+            Reply::Channel(tx) => {
+                let _ = tx.send(r);
+            }
+            Reply::Callback(f) => f(r),
+        }
+    }
 }
 
 pub(crate) type Subscribers = Arc<Mutex<Vec<mpsc::Sender<Arc<Entry>>>>>;
@@ -201,28 +219,66 @@ impl Ledger {
     /// entry; `height` is then the height it was evaluated at. Such a request leaves no trace, so
     /// a retry of it is simply evaluated again.
     pub fn submit(&self, request: SignedRequest, caller: &Caller) -> Result<Applied, SubmitError> {
-        request.check_binding(&caller.actor, &caller.public_key)?;
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.submit_reply(request, caller, Reply::Channel(reply));
+        answer.recv().map_err(|_| SubmitError::Closed)?
+    }
+
+    /// [`Ledger::submit`] for an async caller: the checks run on the calling thread, then the
+    /// request is queued and `done` is called with the answer, from the thread that orders it
+    /// (it must not block). Returns at once after the checks.
+    pub fn submit_then(
+        &self,
+        request: SignedRequest,
+        caller: &Caller,
+        done: impl FnOnce(Result<Applied, SubmitError>) + Send + 'static,
+    ) {
+        self.submit_reply(request, caller, Reply::Callback(Box::new(done)));
+    }
+
+    fn submit_reply(&self, request: SignedRequest, caller: &Caller, reply: Reply) {
+        match self.queue(request, caller, reply) {
+            Ok(()) => {}
+            Err((reply, e)) => reply.send(Err(e)),
+        }
+    }
+
+    /// Checks `request` and queues it, or gives the reply back with why not.
+    fn queue(
+        &self,
+        request: SignedRequest,
+        caller: &Caller,
+        reply: Reply,
+    ) -> Result<(), (Reply, SubmitError)> {
+        if let Err(e) = request.check_binding(&caller.actor, &caller.public_key) {
+            return Err((reply, e.into()));
+        }
         // The signature and every object are checked here, on the caller's thread, once: the
         // node thread reuses the result.
         let prepared = Arc::new(Prepared::new(request));
-        prepared.signature.clone()?;
+        if let Err(e) = prepared.signature.clone() {
+            return Err((reply, e.into()));
+        }
         // Before the admission check, which may fetch from git: an invalid object is refused
         // whatever its source.
-        prepared.check_objects()?;
-        self.admission()
+        if let Err(e) = prepared.check_objects() {
+            return Err((reply, e.into()));
+        }
+        if let Err(e) = self
+            .admission()
             .admit_current(&self.state, &prepared.signed)
-            .map_err(SubmitError::Refused)?;
-        if let Some(replica) = &self.replica {
-            return self.submit_replicated(replica, prepared);
-        }
-        let (reply, answer) = mpsc::sync_channel(1);
         {
-            let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-            let tx = jobs.as_ref().ok_or(SubmitError::Closed)?;
-            tx.send(Job { prepared, reply })
-                .map_err(|_| SubmitError::Closed)?;
+            return Err((reply, SubmitError::Refused(e)));
         }
-        answer.recv().map_err(|_| SubmitError::Closed)?
+        if let Some(replica) = &self.replica {
+            return self.queue_replicated(replica, prepared, reply);
+        }
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tx) = jobs.as_ref() else {
+            return Err((reply, SubmitError::Closed));
+        };
+        tx.send(Job { prepared, reply })
+            .map_err(|e| (e.0.reply, SubmitError::Closed))
     }
 
     /// What `request` would do now, without committing it (`apply --dry-run`).

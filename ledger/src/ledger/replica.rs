@@ -2,10 +2,12 @@
 //! consensus, read barriers, peer bytes in, status out.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use super::{Applied, Clock, Job, Ledger, LedgerConfig, OpenError, SubmitError, Subscribers};
+use super::{
+    Applied, Clock, Job, Ledger, LedgerConfig, OpenError, Reply, SubmitError, Subscribers,
+};
 use crate::admission::{Admission, AdmitAll};
 use crate::consensus::ValidatorKey;
 use crate::plan::RequestError;
@@ -88,51 +90,50 @@ impl Ledger {
         }
     }
 
-    /// Submits a verified, admitted request through consensus. A retry of a decided request
-    /// gets its original answer; a request that would change nothing or fail against the
-    /// current state is answered at once, without ordering (it leaves no trace).
-    pub(super) fn submit_replicated(
+    /// Queues a verified, admitted request for consensus. A retry of a decided request gets its
+    /// original answer; a request that would change nothing or fail against the current state
+    /// is answered at once, without ordering (it leaves no trace).
+    pub(super) fn queue_replicated(
         &self,
         replica: &Handle,
         prepared: Arc<Prepared>,
-    ) -> Result<Applied, SubmitError> {
+        reply: Reply,
+    ) -> Result<(), (Reply, SubmitError)> {
         let (actor, id) = (&prepared.signed.request.actor, &prepared.signed.request.id);
-        match self.store.request_record(actor, id) {
-            Err(e) => return Err(SubmitError::Storage(e.to_string())),
-            Ok(Some(rec)) if rec.digest == prepared.digest => {
-                return match rec.error {
-                    Some(e) => Err(e.into()),
-                    None => Ok(Applied {
-                        height: rec.height,
-                        request_id: id.clone(),
-                        outcomes: rec.outcomes,
-                        duplicate: true,
-                    }),
-                };
-            }
-            Ok(Some(_)) => {
-                return Err(RequestError::RequestIdReused {
-                    id: id.clone(),
-                    actor: actor.clone(),
-                }
-                .into());
-            }
-            Ok(None) => {}
-        }
-        {
-            let state = self.state();
-            let plan = prepared.plan(&*state)?;
-            if plan.events.is_empty() {
-                return Ok(Applied {
-                    height: state.height,
+        let answered = match self.store.request_record(actor, id) {
+            Err(e) => Some(Err(SubmitError::Storage(e.to_string()))),
+            Ok(Some(rec)) if rec.digest == prepared.digest => Some(match rec.error {
+                Some(e) => Err(e.into()),
+                None => Ok(Applied {
+                    height: rec.height,
                     request_id: id.clone(),
-                    outcomes: plan.outcomes,
-                    duplicate: false,
-                });
+                    outcomes: rec.outcomes,
+                    duplicate: true,
+                }),
+            }),
+            Ok(Some(_)) => Some(Err(RequestError::RequestIdReused {
+                id: id.clone(),
+                actor: actor.clone(),
             }
+            .into())),
+            Ok(None) => {
+                let state = self.state();
+                match prepared.plan(&*state) {
+                    Err(e) => Some(Err(e.into())),
+                    Ok(plan) if plan.events.is_empty() => Some(Ok(Applied {
+                        height: state.height,
+                        request_id: id.clone(),
+                        outcomes: plan.outcomes,
+                        duplicate: false,
+                    })),
+                    Ok(_) => None,
+                }
+            }
+        };
+        if let Some(r) = answered {
+            reply.send(r);
+            return Ok(());
         }
-        let (reply, answer) = mpsc::sync_channel(1);
-        replica.submit(Job { prepared, reply })?;
-        answer.recv().map_err(|_| SubmitError::Closed)?
+        replica.submit(Job { prepared, reply })
     }
 }

@@ -50,7 +50,7 @@ impl Waiting {
                 other => other.clone(),
             };
             first = false;
-            let _ = job.reply.send(r);
+            job.reply.send(r);
         }
     }
 }
@@ -201,7 +201,7 @@ impl Writer {
             Ok(v) => v,
             Err(e) => {
                 for job in batch {
-                    let _ = job.reply.send(Err(SubmitError::Storage(e.to_string())));
+                    job.reply.send(Err(SubmitError::Storage(e.to_string())));
                 }
                 return Err(());
             }
@@ -216,7 +216,7 @@ impl Writer {
                 if w.digest == digest {
                     w.jobs.push(job);
                 } else {
-                    let _ = job.reply.send(Err(RequestError::RequestIdReused {
+                    job.reply.send(Err(RequestError::RequestIdReused {
                         id: key.1,
                         actor: key.0,
                     }
@@ -226,7 +226,7 @@ impl Writer {
             }
             match view.request_record(&key.0, &key.1) {
                 Ok(Some(rec)) if rec.digest == digest => {
-                    let _ = job.reply.send(Ok(Applied {
+                    job.reply.send(Ok(Applied {
                         height: rec.height,
                         request_id: key.1,
                         outcomes: rec.outcomes,
@@ -234,7 +234,7 @@ impl Writer {
                     }));
                 }
                 Ok(Some(_)) => {
-                    let _ = job.reply.send(Err(RequestError::RequestIdReused {
+                    job.reply.send(Err(RequestError::RequestIdReused {
                         id: key.1,
                         actor: key.0,
                     }
@@ -251,7 +251,7 @@ impl Writer {
                     });
                 }
                 Err(e) => {
-                    let _ = job.reply.send(Err(SubmitError::Storage(e.to_string())));
+                    job.reply.send(Err(SubmitError::Storage(e.to_string())));
                 }
             }
         }

@@ -18,7 +18,7 @@ use super::batch::{BarrierId, barrier_item};
 use super::syncer::Syncer;
 use super::{Network, ReplicationStatus};
 use crate::consensus::{Consensus, Host, Node, NodeError, Signer, TimerId, ValidatorKey};
-use crate::ledger::{Applied, Job, SubmitError};
+use crate::ledger::{Applied, Job, Reply, SubmitError};
 use crate::plan::RequestError;
 use crate::prepared::PreparedCache;
 use crate::request::SignedRequest;
@@ -60,8 +60,19 @@ impl Handle {
             .map_err(|_| SubmitError::Closed)
     }
 
-    pub(crate) fn submit(&self, job: Job) -> Result<(), SubmitError> {
-        self.send(Cmd::Submit(Box::new(job)))
+    /// Queues a submission; when the node thread is gone, the reply comes back with the error.
+    pub(crate) fn submit(&self, job: Job) -> Result<(), (Reply, SubmitError)> {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tx) = tx.as_ref() else {
+            return Err((job.reply, SubmitError::Closed));
+        };
+        match tx.send(Cmd::Submit(Box::new(job))) {
+            Ok(()) => Ok(()),
+            Err(e) => match e.0 {
+                Cmd::Submit(job) => Err((job.reply, SubmitError::Closed)),
+                _ => Ok(()),
+            },
+        }
     }
 
     /// Bytes a peer sent (dropped silently once stopped).
@@ -177,8 +188,6 @@ struct Waiting {
     since: Instant,
 }
 
-type Reply = SyncSender<Result<Applied, SubmitError>>;
-
 fn answer(jobs: Vec<Reply>, result: Result<Applied, SubmitError>) {
     let mut first = true;
     for job in jobs {
@@ -190,7 +199,7 @@ fn answer(jobs: Vec<Reply>, result: Result<Applied, SubmitError>) {
             other => other.clone(),
         };
         first = false;
-        let _ = job.send(r);
+        job.send(r);
     }
 }
 
@@ -303,7 +312,7 @@ fn refuse_all(rx: Receiver<Cmd>, why: &str) {
     while let Ok(cmd) = rx.recv() {
         match cmd {
             Cmd::Submit(job) => {
-                let _ = job.reply.send(Err(SubmitError::Ordering(why.into())));
+                job.reply.send(Err(SubmitError::Ordering(why.into())));
             }
             Cmd::Barrier(_, tx) => {
                 let _ = tx.send(Err(SubmitError::Ordering(why.into())));
@@ -463,7 +472,7 @@ impl Runner {
     /// Registers a caller; queues its request for the pool unless it is already known.
     fn register(&mut self, job: Job, items: &mut Vec<Vec<u8>>) {
         if let Some(h) = &self.halted {
-            let _ = job.reply.send(Err(SubmitError::Ordering(h.clone())));
+            job.reply.send(Err(SubmitError::Ordering(h.clone())));
             return;
         }
         let key = id_key(&job.prepared.signed);
@@ -480,12 +489,11 @@ impl Runner {
                         duplicate: true,
                     }),
                 };
-                let _ = job.reply.send(r);
+                job.reply.send(r);
                 return;
             }
             Ok(Some(_)) => {
-                let _ = job
-                    .reply
+                job.reply
                     .send(Err(SubmitError::Request(RequestError::RequestIdReused {
                         id: key.1,
                         actor: key.0,
@@ -493,15 +501,14 @@ impl Runner {
                 return;
             }
             Err(e) => {
-                let _ = job.reply.send(Err(SubmitError::Storage(e.to_string())));
+                job.reply.send(Err(SubmitError::Storage(e.to_string())));
                 return;
             }
         }
         match self.waiters.get_mut(&key) {
             Some(w) if w.digest == digest => w.jobs.push(job.reply),
             Some(_) => {
-                let _ = job
-                    .reply
+                job.reply
                     .send(Err(SubmitError::Request(RequestError::RequestIdReused {
                         id: key.1,
                         actor: key.0,
