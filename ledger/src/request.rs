@@ -471,7 +471,7 @@ const KEY_CACHE: usize = 4096;
 /// The key decoded from its 32 bytes: remembered, since a handful of clients and replicas sign
 /// almost every request and decompressing a point costs about a tenth of a verification. The
 /// same bytes always decode to the same key, so the cache changes no verdict.
-fn verifying_key(public_key: &[u8; 32]) -> Option<VerifyingKey> {
+pub(crate) fn verifying_key(public_key: &[u8; 32]) -> Option<VerifyingKey> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     static KEYS: OnceLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> = OnceLock::new();
