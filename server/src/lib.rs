@@ -212,6 +212,7 @@ impl Replica {
         shared.gitops.routes(&mut router);
         shared.replication.routes(&mut router);
         let rpc = RpcServer::new(endpoint, router, opts.rpc.clone()).spawn();
+        shared.nodes.serving();
         tracing::info!(replica = %opts.name, %addr, height = shared.ledger.height(), "replica serving");
         Ok(Replica { shared, rpc })
     }

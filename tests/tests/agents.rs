@@ -221,7 +221,13 @@ fn agents_keep_workloads_running_while_the_control_plane_is_down() {
         .iter()
         .map(|r| r["restarts"].as_i64().unwrap_or(-1))
         .collect();
-    assert_eq!(restarts, [1, 0], "replica 0 kept its history: {st}");
+    assert_eq!(
+        restarts,
+        [1, 0],
+        "replica 0 kept its history: {st}\n--- server\n{}\n{}",
+        cluster.server_log(),
+        fleet.logs()
+    );
 }
 
 #[test]

@@ -41,6 +41,7 @@ impl Nodes {
     /// The attestations and withdrawals due now.
     fn liveness_ops(&self) -> Vec<Op> {
         let mut silent = Vec::new();
+        let started = self.started();
         {
             let state = self.ledger.state();
             let inner = self.lock();
@@ -52,8 +53,8 @@ impl Nodes {
                 // A node this replica never heard from since it started gets a grace on top:
                 // after a control-plane restart its agent may still be in its reconnect back-off.
                 let (last, timeout) = match inner.agents.get(name).and_then(|a| a.last_seen) {
-                    Some(t) => (t.max(self.started), self.opts.node_timeout),
-                    None => (self.started, self.opts.node_timeout + STARTUP_GRACE),
+                    Some(t) => (t.max(started), self.opts.node_timeout),
+                    None => (started, self.opts.node_timeout + STARTUP_GRACE),
                 };
                 let is_silent = Instant::now().duration_since(last) > timeout;
                 let attested = n.lost_attesters.contains(self.actor());

@@ -126,7 +126,9 @@ pub struct Nodes {
     pub(crate) ledger: Arc<Ledger>,
     pub(crate) opts: NodesOptions,
     pub(crate) ca: Option<CertificateAuthority>,
-    started: Instant,
+    /// When agents could first reach this replica (its RPC server started serving): warm-up
+    /// and the liveness grace count from here, not from when the replica began starting up.
+    started: Mutex<Instant>,
     pub(crate) inner: Mutex<Inner>,
     /// The network policy feed every agent gets (once scheduling is warm).
     pub(crate) policy: watch::Sender<Option<Arc<PolicyFeed>>>,
@@ -161,7 +163,7 @@ impl Nodes {
             ledger,
             opts,
             ca,
-            started: Instant::now(),
+            started: Mutex::new(Instant::now()),
             inner: Mutex::default(),
             policy: watch::channel(None).0,
             cache: Mutex::default(),
@@ -171,6 +173,18 @@ impl Nodes {
             stop: Notify::new(),
             seq: AtomicU64::new(0),
         })
+    }
+
+    /// See [`Nodes::serving`].
+    pub(crate) fn started(&self) -> Instant {
+        *self.started.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The replica now serves agents: the warm-up and the grace before a node it has not heard
+    /// from is attested lost start now (starting up can take seconds under load, during which
+    /// no agent can reconnect).
+    pub fn serving(&self) {
+        *self.started.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -406,7 +420,7 @@ impl Nodes {
                     n.lost_height.is_some()
                         || inner.agents.get(&n.info.name).is_some_and(|a| a.reported)
                 });
-                inner.warm = all_reported || self.started.elapsed() >= self.opts.warmup;
+                inner.warm = all_reported || self.started().elapsed() >= self.opts.warmup;
             }
             (
                 Self::reports(&inner, self.opts.node_timeout),
