@@ -7,11 +7,19 @@
 //! The file is a sequence of records, written one after the other and never overwritten:
 //! ```text
 //! u32le len | [8] check | u64le seq | payload (len bytes: u8 kind | body)
-//! check = blake3(seq | payload)[..8]      kind 1 = reset (body: u64le height), 2 = entry (bytes)
+//! check = blake3(seq | payload)[..8]      kind 1 = reset (body: u64le height), 2 = entry (bytes),
+//!                                          3 = decided (body: u64le height | record)
 //! ```
 //! Sequence numbers follow each other; reading stops at the first record that is zero, torn,
 //! fails its check or breaks the sequence (everything after it was never acknowledged by a
-//! flush). The log's height is the last reset's, its entries are the records after it.
+//! flush). The log's height is the last reset's, its entries are the entry records after it.
+//!
+//! Decided records hold a decided height (batch and certificate) whose ledger entry may not be
+//! durable yet: the ledger is synced in the background every so often, not at every height, and
+//! until then the WAL is where a decision this replica acknowledged survives a crash. They are
+//! written ahead of the next height's reset and are not entries of any height; a fresh file
+//! (rotation) starts with those the owner has not declared durable
+//! ([`FileWal::forget_decided_through`]).
 //!
 //! The file is extended in large steps with `set_len`, so a flush rarely changes its size. When it
 //! has grown past [`ROTATE_AT`], the next reset starts a fresh file instead (written, synced, then
@@ -27,6 +35,7 @@ use super::wal::{Wal, WalError};
 
 const RESET: u8 = 1;
 const ENTRY: u8 = 2;
+const DECIDED: u8 = 3;
 /// Bytes before the payload: length, check, sequence number.
 const HEAD: usize = 4 + 8 + 8;
 /// Largest payload accepted when reading (a proposal holds at most a few MiB).
@@ -69,6 +78,8 @@ struct Scan {
     /// The last reset's height and the offset just after it.
     height: Option<u64>,
     section: u64,
+    /// Decided records, in file order.
+    decided: Vec<(u64, Vec<u8>)>,
 }
 
 /// Reads records from the start of `bytes` up to the first one that is not intact.
@@ -99,6 +110,13 @@ fn scan(bytes: &[u8]) -> Scan {
             b.copy_from_slice(h);
             s.height = Some(u64::from_le_bytes(b));
             s.section = at as u64;
+        } else if payload[0] == DECIDED
+            && let Some(h) = payload.get(1..9)
+        {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(h);
+            s.decided
+                .push((u64::from_le_bytes(b), payload[9..].to_vec()));
         }
     }
     s.end = at as u64;
@@ -136,6 +154,10 @@ pub struct FileWal {
     section: u64,
     pending: Vec<Vec<u8>>,
     pending_reset: Option<u64>,
+    /// Decided records in the current file that the owner has not declared durable elsewhere.
+    decided: Vec<(u64, Vec<u8>)>,
+    /// Decided records for the next flush.
+    pending_decided: Vec<(u64, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for FileWal {
@@ -190,6 +212,8 @@ impl FileWal {
             section: s.section,
             pending: Vec::new(),
             pending_reset: None,
+            decided: s.decided,
+            pending_decided: Vec::new(),
             path,
             file,
         })
@@ -236,6 +260,27 @@ impl FileWal {
         self.pending_reset.is_some()
     }
 
+    /// Logs a decided height (`record`: its batch and certificate) with the next flush, ahead
+    /// of anything else that flush writes.
+    pub fn decide(&mut self, height: u64, record: Vec<u8>) {
+        self.pending_decided.push((height, record));
+    }
+
+    /// The ledger is durable through `height`: decided records up to it need not be carried
+    /// into a fresh file.
+    pub fn forget_decided_through(&mut self, height: u64) {
+        self.decided.retain(|(h, _)| *h > height);
+        self.pending_decided.retain(|(h, _)| *h > height);
+    }
+
+    /// Decided records (those read on open first), oldest first; a height may appear twice.
+    pub fn decided(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.decided
+            .iter()
+            .chain(&self.pending_decided)
+            .map(|(h, r)| (*h, r.as_slice()))
+    }
+
     fn read_section(&self) -> Result<Vec<Vec<u8>>, WalError> {
         let len = usize::try_from(self.end.saturating_sub(self.section))
             .map_err(|e| err("cannot read", &self.path, e))?;
@@ -257,9 +302,13 @@ impl Wal for FileWal {
     }
 
     fn flush(&mut self) -> Result<(), WalError> {
-        if self.pending.is_empty() && self.pending_reset.is_none() {
+        if self.pending.is_empty()
+            && self.pending_reset.is_none()
+            && self.pending_decided.is_empty()
+        {
             return Ok(());
         }
+        let rotate = self.pending_reset.is_some() && self.end >= ROTATE_AT;
         let mut buf = Vec::with_capacity(
             self.pending
                 .iter()
@@ -270,6 +319,15 @@ impl Wal for FileWal {
         );
         let mut seq = self.next_seq;
         let mut section = None;
+        // A fresh file carries the decided records not yet durable elsewhere.
+        let carried = if rotate { &self.decided[..] } else { &[] };
+        for (h, record) in carried.iter().chain(&self.pending_decided) {
+            let mut body = Vec::with_capacity(8 + record.len());
+            body.extend_from_slice(&h.to_le_bytes());
+            body.extend_from_slice(record);
+            put_record(&mut buf, seq, DECIDED, &body);
+            seq += 1;
+        }
         if let Some(h) = self.pending_reset {
             put_record(&mut buf, seq, RESET, &h.to_le_bytes());
             seq += 1;
@@ -279,7 +337,7 @@ impl Wal for FileWal {
             put_record(&mut buf, seq, ENTRY, e);
             seq += 1;
         }
-        if self.pending_reset.is_some() && self.end >= ROTATE_AT {
+        if rotate {
             // A fresh file: the old one holds only heights the store is past.
             self.file = Self::install(&self.path, &buf)?;
             self.capacity = (buf.len() as u64).max(GROW);
@@ -305,6 +363,7 @@ impl Wal for FileWal {
         self.end += buf.len() as u64;
         self.next_seq = seq;
         self.pending.clear();
+        self.decided.append(&mut self.pending_decided);
         Ok(())
     }
 
@@ -473,6 +532,69 @@ mod tests {
         assert_eq!(
             w.entries().unwrap(),
             vec![b"small".to_vec(), b"more".to_vec()]
+        );
+    }
+
+    fn decided(w: &FileWal) -> Vec<(u64, Vec<u8>)> {
+        w.decided().map(|(h, r)| (h, r.to_vec())).collect()
+    }
+
+    /// Decided records survive a reopen, are never entries of a height, are lost like anything
+    /// else when not flushed, and a fresh file carries exactly those not declared durable.
+    #[test]
+    fn decided_records_outlive_their_height_until_declared_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("consensus.wal");
+        let mut w = FileWal::open(&path).unwrap();
+        w.reset(1).unwrap();
+        w.append(b"vote 1".to_vec());
+        w.flush().unwrap();
+        w.decide(1, b"decided 1".to_vec());
+        w.reset(2).unwrap();
+        w.flush().unwrap();
+        w.append(b"vote 2".to_vec());
+        w.decide(2, b"decided 2".to_vec());
+        w.flush().unwrap(); // a decided record in the middle of a height's entries
+        w.append(b"vote 2b".to_vec());
+        w.flush().unwrap();
+        w.decide(3, b"lost".to_vec()); // never flushed
+        drop(w);
+
+        let mut w = FileWal::open(&path).unwrap();
+        assert_eq!(w.height(), Some(2));
+        assert_eq!(
+            w.entries().unwrap(),
+            vec![b"vote 2".to_vec(), b"vote 2b".to_vec()]
+        );
+        assert_eq!(
+            decided(&w),
+            vec![(1, b"decided 1".to_vec()), (2, b"decided 2".to_vec())]
+        );
+
+        // Fill the file up to the rotation size; the ledger is durable through height 1.
+        let big = vec![7u8; 1 << 20];
+        let mut h = 3;
+        while w.len() < ROTATE_AT {
+            w.reset(h).unwrap();
+            w.append(big.clone());
+            w.flush().unwrap();
+            h += 1;
+        }
+        w.forget_decided_through(1);
+        w.decide(h - 1, b"decided last".to_vec());
+        w.reset(h).unwrap();
+        w.flush().unwrap();
+        assert!(w.len() < ROTATE_AT, "rotated");
+        drop(w);
+        let w = FileWal::open(&path).unwrap();
+        assert_eq!(w.height(), Some(h));
+        assert!(w.entries().unwrap().is_empty());
+        assert_eq!(
+            decided(&w),
+            vec![
+                (2, b"decided 2".to_vec()),
+                (h - 1, b"decided last".to_vec())
+            ]
         );
     }
 }

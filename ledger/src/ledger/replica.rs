@@ -49,6 +49,7 @@ impl Ledger {
             app,
             network,
             submit_timeout: replica.submit_timeout,
+            sync_gap: replica.ledger_sync_gap,
         })
         .map_err(OpenError::Thread)?;
         Ok(Ledger {

@@ -71,20 +71,29 @@ pub fn consensus_set(validators: &[Validator]) -> Option<ValidatorSet> {
 
 // WAL ---------------------------------------------------------------------------------------
 
+/// Decided heights appended to the ledger without an fsync, with their encoded decided records,
+/// waiting to be logged by the WAL's next flush (filled by [`LedgerStore`], drained by
+/// [`LedgerWal`]).
+pub(crate) type DecidedLog = Rc<RefCell<Vec<(u64, Vec<u8>)>>>;
+
 /// The consensus WAL of a replica: a file of its own beside the ledger ([`FileWal`]), whose
 /// flushes are one small write and one `fdatasync`. Decided entries are appended to the ledger
-/// without an fsync and synced by the [`Syncer`] thread; before the WAL moves to the next height
-/// (the flush that writes the reset, ahead of anything this replica sends for that height) it
-/// waits for that sync, so the log of a height is dropped only once its decided entry is durable.
+/// without an fsync; each flush first logs the decisions appended since the last one (batch and
+/// certificate), so the flush that moves the WAL to the next height (ahead of anything this
+/// replica sends for it) drops a height's log only with its decision logged. The [`Syncer`]
+/// thread makes the ledger durable every so often; decided records up to there are not carried
+/// into a fresh WAL file, and a restart replays those the ledger lost
+/// ([`LedgerWal::undurable`]).
 pub(crate) struct LedgerWal {
     syncer: Arc<Syncer>,
     file: FileWal,
+    decided: DecidedLog,
 }
 
 impl LedgerWal {
     /// Opens the WAL file; a WAL that older versions kept inside the ledger's redb file is moved
     /// into it first (written and synced there, then removed from the ledger).
-    pub fn open(store: &Store, syncer: Arc<Syncer>) -> Result<Self, WalError> {
+    pub fn open(store: &Store, syncer: Arc<Syncer>, decided: DecidedLog) -> Result<Self, WalError> {
         let mut file = FileWal::open(store.wal_path())?;
         let old = store.wal_contents().map_err(|e| WalError(e.to_string()))?;
         if let Some(h) = old.height {
@@ -99,7 +108,23 @@ impl LedgerWal {
             }
             store.wal_clear().map_err(|e| WalError(e.to_string()))?;
         }
-        Ok(LedgerWal { syncer, file })
+        Ok(LedgerWal {
+            syncer,
+            file,
+            decided,
+        })
+    }
+
+    /// Decided records in the WAL for heights past `height` (what the ledger holds durably),
+    /// oldest first, each height once.
+    pub fn undurable(&self, height: u64) -> Vec<(u64, Vec<u8>)> {
+        let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+        for (h, record) in self.file.decided() {
+            if h > height && out.last().is_none_or(|(last, _)| h > *last) {
+                out.push((h, record.to_vec()));
+            }
+        }
+        out
     }
 }
 
@@ -113,8 +138,12 @@ impl Wal for LedgerWal {
     }
 
     fn flush(&mut self) -> Result<(), WalError> {
+        self.syncer.check().map_err(WalError)?;
+        for (h, record) in self.decided.borrow_mut().drain(..) {
+            self.file.decide(h, record);
+        }
         if self.file.reset_pending() {
-            self.syncer.wait().map_err(WalError)?;
+            self.file.forget_decided_through(self.syncer.durable());
         }
         self.file.flush()
     }
@@ -137,6 +166,8 @@ pub(crate) struct LedgerStore {
     pub prepared: SharedPrepared,
     /// Makes appended entries durable in the background (several validators only).
     pub syncer: Arc<Syncer>,
+    /// Decisions appended without an fsync, for the WAL to log.
+    pub decided_log: DecidedLog,
     pub state: Arc<RwLock<State>>,
     pub handoff: SharedHandoff,
 }
@@ -171,8 +202,9 @@ impl DecidedStore for LedgerStore {
     /// Executes the batch against the state and appends its entry with the certificate record
     /// (each request's record stored byte for byte as decided, so the batch id is rebuilt from
     /// the entry). With more than one validator the append is not fsynced: the decision is
-    /// durable on the 2f+1 replicas that logged their precommits; the syncer makes it durable
-    /// here before the WAL moves to the next height.
+    /// durable on the 2f+1 replicas that logged their precommits, goes into this replica's WAL
+    /// with its next flush (before the WAL leaves the height), and the syncer makes the ledger
+    /// durable later.
     fn commit(&mut self, d: &Decided) -> Result<(), CStoreError> {
         let parts = batch::split(d.batch.items())
             .ok_or_else(|| serr(format!("decided batch at {} is malformed", d.height)))?;
@@ -221,7 +253,10 @@ impl DecidedStore for LedgerStore {
             .append_with(std::slice::from_ref(&commit), durable)
             .map_err(serr)?;
         if !durable {
-            self.syncer.request();
+            self.decided_log
+                .borrow_mut()
+                .push((d.height, crate::consensus::codec::encode_decided(d)));
+            self.syncer.request(d.height);
         }
         self.handoff.borrow_mut().executed = Some(DecidedHeight {
             entry: Arc::new(commit.entry),
@@ -490,8 +525,10 @@ mod tests {
         store
             .wal_write(Some(5), 0, &[b"vote".to_vec(), b"proposal".to_vec()])
             .unwrap();
-        let syncer = Arc::new(Syncer::spawn(store.clone()).unwrap());
-        let wal = LedgerWal::open(&store, syncer.clone()).unwrap();
+        let syncer =
+            Arc::new(Syncer::spawn(store.clone(), 0, std::time::Duration::from_millis(1)).unwrap());
+        let log = DecidedLog::default();
+        let wal = LedgerWal::open(&store, syncer.clone(), log.clone()).unwrap();
         assert_eq!(wal.height(), Some(5));
         assert_eq!(
             wal.entries().unwrap(),
@@ -499,13 +536,13 @@ mod tests {
         );
         assert_eq!(store.wal_contents().unwrap().height, None);
         drop(wal);
-        let mut wal = LedgerWal::open(&store, syncer.clone()).unwrap();
+        let mut wal = LedgerWal::open(&store, syncer.clone(), log.clone()).unwrap();
         assert_eq!(wal.entries().unwrap().len(), 2, "read from the file now");
         wal.reset(6).unwrap();
         wal.append(b"next".to_vec());
         wal.flush().unwrap();
         drop(wal);
-        let wal = LedgerWal::open(&store, syncer).unwrap();
+        let wal = LedgerWal::open(&store, syncer, log).unwrap();
         assert_eq!(
             (wal.height(), wal.entries().unwrap()),
             (Some(6), vec![b"next".to_vec()])

@@ -73,6 +73,9 @@ pub struct ReplicaConfig {
     /// A submitted request not decided after this long is answered with an error (it may still
     /// be decided later; a retry with the same id is applied at most once).
     pub submit_timeout: Duration,
+    /// Least time between two syncs of the ledger file. Decided entries are appended without an
+    /// fsync; their decisions are in the WAL until a sync makes the ledger durable past them.
+    pub ledger_sync_gap: Duration,
 }
 
 impl std::fmt::Debug for ReplicaConfig {
@@ -106,6 +109,7 @@ impl ReplicaConfig {
             empty_batch_delay: Duration::from_millis(200),
             status_interval: Duration::from_millis(1000),
             submit_timeout: Duration::from_secs(60),
+            ledger_sync_gap: Duration::from_millis(100),
         }
     }
 

@@ -12,12 +12,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::app::{
-    AppParts, LedgerApp, LedgerStore, LedgerWal, PREPARED_CACHE, SharedHandoff, SharedPrepared,
+    AppParts, DecidedLog, LedgerApp, LedgerStore, LedgerWal, PREPARED_CACHE, SharedHandoff,
+    SharedPrepared,
 };
 use super::batch::{BarrierId, barrier_item};
 use super::syncer::Syncer;
 use super::{Network, ReplicationStatus};
-use crate::consensus::{Consensus, Host, Node, NodeError, Signer, TimerId, ValidatorKey};
+use crate::consensus::codec::decode_decided;
+use crate::consensus::{
+    App, Consensus, DecidedStore, Host, Node, NodeError, Signer, TimerId, ValidatorKey,
+};
 use crate::ledger::{Applied, Job, Reply, SubmitError};
 use crate::plan::RequestError;
 use crate::prepared::PreparedCache;
@@ -133,6 +137,8 @@ pub(crate) struct Parts {
     pub app: AppParts,
     pub network: Arc<dyn Network>,
     pub submit_timeout: Duration,
+    /// Least time between two syncs of the ledger.
+    pub sync_gap: Duration,
 }
 
 impl Handle {
@@ -228,6 +234,7 @@ fn run(parts: Parts, rx: Receiver<Cmd>) {
         app,
         network,
         submit_timeout,
+        sync_gap,
     } = parts;
     let prepared: SharedPrepared = Rc::new(RefCell::new(PreparedCache::new(PREPARED_CACHE)));
     let app = LedgerApp::new(app, handoff.clone(), prepared.clone());
@@ -237,27 +244,47 @@ fn run(parts: Parts, rx: Receiver<Cmd>) {
         new_timers: Vec::new(),
         start: Instant::now(),
     };
-    let syncer = match Syncer::spawn(store.clone()) {
+    let head = match store.head() {
+        Ok(h) => h.map_or(0, |h| h.height),
+        Err(e) => {
+            tracing::error!(replica = %name, "cannot read the ledger: {e}");
+            return refuse_all(rx, &format!("cannot read the ledger: {e}"));
+        }
+    };
+    let syncer = match Syncer::spawn(store.clone(), head, sync_gap) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             tracing::error!(replica = %name, "cannot start the ledger sync thread: {e}");
             return refuse_all(rx, &format!("cannot start the ledger sync thread: {e}"));
         }
     };
-    let decided = LedgerStore {
+    let decided_log = DecidedLog::default();
+    let mut decided = LedgerStore {
         store: store.clone(),
         prepared,
         syncer: syncer.clone(),
+        decided_log: decided_log.clone(),
         state: app.state.clone(),
         handoff: handoff.clone(),
     };
-    let wal = match LedgerWal::open(&store, syncer) {
+    let wal = match LedgerWal::open(&store, syncer, decided_log) {
         Ok(w) => w,
         Err(e) => {
             tracing::error!(replica = %name, "cannot open the consensus WAL: {e}");
             return refuse_all(rx, &format!("cannot open the consensus WAL: {e}"));
         }
     };
+    let mut app = app;
+    match replay_decided(&wal, head, &mut decided, &mut app) {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(replica = %name, heights = n, "decided heights replayed from the WAL")
+        }
+        Err(e) => {
+            tracing::error!(replica = %name, "cannot replay the WAL's decided heights: {e}");
+            return refuse_all(rx, &format!("cannot replay the WAL's decided heights: {e}"));
+        }
+    }
     let node = Node::new(node_config, signer, host, wal, decided, app);
     let mut r = Runner {
         node,
@@ -305,6 +332,38 @@ fn run(parts: Parts, rx: Receiver<Cmd>) {
             r.expire();
         }
     }
+}
+
+/// Decisions this replica logged in its WAL past `head` (the ledger's durable head when opened:
+/// a crash lost the appends after the last sync), executed and appended again in order, as
+/// they were the first time. The WAL is this replica's own and checksummed, trusted like the
+/// consensus log it replays. A height missing in between ends the replay (peers have the rest).
+/// Returns how many heights were replayed.
+fn replay_decided(
+    wal: &LedgerWal,
+    head: u64,
+    store: &mut LedgerStore,
+    app: &mut LedgerApp,
+) -> Result<usize, String> {
+    let mut at = head;
+    let mut n = 0;
+    for (h, record) in wal.undurable(head) {
+        if h != at + 1 {
+            break;
+        }
+        let d = decode_decided(&record).map_err(|e| format!("height {h}: {e}"))?;
+        if d.height != h {
+            return Err(format!(
+                "the record of height {h} holds height {}",
+                d.height
+            ));
+        }
+        store.commit(&d).map_err(|e| format!("height {h}: {e}"))?;
+        app.on_decided(&d);
+        at = h;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// The WAL could not even be opened: answer every caller with the reason until stopped.

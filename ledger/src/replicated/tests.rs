@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::ReplicaConfig;
 use super::mem::{MemNet, test_config};
 use crate::audit::verify_certificates;
 use crate::consensus::ValidatorKey;
@@ -60,7 +61,12 @@ impl Cluster {
     }
 
     fn start(&self, i: usize) -> Arc<Ledger> {
-        let cfg = test_config("test", &format!("r{i}"), seed(i), genesis(self.n));
+        self.start_with(i, |_| {})
+    }
+
+    fn start_with(&self, i: usize, tune: impl FnOnce(&mut ReplicaConfig)) -> Arc<Ledger> {
+        let mut cfg = test_config("test", &format!("r{i}"), seed(i), genesis(self.n));
+        tune(&mut cfg);
         let l = Arc::new(
             Ledger::open_replicated(
                 self.dirs[i].path().join("ledger.redb"),
@@ -263,6 +269,51 @@ fn four_replicas_order_concurrent_clients_and_agree() {
         "another cluster's signatures"
     );
     store.set_certificate(5, &good).unwrap();
+}
+
+/// The ledger is synced only every so often: a crash can take the last appended entries with
+/// it. Their decisions are in the WAL (logged before the WAL left each height), and a restart
+/// replays them on its own, without any peer; the last height, whose log the WAL still holds,
+/// is decided again with the peers.
+#[test]
+fn decisions_a_crash_took_from_the_ledger_come_back_from_the_wal() {
+    let c = Cluster::new(4);
+    for k in 0..2 {
+        let n = format!("a{k}");
+        c.get(0).submit(apply_req(&n, &n, 1), &caller()).unwrap();
+    }
+    c.wait_height(3, c.get(0).height());
+    c.stop(3);
+    let ledger = c.dirs[3].path().join("ledger.redb");
+    let old = c.dirs[3].path().join("old.redb");
+    std::fs::copy(&ledger, &old).unwrap();
+    // This time the ledger is not synced while it runs (the crash below takes everything after
+    // `before`, as if it came just before the first sync).
+    let before = c
+        .start_with(3, |cfg| cfg.ledger_sync_gap = Duration::from_secs(3600))
+        .height();
+    for k in 0..5 {
+        let n = format!("b{k}");
+        c.get(1).submit(apply_req(&n, &n, 1), &caller()).unwrap();
+    }
+    let top = c.get(1).height();
+    c.wait_height(3, top);
+    let head = c.get(3).store().head().unwrap().unwrap();
+    // "Crash": the ledger goes back to what was durable before these heights; the WAL stays.
+    c.stop(3);
+    std::fs::rename(&old, &ledger).unwrap();
+    c.cut(3, true);
+    let l3 = c.start(3);
+    assert!(before + 1 < top);
+    // Alone, it gets back every height its WAL moved past (the last one's log is still the
+    // WAL's current height: that one is decided again with the peers).
+    c.wait_height(3, top - 1);
+    c.cut(3, false);
+    c.wait_height(3, top);
+    assert_eq!(l3.store().head().unwrap().unwrap().hash, head.hash);
+    assert_eq!(l3.state().objects.len(), 7);
+    let ledgers: Vec<_> = (0..4).map(|i| c.get(i)).collect();
+    assert_same_certified_chain(&ledgers);
 }
 
 #[test]
