@@ -72,11 +72,16 @@ pub fn block_on_result<T, F: std::future::Future<Output = Result<T, String>>>(
         .block_on(f)
 }
 
-/// Logs to stderr; `NEXUS_LOG` (or `RUST_LOG`) sets the filter, default `info`.
+/// The log filter when neither `NEXUS_LOG` nor `RUST_LOG` is set: `info`, except the Malachite
+/// consensus core, which logs every vote it receives at `info` (about fifteen lines per height
+/// and replica: hundreds of KiB a second under load, written from the consensus thread).
+pub const DEFAULT_LOG_FILTER: &str = "info,arc_malachitebft=warn";
+
+/// Logs to stderr; `NEXUS_LOG` (or `RUST_LOG`) sets the filter, default [`DEFAULT_LOG_FILTER`].
 pub fn init_logging() {
     let filter = std::env::var("NEXUS_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".into());
+        .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

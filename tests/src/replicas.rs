@@ -166,7 +166,7 @@ impl Replicas {
         cmd.args(args)
             .current_dir(repo_root())
             .env_remove("NEXUS_CONTEXT")
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info,arc_malachitebft=warn");
         for (k, v) in self.env() {
             cmd.env(k, v);
         }
