@@ -253,9 +253,13 @@ impl DecidedStore for LedgerStore {
             .append_with(std::slice::from_ref(&commit), durable)
             .map_err(serr)?;
         if !durable {
-            self.decided_log
-                .borrow_mut()
-                .push((d.height, crate::consensus::codec::encode_decided(d)));
+            let mut log = self.decided_log.borrow_mut();
+            // A replica catching up decides many heights without a flush (it signs nothing):
+            // what the ledger is durable through already needs no record.
+            let synced = self.syncer.durable();
+            log.retain(|(h, _)| *h > synced);
+            log.push((d.height, crate::consensus::codec::encode_decided(d)));
+            drop(log);
             self.syncer.request(d.height);
         }
         self.handoff.borrow_mut().executed = Some(DecidedHeight {
