@@ -249,6 +249,11 @@ impl DecidedStore for LedgerStore {
                 .map_err(serr)?;
             (commit, results, state.validators.len() <= 1)
         };
+        if !durable {
+            // After a failed sync nothing more may be appended without an fsync (a replica
+            // that signs nothing would not notice at a WAL flush): stop here.
+            self.syncer.check().map_err(serr)?;
+        }
         self.store
             .append_with(std::slice::from_ref(&commit), durable)
             .map_err(serr)?;
