@@ -329,14 +329,18 @@ impl Replicas {
         }
     }
 
-    /// Deletes replica `i`'s ledger (entries, certificates, WAL): it starts empty next time,
-    /// with only its certificate and `server.yaml`. The replica must be stopped.
+    /// Deletes replica `i`'s ledger (entries, certificates) and its consensus WAL beside it: it
+    /// starts empty next time, with only its certificate and `server.yaml`. The replica must be
+    /// stopped.
     pub fn wipe(&mut self, i: usize) {
         assert!(!self.running(i), "wipe r{i} only while it is stopped");
-        match std::fs::remove_file(self.ledger_path(i)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => panic!("cannot remove r{i}'s ledger: {e}"),
+        let ledger = self.ledger_path(i);
+        for path in [ledger.with_extension("wal"), ledger] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("cannot remove {}: {e}", path.display()),
+            }
         }
     }
 

@@ -18,6 +18,7 @@ use super::app::{
 use super::batch::{BarrierId, barrier_item};
 use super::syncer::Syncer;
 use super::{Network, ReplicationStatus};
+use crate::consensus::Wal;
 use crate::consensus::codec::decode_decided;
 use crate::consensus::{
     App, Consensus, DecidedStore, Host, Node, NodeError, Signer, TimerId, ValidatorKey,
@@ -275,15 +276,20 @@ fn run(parts: Parts, rx: Receiver<Cmd>) {
         }
     };
     let mut app = app;
-    match replay_decided(&wal, head, &mut decided, &mut app) {
-        Ok(0) => {}
+    let head = match replay_decided(&wal, head, &mut decided, &mut app) {
+        Ok(0) => head,
         Ok(n) => {
-            tracing::info!(replica = %name, heights = n, "decided heights replayed from the WAL")
+            tracing::info!(replica = %name, heights = n, "decided heights replayed from the WAL");
+            head + n as u64
         }
         Err(e) => {
             tracing::error!(replica = %name, "cannot replay the WAL's decided heights: {e}");
             return refuse_all(rx, &format!("cannot replay the WAL's decided heights: {e}"));
         }
+    };
+    if let Some(why) = wal_ahead(wal.height(), head, &store) {
+        tracing::error!(replica = %name, "{why}");
+        return refuse_all(rx, &why);
     }
     let node = Node::new(node_config, signer, host, wal, decided, app);
     let mut r = Runner {
@@ -364,6 +370,24 @@ fn replay_decided(
         n += 1;
     }
     Ok(n)
+}
+
+/// Why this replica must not take part in consensus: its WAL is at a height past the one after
+/// the ledger's last entry, which only happens when the ledger file was replaced or lost (every
+/// height the WAL moved past has its decision in the WAL). It may have voted at the heights in
+/// between; starting there could sign votes that contradict them.
+fn wal_ahead(wal: Option<u64>, head: u64, store: &Store) -> Option<String> {
+    let w = wal?;
+    (w > head + 1).then(|| {
+        format!(
+            "the consensus WAL {} is at height {w} but the ledger {} ends at height {head}: the \
+             ledger file was replaced or lost, and this replica may have voted at the heights \
+             in between. Restore the ledger file, or remove both files (the replica then starts \
+             empty and catches up from its peers)",
+            store.wal_path().display(),
+            store.path().display()
+        )
+    })
 }
 
 /// The WAL could not even be opened: answer every caller with the reason until stopped.

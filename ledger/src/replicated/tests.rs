@@ -316,6 +316,33 @@ fn decisions_a_crash_took_from_the_ledger_come_back_from_the_wal() {
     assert_same_certified_chain(&ledgers);
 }
 
+/// A WAL at a height the ledger cannot reach (its ledger file was replaced or lost): the replica
+/// may have voted at the heights in between, so it refuses to take part and says what to do.
+#[test]
+fn a_replica_whose_wal_is_ahead_of_its_ledger_refuses_to_start() {
+    let c = Cluster::new(4);
+    c.get(0).submit(apply_req("a", "a", 1), &caller()).unwrap();
+    c.stop(3);
+    let ledger = c.dirs[3].path().join("ledger.redb");
+    let wal = ledger.with_extension("wal");
+    std::fs::remove_file(&ledger).unwrap();
+    std::fs::remove_file(&wal).unwrap();
+    let mut w = crate::consensus::FileWal::open(&wal).unwrap();
+    crate::consensus::Wal::reset(&mut w, 9).unwrap();
+    crate::consensus::Wal::flush(&mut w).unwrap();
+    drop(w);
+    let l3 = c.start(3);
+    let err = l3
+        .submit(apply_req("b", "b", 1), &caller())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is at height 9 but the ledger") && err.contains("remove both files"),
+        "{err}"
+    );
+    assert_eq!(l3.height(), 0, "nothing replayed, nothing decided");
+}
+
 #[test]
 fn restarted_and_wiped_replicas_catch_up_and_a_minority_stands_still() {
     let mut c = Cluster::new(4);
