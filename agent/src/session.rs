@@ -10,7 +10,7 @@ use nexus_api::agent::{
     FeedItem, FeedRequest, Heartbeat, HeartbeatResponse, RegisterRequest, RegisterResponse, kinds,
 };
 use nexus_transport::pki::cert_der_from_pem;
-use nexus_transport::quic::{ClientOptions, ClientTls, ServerTrust};
+use nexus_transport::quic::{ClientOptions, ClientTls, QuicOptions, ServerTrust};
 use nexus_transport::rpc::{RpcClient, RpcConfig};
 
 use crate::identity::resolve;
@@ -47,13 +47,29 @@ async fn register(agent: &Agent, client: &RpcClient) -> Result<RegisterResponse,
         .map_err(|e| format!("register: {e}"))
 }
 
+/// A session notices a replica that went away within a few seconds: keep-alives every second,
+/// and the connection is given up after 5 s without a packet. (A replica killed and restarted
+/// on the same address does not know the old connection and cannot reset it; with QUIC's
+/// default 30 s the agent would reconnect only after the replica's grace for silent nodes,
+/// twice the node timeout, had run out, and lose its node.)
+fn session_options() -> ClientOptions {
+    ClientOptions {
+        quic: QuicOptions {
+            idle_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(1),
+            ..QuicOptions::default()
+        },
+        ..ClientOptions::default()
+    }
+}
+
 async fn once(agent: &Arc<Agent>, index: usize, delay: &mut Duration) -> Result<(), String> {
     let addr = resolve(&agent.cfg.servers[index]).map_err(|e| e.to_string())?;
     let ca = cert_der_from_pem(&agent.identity.ca_pem).map_err(|e| e.to_string())?;
     let tls = ClientTls::new(
         ServerTrust::Ca(ca),
         Some(&agent.identity.cert),
-        &ClientOptions::default(),
+        &session_options(),
     )
     .map_err(|e| e.to_string())?;
     let client = RpcClient::connect(
