@@ -105,14 +105,18 @@ impl Session {
 
     /// Builds and signs a request from `ops`.
     pub fn sign(&self, ops: Vec<nexus_ledger::Op>, source: Source) -> SignedRequest {
-        let request = Request {
+        SignedRequest::sign(self.request(ops, source), self.cert.signing_key())
+    }
+
+    /// A new request of this session's actor (fresh id, current time).
+    fn request(&self, ops: Vec<nexus_ledger::Op>, source: Source) -> Request {
+        Request {
             id: new_request_id(),
             actor: self.actor(),
             source,
             ops,
             created_at_ms: now_ms(),
-        };
-        SignedRequest::sign(request, self.cert.signing_key())
+        }
     }
 
     /// [`Session::sign`] and the request's wire bytes, from one canonical serialization.
@@ -121,14 +125,7 @@ impl Session {
         ops: Vec<nexus_ledger::Op>,
         source: Source,
     ) -> (SignedRequest, Vec<u8>) {
-        let request = Request {
-            id: new_request_id(),
-            actor: self.actor(),
-            source,
-            ops,
-            created_at_ms: now_ms(),
-        };
-        SignedRequest::sign_to_bytes(request, self.cert.signing_key())
+        SignedRequest::sign_to_bytes(self.request(ops, source), self.cert.signing_key())
     }
 
     /// A unary call; transport errors become readable messages.

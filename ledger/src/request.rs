@@ -302,6 +302,13 @@ pub struct SignedRequest {
 /// Format version of the stored request record.
 const RECORD_V1: u8 = 1;
 
+/// The stored request record: version, canonical request JSON, public key, signature.
+fn encode_record(json: &str, public_key: &[u8; 32], signature: &[u8; 64]) -> Vec<u8> {
+    let mut w = Writer::with_capacity(json.len() + 110);
+    w.u8(RECORD_V1).str(json).array(public_key).array(signature);
+    w.finish()
+}
+
 impl SignedRequest {
     /// Signs `request` with `key`.
     pub fn sign(request: Request, key: &SigningKey) -> SignedRequest {
@@ -321,17 +328,13 @@ impl SignedRequest {
             .sign(&signing_bytes_of(&digest_of_json(&json)))
             .to_bytes();
         let public_key = key.verifying_key().to_bytes();
-        let mut w = Writer::with_capacity(json.len() + 110);
-        w.u8(RECORD_V1)
-            .str(&json)
-            .array(&public_key)
-            .array(&signature);
+        let bytes = encode_record(&json, &public_key, &signature);
         let signed = SignedRequest {
             request,
             public_key,
             signature,
         };
-        (signed, w.finish())
+        (signed, bytes)
     }
 
     /// Checks the signature against the embedded public key.
@@ -398,12 +401,10 @@ impl SignedRequest {
     pub fn encode_with_digest(&self) -> (Vec<u8>, [u8; 32]) {
         let json = self.request.canonical_json();
         let digest = digest_of_json(&json);
-        let mut w = Writer::with_capacity(json.len() + 110);
-        w.u8(RECORD_V1)
-            .str(&json)
-            .array(&self.public_key)
-            .array(&self.signature);
-        (w.finish(), digest)
+        (
+            encode_record(&json, &self.public_key, &self.signature),
+            digest,
+        )
     }
 
     /// Decodes [`SignedRequest::to_bytes`]. Does not verify the signature.

@@ -130,14 +130,7 @@ impl RpcClient {
                 remote: false,
             });
         }
-        let header = serde_json::to_vec(&RequestHeader {
-            v: PROTOCOL_VERSION,
-            kind: kind.to_owned(),
-        })
-        .map_err(|e| TransportError::Encode {
-            what: "the request header".into(),
-            reason: e.to_string(),
-        })?;
+        let header = header_bytes(kind, "the request header")?;
         let mut buf = Vec::with_capacity(header.len() + body.len() + 8);
         encode_frame(&mut buf, &header).map_err(|e| frame_error(e, self.cfg.max_frame))?;
         encode_frame(&mut buf, &body).map_err(|e| frame_error(e, self.cfg.max_frame))?;
@@ -240,14 +233,7 @@ impl RpcClient {
     /// `Router::oneway_bytes`). Cheaper than a stream per message for a steady flow between two
     /// peers (consensus traffic).
     pub async fn open_oneway_stream(&self, kind: &str) -> Result<OneWayStream, TransportError> {
-        let header = serde_json::to_vec(&RequestHeader {
-            v: PROTOCOL_VERSION,
-            kind: kind.to_owned(),
-        })
-        .map_err(|e| TransportError::Encode {
-            what: "the message header".into(),
-            reason: e.to_string(),
-        })?;
+        let header = header_bytes(kind, "the message header")?;
         let mut frame = Vec::with_capacity(header.len() + 4);
         encode_frame(&mut frame, &header).map_err(|e| frame_error(e, self.cfg.max_frame))?;
         let mut stream = self
@@ -279,14 +265,7 @@ impl RpcClient {
                 remote: false,
             });
         }
-        let header = serde_json::to_vec(&RequestHeader {
-            v: PROTOCOL_VERSION,
-            kind: kind.to_owned(),
-        })
-        .map_err(|e| TransportError::Encode {
-            what: "the message header".into(),
-            reason: e.to_string(),
-        })?;
+        let header = header_bytes(kind, "the message header")?;
         let mut frames = Vec::with_capacity(header.len() + bytes.len() + 8);
         encode_frame(&mut frames, &header).map_err(|e| frame_error(e, self.cfg.max_frame))?;
         encode_frame(&mut frames, bytes).map_err(|e| frame_error(e, self.cfg.max_frame))?;
@@ -419,6 +398,19 @@ fn remote_error(e: RpcError) -> TransportError {
         },
         _ => TransportError::Remote(e),
     }
+}
+
+/// The encoded header that opens every request or one-way stream of `kind` (`what` names it
+/// in an error).
+fn header_bytes(kind: &str, what: &str) -> Result<Vec<u8>, TransportError> {
+    serde_json::to_vec(&RequestHeader {
+        v: PROTOCOL_VERSION,
+        kind: kind.to_owned(),
+    })
+    .map_err(|e| TransportError::Encode {
+        what: what.into(),
+        reason: e.to_string(),
+    })
 }
 
 fn frame_error(e: FrameError, max: usize) -> TransportError {
