@@ -27,6 +27,20 @@ fn apply(cluster: &Cluster, dir: &std::path::Path, manifest: &str) {
     assert!(out.status.success(), "apply: {}", text(&out.stderr));
 }
 
+/// The child's output once it exited, or None (and the child killed) after `within`.
+fn wait_output(mut child: std::process::Child, within: Duration) -> Option<std::process::Output> {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().ok();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
 fn replicas(st: &Value) -> Vec<Value> {
     st.get("replicas")
         .and_then(Value::as_array)
@@ -135,6 +149,26 @@ fn killed_agent_replicas_are_rescheduled_after_node_timeout() {
         .collect();
     nodes.sort();
     assert_eq!(nodes, ["n1", "n2"], "spread over both nodes");
+    // Follow the logs of the replica on n1: when n1's agent dies, the stream must end with an
+    // error that names the node, not wait for ever.
+    let on_n1 = replicas(&st)
+        .iter()
+        .find(|r| r["node"] == "n1")
+        .and_then(|r| r["index"].as_u64())
+        .expect("a replica on n1");
+    let follow = cluster
+        .command(&[
+            "logs",
+            "-f",
+            "workload/spread",
+            "--replica",
+            &on_n1.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nexus logs -f");
+    std::thread::sleep(Duration::from_millis(500));
 
     let t = Instant::now();
     fleet.agents[0].kill9();
@@ -147,11 +181,22 @@ fn killed_agent_replicas_are_rescheduled_after_node_timeout() {
                 .filter(|s| s["ready"] == 2 && replicas(s).iter().all(|r| r["node"] == "n2"))
         },
     );
+    // Silence counts from the agent's last heartbeat (every 300 ms), up to 300 ms before the kill.
     assert!(
-        t.elapsed() >= Duration::from_secs(2),
-        "not before the node timeout"
+        t.elapsed() >= Duration::from_millis(1700),
+        "not before the node timeout: {:?}",
+        t.elapsed()
     );
     assert_eq!(st["nodes"], serde_json::json!(["n2"]));
+    let out = wait_output(follow, Duration::from_secs(20)).unwrap_or_else(|| {
+        panic!(
+            "`nexus logs -f` still running after n1's agent died\n{}",
+            fleet.logs()
+        )
+    });
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("node n1 disconnected"), "{err}");
     // The fact is in the log, attested by the replica.
     let audit = cluster.nexus(&["audit", "-o", "json"]);
     let audit = text(&audit.stdout);

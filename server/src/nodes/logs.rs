@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use nexus_api::agent::{FeedItem, LogChunk, LogItem, LogRequest, LogsRequest, Stream};
 use nexus_reconciler::model::InstanceId;
@@ -17,12 +18,20 @@ use super::Nodes;
 
 type Tx = mpsc::Sender<Result<LogItem, RpcError>>;
 
+/// How long a session that does not follow waits for its next chunk before it gives up on the
+/// instances still open: an agent that lost its connection mid-answer (or a chunk that was never
+/// sent) must not leave `nexus logs` waiting for ever.
+const SILENCE: Duration = Duration::from_secs(15);
+
 struct Session {
     tx: Tx,
     /// Instance → (replica index, node).
     placement: HashMap<InstanceId, (u32, String)>,
     /// Instances that have not sent their last chunk.
     open: BTreeSet<InstanceId>,
+    follow: bool,
+    /// When the session opened or last received a chunk.
+    heard: Instant,
 }
 
 /// Open log sessions.
@@ -123,6 +132,8 @@ impl Sessions {
                     tx,
                     placement,
                     open,
+                    follow: req.follow,
+                    heard: Instant::now(),
                 },
             );
         }
@@ -142,6 +153,7 @@ impl Sessions {
             if placed != node {
                 return false; // only the node that runs an instance speaks for it
             }
+            s.heard = Instant::now();
             if chunk.eof {
                 s.open.remove(&chunk.instance);
             }
@@ -184,7 +196,10 @@ impl Sessions {
         }
     }
 
-    /// Cancels sessions whose CLI went away.
+    /// Cancels sessions whose CLI went away, and ends the instances of a session that no agent
+    /// can answer for any more: the node's agent is no longer connected to this replica, or (not
+    /// following) nothing arrived for [`SILENCE`]. Each such instance gets an error item that
+    /// says so, and the CLI's stream ends when no instance is left open.
     pub fn sweep(&self, nodes: &Nodes) {
         let gone: Vec<u64> = self
             .lock()
@@ -193,6 +208,62 @@ impl Sessions {
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
+            self.cancel(nodes, id);
+        }
+        let connected: BTreeSet<String> = nodes
+            .lock()
+            .agents
+            .iter()
+            .filter(|(_, a)| !a.feeds.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect();
+        let now = Instant::now();
+        let mut ended = Vec::new();
+        {
+            let mut sessions = self.lock();
+            for (id, s) in sessions.iter_mut() {
+                let silent = !s.follow && now.duration_since(s.heard) > SILENCE;
+                let stuck: Vec<InstanceId> = s
+                    .open
+                    .iter()
+                    .filter(|i| {
+                        silent
+                            || s.placement
+                                .get(*i)
+                                .is_none_or(|(_, n)| !connected.contains(n))
+                    })
+                    .cloned()
+                    .collect();
+                for i in stuck {
+                    s.open.remove(&i);
+                    let (replica, node) = s.placement.get(&i).cloned().unwrap_or_default();
+                    let why = if connected.contains(&node) {
+                        format!(
+                            "no log data from node {node} for {} s; try again",
+                            SILENCE.as_secs()
+                        )
+                    } else {
+                        format!(
+                            "node {node} disconnected from replica {}; try again",
+                            nodes.replica
+                        )
+                    };
+                    let _ = s.tx.try_send(Ok(LogItem {
+                        replica,
+                        instance: i.to_string(),
+                        node,
+                        stream: Stream::Stderr,
+                        data: Vec::new(),
+                        eof: true,
+                        error: Some(why),
+                    }));
+                }
+                if s.open.is_empty() {
+                    ended.push(*id);
+                }
+            }
+        }
+        for id in ended {
             self.cancel(nodes, id);
         }
     }
