@@ -278,6 +278,9 @@ pub(crate) fn connection_error(e: quinn::ConnectionError) -> TransportError {
         C::TimedOut => TransportError::ConnectionLost {
             reason: "idle timeout: the peer stopped answering".into(),
         },
+        C::Reset => TransportError::ConnectionLost {
+            reason: "reset by peer: it restarted and no longer knows this connection".into(),
+        },
         other => TransportError::ConnectionLost {
             reason: other.to_string(),
         },

@@ -106,6 +106,10 @@ fn tls_err(e: impl std::fmt::Display) -> TransportError {
 #[derive(Clone)]
 pub struct ServerTls {
     config: quinn::ServerConfig,
+    /// Keys of the stateless-reset tokens and of the connection-id check, derived from the
+    /// server's private key.
+    reset_key: [u8; 32],
+    cid_key: u64,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -154,7 +158,22 @@ impl ServerTls {
         let quic = QuicServerConfig::try_from(tls).map_err(tls_err)?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
         config.transport_config(opts.quic.transport()?);
-        Ok(ServerTls { config })
+        let secret = leaf.private_key_der();
+        let reset_key = blake3::derive_key(
+            "nexus 2026-12 QUIC stateless reset key v1",
+            secret.secret_der(),
+        );
+        let cid_key = blake3::derive_key(
+            "nexus 2026-12 QUIC connection id key v1",
+            secret.secret_der(),
+        );
+        let mut cid = [0u8; 8];
+        cid.copy_from_slice(&cid_key[..8]);
+        Ok(ServerTls {
+            config,
+            reset_key,
+            cid_key: u64::from_le_bytes(cid),
+        })
     }
 }
 
@@ -230,6 +249,29 @@ impl ClientTls {
     }
 }
 
+/// Stateless-reset tokens: keyed blake3 of the connection id (32 bytes, as QUIC's HMAC).
+struct ResetKey([u8; 32]);
+
+impl quinn::crypto::HmacKey for ResetKey {
+    fn sign(&self, data: &[u8], out: &mut [u8]) {
+        let mac = blake3::keyed_hash(&self.0, data);
+        let n = out.len().min(32);
+        out[..n].copy_from_slice(&mac.as_bytes()[..n]);
+    }
+
+    fn signature_len(&self) -> usize {
+        32
+    }
+
+    fn verify(&self, data: &[u8], signature: &[u8]) -> Result<(), quinn::crypto::CryptoError> {
+        // blake3::Hash compares in constant time.
+        match <[u8; 32]>::try_from(signature) {
+            Ok(sig) if blake3::keyed_hash(&self.0, data) == blake3::Hash::from(sig) => Ok(()),
+            _ => Err(quinn::crypto::CryptoError),
+        }
+    }
+}
+
 /// A UDP socket speaking QUIC: accepts connections if built with `server`, dials with `connect`.
 #[derive(Clone, Debug)]
 pub struct Endpoint {
@@ -238,9 +280,28 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// Binds a server endpoint (it can also dial). Must run inside a tokio runtime.
+    ///
+    /// Its stateless-reset tokens and the check of its connection ids are keyed by the server's
+    /// private key, so a server that crashed and restarted with the same certificate recognises
+    /// a packet of a connection it no longer knows and answers it with a reset its peer accepts:
+    /// the peer learns at once that the connection is gone instead of waiting for its idle
+    /// timeout.
     pub fn server(addr: SocketAddr, tls: &ServerTls) -> Result<Self, TransportError> {
-        let inner = quinn::Endpoint::server(tls.config.clone(), addr)
-            .map_err(|source| TransportError::Bind { addr, source })?;
+        let mut config = quinn::EndpointConfig::default();
+        config.reset_key(Arc::new(ResetKey(tls.reset_key)));
+        let cid_key = tls.cid_key;
+        config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
+        let bind = |source| TransportError::Bind { addr, source };
+        let socket = std::net::UdpSocket::bind(addr).map_err(bind)?;
+        let inner = quinn::Endpoint::new(
+            config,
+            Some(tls.config.clone()),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind)?;
         Ok(Endpoint { inner })
     }
 

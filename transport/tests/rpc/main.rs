@@ -4,3 +4,4 @@
 mod calls;
 mod fixture;
 mod refusals;
+mod restart;
