@@ -382,8 +382,10 @@ fn wal_ahead(wal: Option<u64>, head: u64, store: &Store) -> Option<String> {
         format!(
             "the consensus WAL {} is at height {w} but the ledger {} ends at height {head}: the \
              ledger file was replaced or lost, and this replica may have voted at the heights \
-             in between. Restore the ledger file, or remove both files (the replica then starts \
-             empty and catches up from its peers)",
+             in between. Restore the ledger file; or, once `nexus cluster status` shows the \
+             other replicas past height {w}, remove both files (the replica then starts empty \
+             and catches up from its peers, so it never votes at a height it voted at); or \
+             replace the replica under a new key (docs/membership.md)",
             store.wal_path().display(),
             store.path().display()
         )
