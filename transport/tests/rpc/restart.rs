@@ -73,26 +73,24 @@ fn a_restarted_server_resets_the_connections_of_its_previous_run() {
     )
     .unwrap();
     let endpoint = client_rt.block_on(async { client_endpoint() });
-    let client = client_rt.block_on(async {
-        RpcClient::connect(
-            &endpoint,
-            addr,
-            "localhost",
-            &client_tls,
-            RpcConfig::default(),
-        )
-        .await
-        .unwrap()
-    });
-    let reply: EchoReply = client_rt
-        .block_on(client.call(
-            "echo",
-            &Echo {
-                text: "before".into(),
-            },
-        ))
-        .unwrap();
-    assert_eq!(reply.text, "before");
+    let connect = || {
+        client_rt.block_on(async {
+            RpcClient::connect(
+                &endpoint,
+                addr,
+                "localhost",
+                &client_tls,
+                RpcConfig::default(),
+            )
+            .await
+            .unwrap()
+        })
+    };
+    let echo = |c: &RpcClient, text: &str| {
+        client_rt.block_on(c.call::<_, EchoReply>("echo", &Echo { text: text.into() }))
+    };
+    let client = connect();
+    assert_eq!(echo(&client, "before").unwrap().text, "before");
 
     // The server vanishes: no CONNECTION_CLOSE is sent. It comes back with the same certificate.
     first.shutdown_background();
@@ -100,38 +98,12 @@ fn a_restarted_server_resets_the_connections_of_its_previous_run() {
     let (_second, _server) = serve(&tls, &ca, &record, addr);
 
     let t = Instant::now();
-    let err = client_rt
-        .block_on(client.call::<_, EchoReply>(
-            "echo",
-            &Echo {
-                text: "after".into(),
-            },
-        ))
-        .unwrap_err();
+    let err = echo(&client, "after").unwrap_err();
     assert!(
         matches!(&err, TransportError::ConnectionLost { reason } if reason.contains("reset by peer")),
         "the old connection is reset, not left to time out ({:?}): {err}",
         t.elapsed()
     );
     // A new connection to the restarted server works.
-    let again = client_rt.block_on(async {
-        RpcClient::connect(
-            &endpoint,
-            addr,
-            "localhost",
-            &client_tls,
-            RpcConfig::default(),
-        )
-        .await
-        .unwrap()
-    });
-    let reply: EchoReply = client_rt
-        .block_on(again.call(
-            "echo",
-            &Echo {
-                text: "again".into(),
-            },
-        ))
-        .unwrap();
-    assert_eq!(reply.text, "again");
+    assert_eq!(echo(&connect(), "again").unwrap().text, "again");
 }
