@@ -420,6 +420,16 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
         self.io.stats.decided += 1;
         if self.io.sync_fed.take() == Some(h) {
             self.io.stats.decided_by_sync += 1;
+        } else if d.cert.round > 0 {
+            // Operators want to see these: each failed round costs a timeout (a proposer that
+            // was down, slow, cut off, or whose proposal was refused).
+            tracing::info!(
+                height = h,
+                round = d.cert.round,
+                "height {h} was decided in round {} after {} round(s) without a decision",
+                d.cert.round,
+                d.cert.round
+            );
         }
         self.io.app.on_decided(&d);
         Ok(())
