@@ -90,6 +90,9 @@ async fn bench(args: &Args, dir: &Path) -> Result<String, String> {
         Some(etcd_version(&args.etcd)?)
     };
 
+    eprintln!("measuring the disk's fdatasync latency...");
+    let disk = fsync_probe(dir, 500)?;
+
     eprintln!("starting 4 nexus replicas...");
     let nexus = {
         let cluster = NexusCluster::start(&dir.join("nexus")).await?;
@@ -121,7 +124,35 @@ async fn bench(args: &Args, dir: &Path) -> Result<String, String> {
         etcd_version.as_deref(),
         value.len(),
         per_level,
+        disk,
     ))
+}
+
+/// Latency of `fdatasync` after appending 4 KiB to a preallocated file in `dir`, `n` times, on
+/// the otherwise idle machine: (p50, p99, max) in ms. Both systems fsync on their commit path
+/// (nexus three times in sequence per height, etcd once per batch), so this line tells a run on
+/// a slow or busy disk from a slow run.
+fn fsync_probe(dir: &Path, n: usize) -> Result<(f64, f64, f64), String> {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let fail = |e: std::io::Error| format!("disk probe in {}: {e}", path.display());
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let mut f = std::fs::File::create(&path).map_err(fail)?;
+    f.set_len((n * 4096) as u64).map_err(fail)?;
+    f.sync_all().map_err(fail)?;
+    let block = [0x5au8; 4096];
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        f.write_all(&block).map_err(fail)?;
+        f.sync_data().map_err(fail)?;
+        lat.push(t.elapsed());
+    }
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    let max = lat.iter().max().map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    let (p50, p99, _) = quantiles(lat);
+    Ok((p50, p99, max))
 }
 
 fn render(
@@ -130,11 +161,14 @@ fn render(
     etcd_version: Option<&str>,
     value_bytes: usize,
     per_level: Duration,
+    (disk_p50, disk_p99, disk_max): (f64, f64, f64),
 ) -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut out = format!(
         "nexus bench replication: 4 nexus replicas vs {}, loopback, {value_bytes}-byte values, \
-         {} s per level, {cores} cores\n\n",
+         {} s per level, {cores} cores\n\
+         disk: fdatasync after a 4 KiB append p50 {disk_p50:.2} ms, p99 {disk_p99:.2} ms, \
+         max {disk_max:.2} ms (idle machine, before the runs)\n\n",
         etcd_version.map_or("no etcd".to_string(), |v| format!("3 etcd {v} members")),
         per_level.as_secs()
     );
