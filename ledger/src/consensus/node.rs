@@ -423,12 +423,11 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
         } else if d.cert.round > 0 {
             // Operators want to see these: each failed round costs a timeout (a proposer that
             // was down, slow, cut off, or whose proposal was refused).
+            let round = d.cert.round;
             tracing::info!(
                 height = h,
-                round = d.cert.round,
-                "height {h} was decided in round {} after {} round(s) without a decision",
-                d.cert.round,
-                d.cert.round
+                round,
+                "height {h} was decided in round {round}, after {round} round(s) without a decision"
             );
         }
         self.io.app.on_decided(&d);

@@ -167,12 +167,11 @@ impl ServerTls {
             "nexus 2026-12 QUIC connection id key v1",
             secret.secret_der(),
         );
-        let mut cid = [0u8; 8];
-        cid.copy_from_slice(&cid_key[..8]);
+        let [k0, k1, k2, k3, k4, k5, k6, k7, ..] = cid_key;
         Ok(ServerTls {
             config,
             reset_key,
-            cid_key: u64::from_le_bytes(cid),
+            cid_key: u64::from_le_bytes([k0, k1, k2, k3, k4, k5, k6, k7]),
         })
     }
 }
