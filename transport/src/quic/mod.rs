@@ -18,6 +18,10 @@ use verify::{Anchor, NexusClientVerifier, NexusServerVerifier};
 /// ALPN protocol id of nexus over QUIC.
 pub const ALPN: &[u8] = b"nexus/1";
 
+/// Ack-eliciting packets a peer may receive before it must acknowledge (QUIC ACK frequency
+/// extension; quinn's default is 1).
+const ACK_THRESHOLD: u32 = 9;
+
 /// QUIC transport tuning shared by servers and clients.
 #[derive(Clone, Debug)]
 pub struct QuicOptions {
@@ -51,7 +55,14 @@ impl QuicOptions {
         }
         let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
             .map_err(|e| TransportError::Config(format!("idle_timeout: {e}")))?;
+        // Ask the peer to acknowledge every ACK_THRESHOLD + 1 packets (or after its max ack
+        // delay) instead of every other one: consensus links carry a few small messages per
+        // height in each direction, so half the packets were bare ACKs, each a send, a receive
+        // and a wake-up on both sides.
+        let mut ack = quinn::AckFrequencyConfig::default();
+        ack.ack_eliciting_threshold(quinn::VarInt::from_u32(ACK_THRESHOLD));
         let mut t = quinn::TransportConfig::default();
+        t.ack_frequency_config(Some(ack));
         t.max_idle_timeout(Some(idle))
             .keep_alive_interval(Some(self.keep_alive))
             .max_concurrent_bidi_streams(self.max_bidi_streams.into())
