@@ -57,8 +57,8 @@ impl QuicOptions {
             .map_err(|e| TransportError::Config(format!("idle_timeout: {e}")))?;
         // Ask the peer to acknowledge every ACK_THRESHOLD + 1 packets (or after its max ack
         // delay) instead of every other one: consensus links carry a few small messages per
-        // height in each direction, so half the packets were bare ACKs, each a send, a receive
-        // and a wake-up on both sides.
+        // height in each direction, so about a quarter of the packets were bare ACKs, each a
+        // send, a receive and a wake-up on both sides.
         let mut ack = quinn::AckFrequencyConfig::default();
         ack.ack_eliciting_threshold(quinn::VarInt::from_u32(ACK_THRESHOLD));
         let mut t = quinn::TransportConfig::default();
