@@ -129,8 +129,8 @@ async fn bench(args: &Args, dir: &Path) -> Result<String, String> {
 }
 
 /// Latency of `fdatasync` after writing the next 4 KiB of a file sized beforehand (`set_len`, as
-/// the consensus WAL grows) in `dir`, `n` times, on
-/// the otherwise idle machine: (p50, p99, max) in ms. Both systems fsync on their commit path
+/// the consensus WAL grows) in `dir`, `n` times, on the otherwise idle machine: (p50, p99, max)
+/// in ms. Both systems fsync on their commit path
 /// (nexus three times in sequence per height, etcd once per batch), so this line tells a run on
 /// a slow or busy disk from a slow run.
 fn fsync_probe(dir: &Path, n: usize) -> Result<(f64, f64, f64), String> {
