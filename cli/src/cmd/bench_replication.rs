@@ -48,6 +48,9 @@ struct Level {
     p99_ms: f64,
     throughput: f64,
     ops: usize,
+    /// CPU time (user + system, all threads) the system's server processes used in the
+    /// measured window, in seconds; `None` where /proc cannot be read.
+    cpu_s: Option<f64>,
 }
 
 pub fn run(args: Args) -> u8 {
@@ -174,13 +177,17 @@ fn render(
         per_level.as_secs()
     );
     out.push_str(&format!(
-        "{:<10} {:>7} {:>10} {:>10} {:>12} {:>8}\n",
-        "system", "clients", "p50", "p99", "throughput", "commits"
+        "{:<10} {:>7} {:>10} {:>10} {:>12} {:>8} {:>11} {:>11}\n",
+        "system", "clients", "p50", "p99", "throughput", "commits", "server cpu", "cpu/commit"
     ));
     let row = |sys: &str, l: &Level| {
+        let (cores, per_commit) = match cpu_use(l, per_level) {
+            Some((cores, ms)) => (format!("{cores:.2} cores"), format!("{ms:.2} ms")),
+            None => ("-".to_string(), "-".to_string()),
+        };
         format!(
-            "{:<10} {:>7} {:>7.2} ms {:>7.2} ms {:>10.0}/s {:>8}\n",
-            sys, l.clients, l.p50_ms, l.p99_ms, l.throughput, l.ops
+            "{:<10} {:>7} {:>7.2} ms {:>7.2} ms {:>10.0}/s {:>8} {:>11} {:>11}\n",
+            sys, l.clients, l.p50_ms, l.p99_ms, l.throughput, l.ops, cores, per_commit
         )
     };
     for l in nexus {
@@ -189,20 +196,30 @@ fn render(
             out.push_str(&row("etcd", e));
         }
     }
+    out.push_str(
+        "server cpu: user + system time of the server processes (all threads) in the measured \
+         window, in cores;\ncpu/commit: that time per commit (the load generator is not \
+         counted)\n",
+    );
     if !etcd.is_empty() {
         out.push_str(&format!(
-            "\n{:<18} {:>7} {:>8} {:>8} {:>11}\n",
-            "ratio nexus/etcd", "clients", "p50", "p99", "throughput"
+            "\n{:<18} {:>7} {:>8} {:>8} {:>11} {:>11}\n",
+            "ratio nexus/etcd", "clients", "p50", "p99", "throughput", "cpu/commit"
         ));
         for l in nexus {
             if let Some(e) = etcd.iter().find(|e| e.clients == l.clients) {
+                let cpu = match (cpu_use(l, per_level), cpu_use(e, per_level)) {
+                    (Some((_, n)), Some((_, e))) if e > 0.0 => format!("{:.2}x", n / e),
+                    _ => "-".to_string(),
+                };
                 out.push_str(&format!(
-                    "{:<18} {:>7} {:>7.2}x {:>7.2}x {:>10.2}x\n",
+                    "{:<18} {:>7} {:>7.2}x {:>7.2}x {:>10.2}x {:>11}\n",
                     "",
                     l.clients,
                     l.p50_ms / e.p50_ms,
                     l.p99_ms / e.p99_ms,
-                    l.throughput / e.throughput
+                    l.throughput / e.throughput,
+                    cpu
                 ));
             }
         }
@@ -231,6 +248,13 @@ fn render(
     out
 }
 
+/// The servers' CPU use in a level: (cores busy on average, ms of CPU per commit).
+fn cpu_use(l: &Level, per_level: Duration) -> Option<(f64, f64)> {
+    let cpu = l.cpu_s?;
+    let secs = per_level.as_secs_f64();
+    (secs > 0.0 && l.ops > 0).then(|| (cpu / secs, cpu * 1e3 / l.ops as f64))
+}
+
 /// (p50, p99, count) of latencies in ms.
 fn quantiles(mut lat: Vec<Duration>) -> (f64, f64, usize) {
     lat.sort_unstable();
@@ -243,7 +267,12 @@ fn quantiles(mut lat: Vec<Duration>) -> (f64, f64, usize) {
 
 /// Runs `clients` closed-loop clients: a warm-up, then `per_level` measured; each client is
 /// `op(client, i)` called in a loop.
-async fn closed_loop<F, Fut>(clients: usize, per_level: Duration, op: F) -> Result<Level, String>
+async fn closed_loop<F, Fut>(
+    clients: usize,
+    per_level: Duration,
+    servers: Vec<u32>,
+    op: F,
+) -> Result<Level, String>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
@@ -252,6 +281,12 @@ where
     let warmup = Duration::from_millis(500);
     let start = Instant::now() + warmup;
     let end = start + per_level;
+    let meter = tokio::spawn(async move {
+        tokio::time::sleep_until(start.into()).await;
+        let before = cpu_seconds(&servers);
+        tokio::time::sleep_until(end.into()).await;
+        Some(cpu_seconds(&servers)? - before?)
+    });
     let mut tasks = Vec::new();
     for c in 0..clients {
         let op = op.clone();
@@ -283,11 +318,44 @@ where
         p99_ms,
         throughput: ops as f64 / per_level.as_secs_f64(),
         ops,
+        cpu_s: meter.await.ok().flatten(),
     })
+}
+
+/// CPU time (user + system, all threads) the processes `pids` have used so far, in seconds;
+/// `None` where /proc cannot be read (not Linux) or a process is gone.
+fn cpu_seconds(pids: &[u32]) -> Option<f64> {
+    // SAFETY: sysconf takes a constant and touches no memory of ours.
+    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks_per_s <= 0 {
+        return None;
+    }
+    let mut ticks = 0;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        ticks += proc_cpu_ticks(&stat)?;
+    }
+    Some(ticks as f64 / ticks_per_s as f64)
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line (its 14th and 15th fields), in clock ticks. The
+/// command name (2nd field) is in parentheses and may hold spaces and parentheses itself, so
+/// fields are counted from the last `)`.
+fn proc_cpu_ticks(stat: &str) -> Option<u64> {
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// Child processes killed on drop (also when the benchmark fails or is interrupted).
 struct Children(Vec<Child>);
+
+impl Children {
+    fn pids(&self) -> Vec<u32> {
+        self.0.iter().map(Child::id).collect()
+    }
+}
 
 impl Drop for Children {
     fn drop(&mut self) {
@@ -310,7 +378,7 @@ impl Drop for Children {
 
 struct NexusCluster {
     contexts: Vec<Context>,
-    _procs: Children,
+    procs: Children,
 }
 
 impl NexusCluster {
@@ -362,10 +430,7 @@ impl NexusCluster {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        Ok(NexusCluster {
-            contexts,
-            _procs: procs,
-        })
+        Ok(NexusCluster { contexts, procs })
     }
 
     /// `clients` clients, client k talking to replica k mod 4 over its own mTLS connection.
@@ -381,7 +446,7 @@ impl NexusCluster {
         // The client side stays cheap, as etcd's does (it shares the machine): one validated
         // payload per level, renamed per request; each request is still signed.
         let template = Arc::new(super::bench_ledger::payload(clients, 0, 0));
-        closed_loop(clients, per_level, move |c, i| {
+        closed_loop(clients, per_level, self.procs.pids(), move |c, i| {
             let session = sessions[c].clone();
             let template = template.clone();
             async move {
@@ -430,7 +495,7 @@ fn free_tcp_port() -> Result<u16, String> {
 
 struct EtcdCluster {
     clients: Vec<SocketAddr>,
-    _procs: Children,
+    procs: Children,
 }
 
 impl EtcdCluster {
@@ -502,10 +567,7 @@ impl EtcdCluster {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        Ok(EtcdCluster {
-            clients,
-            _procs: procs,
-        })
+        Ok(EtcdCluster { clients, procs })
     }
 
     /// `clients` clients, client k on its own keep-alive connection to member k mod 3.
@@ -523,7 +585,7 @@ impl EtcdCluster {
         }
         let conns = Arc::new(conns);
         let value = Arc::new(base64(value));
-        closed_loop(clients, per_level, move |c, i| {
+        closed_loop(clients, per_level, self.procs.pids(), move |c, i| {
             let conn = conns[c].clone();
             let value = value.clone();
             async move {
@@ -704,5 +766,59 @@ mod tests {
         assert_eq!(n, 100);
         assert!((p50 - 51.0).abs() < 1e-9, "{p50}");
         assert!((p99 - 99.0).abs() < 1e-9, "{p99}");
+    }
+
+    #[test]
+    fn cpu_ticks_are_counted_after_the_command_name() {
+        // utime 1234 and stime 56 are fields 14 and 15; the name holds spaces and a ')'.
+        let stat = "4242 (nexus (r0) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 56 0 0 20 0 \
+                    9 0 77 1000 10 18446744073709551615";
+        assert_eq!(proc_cpu_ticks(stat), Some(1290));
+        assert_eq!(proc_cpu_ticks("4242 (short) S 1 2"), None);
+        assert_eq!(proc_cpu_ticks("no parentheses"), None);
+    }
+
+    #[test]
+    fn cpu_use_is_cores_and_ms_per_commit() {
+        let level = |cpu_s, ops| Level {
+            clients: 1,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            throughput: 0.0,
+            ops,
+            cpu_s,
+        };
+        let ten_s = Duration::from_secs(10);
+        let (cores, ms) = cpu_use(&level(Some(15.0), 1000), ten_s).expect("measured");
+        assert!((cores - 1.5).abs() < 1e-9, "{cores}");
+        assert!((ms - 15.0).abs() < 1e-9, "{ms}");
+        assert_eq!(cpu_use(&level(None, 1000), ten_s), None);
+        assert_eq!(cpu_use(&level(Some(1.0), 0), ten_s), None);
+    }
+
+    #[test]
+    fn cpu_time_advances_while_this_process_spins() {
+        if !Path::new("/proc/self/stat").exists() {
+            eprintln!("skipped: no /proc on this system");
+            return;
+        }
+        let me = [std::process::id()];
+        let before = cpu_seconds(&me).expect("readable /proc/<pid>/stat");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut x = 0u64;
+        while cpu_seconds(&me).expect("readable /proc/<pid>/stat") <= before {
+            for i in 0..100_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no CPU time counted in 5 s of spinning"
+            );
+        }
+        assert_eq!(
+            cpu_seconds(&[u32::MAX]),
+            None,
+            "a process that does not exist"
+        );
     }
 }
