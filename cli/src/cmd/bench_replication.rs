@@ -133,9 +133,8 @@ async fn bench(args: &Args, dir: &Path) -> Result<String, String> {
 
 /// Latency of `fdatasync` after writing the next 4 KiB of a file sized beforehand (`set_len`, as
 /// the consensus WAL grows) in `dir`, `n` times, on the otherwise idle machine: (p50, p99, max)
-/// in ms. Both systems fsync on their commit path
-/// (nexus three times in sequence per height, etcd once per batch), so this line tells a run on
-/// a slow or busy disk from a slow run.
+/// in ms. Both systems fsync on their commit path (nexus three times in sequence per height,
+/// etcd once per batch), so this line tells a run on a slow or busy disk from a slow run.
 fn fsync_probe(dir: &Path, n: usize) -> Result<(f64, f64, f64), String> {
     use std::io::Write;
     let path = dir.join("fsync-probe");
@@ -338,11 +337,9 @@ fn cpu_seconds(pids: &[u32]) -> Option<f64> {
     Some(ticks as f64 / ticks_per_s as f64)
 }
 
-/// utime + stime of a `/proc/<pid>/stat` line (its 14th and 15th fields), in clock ticks. The
-/// command name (2nd field) is in parentheses and may hold spaces and parentheses itself, so
-/// fields are counted from the last `)`.
+/// utime + stime of a `/proc/<pid>/stat` line (its 14th and 15th fields), in clock ticks.
 fn proc_cpu_ticks(stat: &str) -> Option<u64> {
-    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let mut fields = local::stat_fields(stat)?;
     let utime: u64 = fields.nth(11)?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some(utime + stime)

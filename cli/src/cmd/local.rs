@@ -344,15 +344,43 @@ pub fn signal(pid: u32, signal: i32) {
 /// Whether process `pid` exists (and is not a zombie).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(") ")
-                .is_some_and(|(_, r)| !r.starts_with('Z'))
-        })
+        .ok()
+        .and_then(|s| stat_fields(&s)?.next().map(|state| state != "Z"))
         .unwrap_or(false)
+}
+
+/// The fields of a `/proc/<pid>/stat` line after the command name, from field 3 (the state)
+/// on. The name (field 2) is in parentheses and may hold spaces and parentheses itself, so the
+/// fields start after the last `)`.
+pub fn stat_fields(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {
+    Some(stat.get(stat.rfind(')')? + 1..)?.split_whitespace())
 }
 
 /// Whether this process runs as root (workloads need cgroups and namespaces).
 pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_missing_one_is_not() {
+        if !std::path::Path::new("/proc/self/stat").exists() {
+            eprintln!("skipped: no /proc on this system");
+            return;
+        }
+        assert!(alive(std::process::id()));
+        assert!(!alive(u32::MAX));
+    }
+
+    #[test]
+    fn stat_fields_start_after_the_last_parenthesis() {
+        let mut f = stat_fields("7 (a) b (c)) Z 1 2").expect("fields");
+        assert_eq!(f.next(), Some("Z"));
+        assert_eq!(f.next(), Some("1"));
+        assert!(stat_fields("no name").is_none());
+    }
 }
