@@ -67,7 +67,7 @@ impl Execution {
             Vec::new()
         };
         Ok(Commit {
-            entry,
+            entry: Arc::new(entry),
             certificate,
             outcomes: self.outcomes,
             errors,

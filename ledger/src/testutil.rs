@@ -1,5 +1,7 @@
 //! Helpers shared by the unit tests: objects, keys and signed requests.
 
+use std::sync::Arc;
+
 use ed25519_dalek::SigningKey;
 use nexus_schemas::{Kind, ObjectKey};
 use serde_json::{Value, json};
@@ -62,5 +64,5 @@ pub fn commit_requests(
         .expect("build");
     store.append(std::slice::from_ref(&commit)).expect("append");
     state.apply_entry(&commit.entry).expect("fold");
-    commit.entry
+    Arc::unwrap_or_clone(commit.entry)
 }

@@ -718,7 +718,7 @@ fn verify_reports_entries_appended_with_a_bad_request_index() {
     let good = build_entry(EntryHash::ZERO, 1, 1, vec![req.clone()], vec![]).unwrap();
     store
         .append(&[Commit {
-            entry: good.clone(),
+            entry: Arc::new(good.clone()),
             certificate: None,
             outcomes: vec![vec![]],
             errors: vec![],

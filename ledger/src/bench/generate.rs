@@ -2,6 +2,8 @@
 //! many events per entry, several entries per transaction, written straight to a [`Store`]
 //! (bypassing planning, but with the same generations, hashes and signatures planning would give).
 
+use std::sync::Arc;
+
 use ed25519_dalek::SigningKey;
 use nexus_schemas::{ContentHash, Kind, ObjectKey};
 use serde_json::{Value, json};
@@ -185,7 +187,7 @@ pub fn generate(store: &Store, cfg: &GenConfig) -> Result<GenStats, StoreError> 
         })?;
         prev = entry.hash;
         pending.push(Commit {
-            entry,
+            entry: Arc::new(entry),
             certificate: None,
             outcomes,
             errors: Vec::new(),

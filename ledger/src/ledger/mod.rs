@@ -18,6 +18,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use nexus_schemas::ObjectKey;
 use serde::{Deserialize, Serialize};
@@ -129,6 +130,10 @@ impl Reply {
         }
     }
 }
+
+/// The longest [`Ledger::store`] waits for a replica's ledger writer (a slow disk can hold it
+/// up); after that it reads what the store holds.
+pub const STORE_WAIT: Duration = Duration::from_secs(5);
 
 pub(crate) type Subscribers = Arc<Mutex<Vec<mpsc::Sender<Arc<Entry>>>>>;
 
@@ -302,8 +307,13 @@ impl Ledger {
         self.state().height
     }
 
-    /// The store, for audit queries and catch-up.
+    /// The store, for audit queries and catch-up. It holds every entry of the state as of the
+    /// call: a replica's ledger writer appends decided entries shortly after the state has
+    /// them, and this waits for it (at most [`STORE_WAIT`]).
     pub fn store(&self) -> &Store {
+        if let Some(r) = &self.replica {
+            r.wait_appended(self.height(), STORE_WAIT);
+        }
         &self.store
     }
 

@@ -180,7 +180,7 @@ impl Writer {
             }
             return requeue;
         }
-        let entry = Arc::new(commit.entry);
+        let entry = commit.entry.clone();
         self.fold(&entry);
         // Subscribers get the entry before its callers are answered: a caller that then looks
         // at a subscription finds it there (a test saw the last entry missing).

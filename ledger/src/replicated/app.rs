@@ -164,7 +164,7 @@ pub(crate) struct LedgerStore {
     pub store: Arc<Store>,
     /// Requests this replica prepared (shared with [`LedgerApp`]).
     pub prepared: SharedPrepared,
-    /// Makes appended entries durable in the background (several validators only).
+    /// Appends decided entries and makes them durable in the background.
     pub syncer: Arc<Syncer>,
     /// Decisions appended without an fsync, for the WAL to log.
     pub decided_log: DecidedLog,
@@ -178,16 +178,25 @@ fn serr(e: impl std::fmt::Display) -> CStoreError {
 
 impl DecidedStore for LedgerStore {
     fn last_height(&self) -> Result<Option<u64>, CStoreError> {
-        Ok(self.store.head().map_err(serr)?.map(|h| h.height))
+        // Everything handed to the ledger writer counts: the store holds it, or will.
+        let h = self.syncer.last_height();
+        Ok((h > 0).then_some(h))
     }
 
     fn get(&self, height: u64) -> Result<Option<Decided>, CStoreError> {
-        let view = self.store.read().map_err(serr)?;
-        let Some((_, requests, _)) = view.raw_entry(height).map_err(serr)? else {
-            return Ok(None);
+        let (requests, rec) = match self.syncer.queued_entry(height) {
+            Some(queued) => queued,
+            None => {
+                // Not queued (any more): the store holds it if it was decided.
+                let view = self.store.read().map_err(serr)?;
+                let Some((_, requests, _)) = view.raw_entry(height).map_err(serr)? else {
+                    return Ok(None);
+                };
+                (requests, view.certificate(height).map_err(serr)?)
+            }
         };
         // Entries written before replication have no certificate: they cannot be served.
-        let Some(rec) = view.certificate(height).map_err(serr)? else {
+        let Some(rec) = rec else {
             return Ok(None);
         };
         let rec = CertRecord::from_bytes(&rec).map_err(serr)?;
@@ -199,12 +208,13 @@ impl DecidedStore for LedgerStore {
         }))
     }
 
-    /// Executes the batch against the state and appends its entry with the certificate record
+    /// Executes the batch against the state and hands its entry with the certificate record
     /// (each request's record stored byte for byte as decided, so the batch id is rebuilt from
-    /// the entry). With more than one validator the append is not fsynced: the decision is
-    /// durable on the 2f+1 replicas that logged their precommits, goes into this replica's WAL
-    /// with its next flush (before the WAL leaves the height), and the syncer makes the ledger
-    /// durable later.
+    /// the entry) to the ledger writer. With more than one validator the append is neither
+    /// waited for nor fsynced: the decision is durable on the 2f+1 replicas that logged their
+    /// precommits, goes into this replica's WAL with its next flush (before the WAL leaves the
+    /// height), and the writer makes the ledger durable later. A single validator waits until
+    /// the entry is durable.
     fn commit(&mut self, d: &Decided) -> Result<(), CStoreError> {
         let parts = batch::split(d.batch.items())
             .ok_or_else(|| serr(format!("decided batch at {} is malformed", d.height)))?;
@@ -249,26 +259,22 @@ impl DecidedStore for LedgerStore {
                 .map_err(serr)?;
             (commit, results, state.validators.len() <= 1)
         };
-        if !durable {
-            // After a failed sync nothing more may be appended without an fsync (a replica
-            // that signs nothing would not notice at a WAL flush): stop here.
-            self.syncer.check().map_err(serr)?;
-        }
-        self.store
-            .append_with(std::slice::from_ref(&commit), durable)
-            .map_err(serr)?;
-        if !durable {
+        // After a failed append or sync nothing more is handed over (a replica that signs
+        // nothing would not notice at a WAL flush): `append` refuses, and this stops here.
+        let entry = commit.entry.clone();
+        self.syncer.append(commit).map_err(serr)?;
+        if durable {
+            self.syncer.flush().map_err(serr)?;
+        } else {
             let mut log = self.decided_log.borrow_mut();
             // A replica catching up decides many heights without a flush (it signs nothing):
             // what the ledger is durable through already needs no record.
             let synced = self.syncer.durable();
             log.retain(|(h, _)| *h > synced);
             log.push((d.height, crate::consensus::codec::encode_decided(d)));
-            drop(log);
-            self.syncer.request(d.height);
         }
         self.handoff.borrow_mut().executed = Some(DecidedHeight {
-            entry: Arc::new(commit.entry),
+            entry,
             results,
             barriers: parts.barriers,
         });
@@ -288,9 +294,15 @@ pub(crate) struct AppParts {
 }
 
 impl LedgerApp {
-    pub fn new(p: AppParts, handoff: SharedHandoff, prepared: SharedPrepared) -> Self {
+    pub fn new(
+        p: AppParts,
+        handoff: SharedHandoff,
+        prepared: SharedPrepared,
+        syncer: Arc<Syncer>,
+    ) -> Self {
         LedgerApp {
             store: p.store,
+            syncer,
             state: p.state,
             subscribers: p.subscribers,
             admission: p.admission,
@@ -304,6 +316,8 @@ impl LedgerApp {
 /// Validator sets, batch validity and proposals over the ledger state.
 pub(crate) struct LedgerApp {
     pub store: Arc<Store>,
+    /// The ledger writer: decided heights it has not appended yet are read from it.
+    pub syncer: Arc<Syncer>,
     pub state: Arc<RwLock<State>>,
     pub subscribers: Subscribers,
     pub admission: Arc<RwLock<Arc<dyn Admission>>>,
@@ -360,7 +374,7 @@ impl LedgerApp {
         if !seen.insert(key.clone()) {
             return Some(format!("request {} of {} appears twice", key.1, key.0));
         }
-        match self.store.request_record(&key.0, &key.1) {
+        match self.syncer.request_record(&self.store, &key.0, &key.1) {
             Ok(None) => {}
             Ok(Some(_)) => return Some(format!("request {} of {} was decided", key.1, key.0)),
             Err(e) => return Some(format!("cannot read the log: {e}")),
@@ -469,8 +483,10 @@ impl App for LedgerApp {
         {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
             if state.apply_entry(&d.entry).is_err() {
-                // The store holds the entry but the fold refused it: rebuild from the store.
-                // Its change journal starts empty, so followers look at every object again.
+                // The store holds the entry but the fold refused it: rebuild from the store
+                // (once the writer appended it). Its change journal starts empty, so followers
+                // look at every object again.
+                self.syncer.wait_appended(std::time::Duration::from_secs(60));
                 if let Ok((mut s, _)) = self.store.load_state() {
                     s.journal = crate::state::ChangeJournal::starting_at(s.height);
                     *state = s;
@@ -479,8 +495,8 @@ impl App for LedgerApp {
         }
         let every = self.store.config().snapshot_every;
         if every > 0 && d.entry.height.is_multiple_of(every) {
-            let state = read(&self.state);
-            let _ = self.store.write_snapshot(&state);
+            let bytes = crate::snapshot::encode(&read(&self.state));
+            self.syncer.snapshot(d.entry.height, bytes);
         }
         self.subscribers
             .lock()
@@ -509,10 +525,18 @@ mod tests {
             admission: Arc::new(RwLock::new(admission)),
             clock: Arc::new(|| 10_000),
         };
+        let syncer = Syncer::spawn(
+            parts.store.clone(),
+            0,
+            std::time::Duration::from_millis(1),
+            Arc::default(),
+        )
+        .unwrap();
         LedgerApp::new(
             parts,
             Rc::new(RefCell::new(Handoff::default())),
             Rc::new(RefCell::new(PreparedCache::new(16))),
+            Arc::new(syncer),
         )
     }
 
@@ -534,8 +558,13 @@ mod tests {
         store
             .wal_write(Some(5), 0, &[b"vote".to_vec(), b"proposal".to_vec()])
             .unwrap();
-        let syncer =
-            Arc::new(Syncer::spawn(store.clone(), 0, std::time::Duration::from_millis(1)).unwrap());
+        let syncer = Syncer::spawn(
+            store.clone(),
+            0,
+            std::time::Duration::from_millis(1),
+            Arc::default(),
+        );
+        let syncer = Arc::new(syncer.unwrap());
         let log = DecidedLog::default();
         let wal = LedgerWal::open(&store, syncer.clone(), log.clone()).unwrap();
         assert_eq!(wal.height(), Some(5));

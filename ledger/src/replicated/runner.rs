@@ -16,7 +16,7 @@ use super::app::{
     SharedPrepared,
 };
 use super::batch::{BarrierId, barrier_item};
-use super::syncer::Syncer;
+use super::syncer::{Appended, Syncer};
 use super::{Network, ReplicationStatus};
 use crate::consensus::Wal;
 use crate::consensus::codec::decode_decided;
@@ -45,6 +45,8 @@ pub(crate) enum Cmd {
 /// The running replica, as the [`crate::Ledger`] holds it.
 pub struct Handle {
     tx: Mutex<Option<Sender<Cmd>>>,
+    /// How far the ledger writer appended (readers of the store wait for it).
+    appended: Arc<Appended>,
     thread: Mutex<Option<JoinHandle<()>>>,
     name: String,
     counter: std::sync::atomic::AtomicU64,
@@ -118,6 +120,12 @@ impl Handle {
         }
     }
 
+    /// Waits (at most `timeout`) until the store holds every height through `height`: the
+    /// ledger writer appends decided entries shortly after the state has them.
+    pub fn wait_appended(&self, height: u64, timeout: Duration) {
+        self.appended.wait_for(height, timeout);
+    }
+
     /// Stops the node thread (pending callers are told the ledger is closed) and waits.
     pub fn stop(&self) {
         if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -146,11 +154,14 @@ impl Handle {
     pub(crate) fn spawn(parts: Parts) -> std::io::Result<Handle> {
         let (tx, rx) = mpsc::channel();
         let name = parts.name.clone();
+        let appended = Arc::new(Appended::default());
+        let a = appended.clone();
         let thread = std::thread::Builder::new()
             .name(format!("nexus-consensus-{name}"))
-            .spawn(move || run(parts, rx))?;
+            .spawn(move || run(parts, rx, a))?;
         Ok(Handle {
             tx: Mutex::new(Some(tx)),
+            appended,
             thread: Mutex::new(Some(thread)),
             name,
             counter: Default::default(),
@@ -216,6 +227,7 @@ struct Runner {
     node: LedgerNode,
     handoff: SharedHandoff,
     store: Arc<Store>,
+    syncer: Arc<Syncer>,
     waiters: HashMap<IdKey, Waiting>,
     barriers: HashMap<BarrierId, (SyncSender<Result<u64, SubmitError>>, Instant)>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -225,7 +237,7 @@ struct Runner {
     halted: Option<String>,
 }
 
-fn run(parts: Parts, rx: Receiver<Cmd>) {
+fn run(parts: Parts, rx: Receiver<Cmd>, appended: Arc<Appended>) {
     let handoff: SharedHandoff = Default::default();
     let Parts {
         name,
@@ -238,7 +250,6 @@ fn run(parts: Parts, rx: Receiver<Cmd>) {
         sync_gap,
     } = parts;
     let prepared: SharedPrepared = Rc::new(RefCell::new(PreparedCache::new(PREPARED_CACHE)));
-    let app = LedgerApp::new(app, handoff.clone(), prepared.clone());
     let signer = Signer::from_seed(node_config.chain, signer_seed);
     let host = RunnerHost {
         net: network,
@@ -252,13 +263,14 @@ fn run(parts: Parts, rx: Receiver<Cmd>) {
             return refuse_all(rx, &format!("cannot read the ledger: {e}"));
         }
     };
-    let syncer = match Syncer::spawn(store.clone(), head, sync_gap) {
+    let syncer = match Syncer::spawn(store.clone(), head, sync_gap, appended) {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            tracing::error!(replica = %name, "cannot start the ledger sync thread: {e}");
-            return refuse_all(rx, &format!("cannot start the ledger sync thread: {e}"));
+            tracing::error!(replica = %name, "cannot start the ledger writer thread: {e}");
+            return refuse_all(rx, &format!("cannot start the ledger writer thread: {e}"));
         }
     };
+    let app = LedgerApp::new(app, handoff.clone(), prepared.clone(), syncer.clone());
     let decided_log = DecidedLog::default();
     let mut decided = LedgerStore {
         store: store.clone(),
@@ -268,7 +280,7 @@ fn run(parts: Parts, rx: Receiver<Cmd>) {
         state: app.state.clone(),
         handoff: handoff.clone(),
     };
-    let wal = match LedgerWal::open(&store, syncer, decided_log) {
+    let wal = match LedgerWal::open(&store, syncer.clone(), decided_log) {
         Ok(w) => w,
         Err(e) => {
             tracing::error!(replica = %name, "cannot open the consensus WAL: {e}");
@@ -296,6 +308,7 @@ fn run(parts: Parts, rx: Receiver<Cmd>) {
         node,
         handoff,
         store,
+        syncer,
         waiters: HashMap::new(),
         barriers: HashMap::new(),
         timers: BinaryHeap::new(),
@@ -562,7 +575,7 @@ impl Runner {
         }
         let key = id_key(&job.prepared.signed);
         let digest = job.prepared.digest;
-        match self.store.request_record(&key.0, &key.1) {
+        match self.syncer.request_record(&self.store, &key.0, &key.1) {
             Ok(None) => {}
             Ok(Some(rec)) if rec.digest == digest => {
                 let r = match rec.error {
@@ -656,7 +669,7 @@ impl Runner {
             let _ = tx.send(Err(SubmitError::Closed));
         }
         // Make what this replica decided without an fsync durable before it goes away.
-        if let Err(e) = self.store.sync() {
+        if let Err(e) = self.syncer.flush() {
             tracing::warn!("cannot sync the ledger on shutdown: {e}");
         }
     }

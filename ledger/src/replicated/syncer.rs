@@ -1,61 +1,133 @@
-//! Makes decided entries durable off the node thread. A decided entry is appended without an
-//! fsync, and its decision (batch and certificate) goes into the consensus WAL with the flush
-//! that moves the WAL to the next height, which this replica makes anyway before it sends
-//! anything for that height. This thread then syncs the ledger (a durable redb commit: the
-//! pages of every height since the last sync, and `fdatasync`) at most every `gap` (100 ms by
-//! default, `ReplicaConfig::ledger_sync_gap`), so
-//! one sync covers many heights under load and none sits on a height's critical path. The WAL
-//! keeps the decided records until the ledger is durable past them (see `LedgerWal`); a
-//! restart replays those the ledger lost.
+//! The ledger writer: appends decided entries to the ledger and makes them durable, off the
+//! node thread. The node thread executes a decided height and hands its commit over
+//! ([`Syncer::append`]); the decision itself (batch and certificate) goes into the consensus
+//! WAL with the flush that moves the WAL to the next height, which this replica makes anyway
+//! before it sends anything for that height. This thread appends what was handed over
+//! (without an fsync, every queued height in one redb transaction) and syncs the ledger (a
+//! durable redb commit: the pages of every height since the last sync, and `fdatasync`) at
+//! most every `gap` (100 ms by default, `ReplicaConfig::ledger_sync_gap`). The WAL keeps the
+//! decided records until the ledger is durable past them (see `LedgerWal`); a restart replays
+//! those the ledger lost.
+//!
+//! redb has one write transaction at a time, and a sync holds it through its page writes and
+//! `fdatasync`. Appending here instead of on the node thread means no height's critical path
+//! waits for a sync: a slow `fdatasync` only delays appends queued behind it.
+//!
+//! A queued commit stays queued until it is in the store, so the node thread's reads of what
+//! was decided (request ids for retries and duplicates, decided heights for catch-up) look here
+//! first and then in the store, and always find a height in one or the other. Readers on other
+//! threads wait for the writer through [`Appended`] (see `Ledger::store`).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::store::Store;
+use crate::entry::EncodedEntry;
+use crate::store::{Commit, RequestRecord, Store, StoreError};
 
+/// How far the writer appended, for readers of the store on other threads.
 #[derive(Debug, Default)]
+pub(crate) struct Appended {
+    /// `None` while no writer runs (before it starts, after it stopped): readers do not wait.
+    through: Mutex<Option<u64>>,
+    changed: Condvar,
+}
+
+impl Appended {
+    fn set(&self, through: Option<u64>) {
+        *self.through.lock().unwrap_or_else(|e| e.into_inner()) = through;
+        self.changed.notify_all();
+    }
+
+    /// Waits (at most `timeout`) until the store holds every height through `height`.
+    pub fn wait_for(&self, height: u64, timeout: Duration) {
+        let guard = self.through.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self
+            .changed
+            .wait_timeout_while(guard, timeout, |t| t.is_some_and(|t| t < height));
+    }
+}
+
+enum Job {
+    Commit(Arc<Commit>),
+    /// An encoded snapshot of the state at a height (written after the entries before it).
+    Snapshot(u64, Arc<[u8]>),
+}
+
+#[derive(Default)]
 struct Progress {
-    /// The highest height asked to be made durable.
-    requested: u64,
+    /// Handed over and not yet written, in order. A commit leaves only once it is in the store.
+    queue: VecDeque<Job>,
+    /// The highest height handed over.
+    queued: u64,
+    /// The store holds every height through this one.
+    appended: u64,
     /// The ledger is durable through this height.
     done: u64,
+    /// Sync as soon as this height is appended, whatever the gap.
+    urgent: u64,
     failed: Option<String>,
     stop: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Shared {
     progress: Mutex<Progress>,
     changed: Condvar,
 }
 
-/// The handle the node thread holds; dropping the last one stops the thread (after a last sync
-/// of what was asked).
-#[derive(Debug)]
+/// The handle the node thread holds; dropping the last one stops the thread (after appending
+/// and syncing what was handed over).
 pub(crate) struct Syncer {
     shared: Arc<Shared>,
+    appended: Arc<Appended>,
     thread: Option<JoinHandle<()>>,
 }
 
+impl std::fmt::Debug for Syncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Syncer").finish_non_exhaustive()
+    }
+}
+
 impl Syncer {
-    /// `durable`: the height the ledger is durable through now (its head when opened); `gap`:
-    /// the least time between two syncs.
-    pub fn spawn(store: Arc<Store>, durable: u64, gap: Duration) -> std::io::Result<Syncer> {
+    /// `head`: the height the store holds and is durable through now (its head when opened);
+    /// `gap`: the least time between two syncs; `appended` is kept up to date for readers.
+    pub fn spawn(
+        store: Arc<Store>,
+        head: u64,
+        gap: Duration,
+        appended: Arc<Appended>,
+    ) -> std::io::Result<Syncer> {
         let shared = Arc::new(Shared {
             progress: Mutex::new(Progress {
-                requested: durable,
-                done: durable,
+                queued: head,
+                appended: head,
+                done: head,
+                urgent: head,
                 ..Default::default()
             }),
             changed: Condvar::new(),
         });
-        let s = shared.clone();
+        appended.set(Some(head));
+        let (s, a) = (shared.clone(), appended.clone());
         let thread = std::thread::Builder::new()
             .name("nexus-ledger-sync".into())
-            .spawn(move || run(&s, &store, gap))?;
+            .spawn(move || {
+                run(&s, &store, gap, &a);
+                a.set(None);
+            });
+        let thread = match thread {
+            Ok(t) => t,
+            Err(e) => {
+                appended.set(None);
+                return Err(e);
+            }
+        };
         Ok(Syncer {
             shared,
+            appended,
             thread: Some(thread),
         })
     }
@@ -67,15 +139,41 @@ impl Syncer {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Asks for the ledger to be made durable through `height`, which is appended (returns at
-    /// once).
-    pub fn request(&self, height: u64) {
+    /// Hands a commit over to be appended (returns at once). Commits must come in height order,
+    /// each extending the one before; after a failure nothing more is taken.
+    pub fn append(&self, commit: Commit) -> Result<(), String> {
         let mut p = self.lock();
-        if height > p.requested {
-            p.requested = height;
+        if let Some(e) = &p.failed {
+            return Err(e.clone());
+        }
+        let height = commit.entry.height;
+        if height != p.queued + 1 {
+            return Err(format!(
+                "height {height} handed to the ledger writer after {}",
+                p.queued
+            ));
+        }
+        p.queued = height;
+        p.queue.push_back(Job::Commit(Arc::new(commit)));
+        drop(p);
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
+    /// Queues a snapshot of the state at `height` (encoded), written after the entries before
+    /// it. Not durable on its own: the next sync makes it so.
+    pub fn snapshot(&self, height: u64, bytes: Vec<u8>) {
+        let mut p = self.lock();
+        if p.failed.is_none() {
+            p.queue.push_back(Job::Snapshot(height, bytes.into()));
             drop(p);
             self.shared.changed.notify_all();
         }
+    }
+
+    /// The highest height handed over (the store holds it, or will).
+    pub fn last_height(&self) -> u64 {
+        self.lock().queued
     }
 
     /// The height the ledger is known durable through.
@@ -83,7 +181,7 @@ impl Syncer {
         self.lock().done
     }
 
-    /// Whether a sync failed (after one, the replica must stop signing).
+    /// Whether appending or syncing failed (after that, the replica must stop signing).
     pub fn check(&self) -> Result<(), String> {
         match &self.lock().failed {
             Some(e) => Err(e.clone()),
@@ -91,11 +189,55 @@ impl Syncer {
         }
     }
 
-    /// Waits until everything requested so far is durable (tests).
-    #[cfg(test)]
-    pub fn wait(&self) -> Result<(), String> {
+    /// The retry record of a request: from a commit still queued, else from the store.
+    pub fn request_record(
+        &self,
+        store: &Store,
+        actor: &str,
+        id: &str,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        {
+            let p = self.lock();
+            for c in queued_commits(&p.queue) {
+                let found = c
+                    .entry
+                    .requests
+                    .iter()
+                    .position(|r| r.request.actor == actor && r.request.id == id);
+                if let Some(i) = found {
+                    let encoded;
+                    let enc = match &c.encoded {
+                        Some(enc) => enc,
+                        None => {
+                            encoded = c.entry.encode();
+                            &encoded
+                        }
+                    };
+                    return c.request_record(enc, i as u32).map(Some);
+                }
+            }
+        }
+        // Not queued (any more): a commit leaves the queue only once the store holds it.
+        store.request_record(actor, id)
+    }
+
+    /// A queued height's stored request rows and certificate record (`None`: not queued).
+    pub fn queued_entry(&self, height: u64) -> Option<(Vec<Vec<u8>>, Option<Vec<u8>>)> {
+        let p = self.lock();
+        let c = queued_commits(&p.queue).find(|c| c.entry.height == height)?;
+        let requests = match &c.encoded {
+            Some(EncodedEntry { requests, .. }) => requests.clone(),
+            None => c.entry.encode().requests,
+        };
+        Some((requests, c.certificate.clone()))
+    }
+
+    /// Appends and syncs everything handed over so far, now, and waits for it.
+    pub fn flush(&self) -> Result<(), String> {
         let mut p = self.lock();
-        let want = p.requested;
+        let want = p.queued;
+        p.urgent = p.urgent.max(want);
+        self.shared.changed.notify_all();
         loop {
             if let Some(e) = &p.failed {
                 return Err(e.clone());
@@ -110,6 +252,19 @@ impl Syncer {
                 .unwrap_or_else(|e| e.into_inner());
         }
     }
+
+    /// Waits (at most `timeout`) until the store holds every height handed over so far.
+    pub fn wait_appended(&self, timeout: Duration) {
+        let want = self.lock().queued;
+        self.appended.wait_for(want, timeout);
+    }
+}
+
+fn queued_commits(queue: &VecDeque<Job>) -> impl Iterator<Item = &Arc<Commit>> {
+    queue.iter().filter_map(|j| match j {
+        Job::Commit(c) => Some(c),
+        Job::Snapshot(..) => None,
+    })
 }
 
 impl Drop for Syncer {
@@ -122,77 +277,211 @@ impl Drop for Syncer {
     }
 }
 
-fn run(shared: &Shared, store: &Store, gap: Duration) {
+enum Step {
+    /// Write these jobs (the first ones queued).
+    Write(Vec<Job>),
+    /// Sync: everything through this height is appended.
+    Sync(u64),
+}
+
+fn run(shared: &Shared, store: &Store, gap: Duration, appended: &Appended) {
     let lock = || shared.progress.lock().unwrap_or_else(|e| e.into_inner());
     // The ledger was durable when the thread started: the first sync waits `gap` too.
     let mut last = Instant::now();
     loop {
-        let target = {
+        let step = {
             let mut p = lock();
             loop {
-                if p.requested <= p.done {
-                    if p.stop {
-                        return; // stopped with nothing left to do
+                if p.failed.is_some() {
+                    return;
+                }
+                // Appending comes first: the node thread's readers and the state wait for it.
+                if !p.queue.is_empty() {
+                    let jobs = p
+                        .queue
+                        .iter()
+                        .map(|j| match j {
+                            Job::Commit(c) => Job::Commit(c.clone()),
+                            Job::Snapshot(h, b) => Job::Snapshot(*h, b.clone()),
+                        })
+                        .collect();
+                    break Step::Write(jobs);
+                }
+                if p.appended > p.done {
+                    let due = last + gap;
+                    let now = Instant::now();
+                    if p.urgent > p.done || p.stop || now >= due {
+                        break Step::Sync(p.appended);
                     }
-                    p = shared.changed.wait(p).unwrap_or_else(|e| e.into_inner());
+                    p = shared
+                        .changed
+                        .wait_timeout(p, due - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
                     continue;
                 }
-                // Work to do: not before `gap` after the last sync (unless stopping).
-                let wait = (last + gap).saturating_duration_since(Instant::now());
-                match wait {
-                    wait if !wait.is_zero() && !p.stop => {
-                        p = shared
-                            .changed
-                            .wait_timeout(p, wait)
-                            .unwrap_or_else(|e| e.into_inner())
-                            .0;
-                    }
-                    _ => break p.requested,
+                if p.stop {
+                    return; // stopped with nothing left to do
                 }
+                p = shared.changed.wait(p).unwrap_or_else(|e| e.into_inner());
             }
         };
-        last = Instant::now();
-        // A panic must not leave the node waiting for a sync that never comes.
-        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.sync())) {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err("the sync panicked".to_string()),
-        };
-        let mut p = lock();
-        match result {
-            Ok(()) => p.done = p.done.max(target),
-            Err(e) => {
-                p.failed = Some(format!("cannot make the ledger durable: {e}"));
+        match step {
+            Step::Write(jobs) => {
+                let n = jobs.len();
+                let mut through = None;
+                // A panic must not leave the node waiting for a write that never comes.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    write(store, &jobs, &mut through)
+                }))
+                .unwrap_or_else(|_| Err("the ledger writer panicked".into()));
+                let mut p = lock();
+                match result {
+                    Ok(()) => {
+                        p.queue.drain(..n);
+                        if let Some(h) = through {
+                            p.appended = h;
+                            appended.set(Some(h));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot append to the ledger: {e}");
+                        p.failed = Some(format!("cannot append to the ledger: {e}"));
+                    }
+                }
+                shared.changed.notify_all();
             }
-        }
-        shared.changed.notify_all();
-        if p.failed.is_some() {
-            return;
+            Step::Sync(target) => {
+                last = Instant::now();
+                let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    store.sync()
+                })) {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err("the sync panicked".to_string()),
+                };
+                let mut p = lock();
+                match result {
+                    Ok(()) => p.done = p.done.max(target),
+                    Err(e) => {
+                        tracing::error!("cannot make the ledger durable: {e}");
+                        p.failed = Some(format!("cannot make the ledger durable: {e}"));
+                    }
+                }
+                shared.changed.notify_all();
+            }
         }
     }
+}
+
+/// Writes queued jobs in order: each run of commits in one (non-durable) transaction.
+fn write(store: &Store, jobs: &[Job], through: &mut Option<u64>) -> Result<(), String> {
+    let mut run: Vec<Arc<Commit>> = Vec::new();
+    let flush = |run: &mut Vec<Arc<Commit>>, through: &mut Option<u64>| {
+        if let Some(last) = run.last() {
+            let h = last.entry.height;
+            store
+                .append_with(run.as_slice(), false)
+                .map_err(|e| e.to_string())?;
+            *through = Some(h);
+            run.clear();
+        }
+        Ok::<(), String>(())
+    };
+    for j in jobs {
+        match j {
+            Job::Commit(c) => run.push(c.clone()),
+            Job::Snapshot(h, bytes) => {
+                flush(&mut run, through)?;
+                store
+                    .write_snapshot_encoded(*h, bytes)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    flush(&mut run, through)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::execute::execute;
+    use crate::request::Op;
+    use crate::state::State;
     use crate::store::StoreConfig;
+    use crate::testutil::*;
+
+    fn store(dir: &tempfile::TempDir) -> Arc<Store> {
+        Arc::new(Store::open(dir.path().join("l.redb"), StoreConfig::default()).unwrap())
+    }
+
+    /// The next commit on `state` (folded into it), applying one Workload with request `id`.
+    fn next(state: &mut State, id: &str) -> Commit {
+        let req = signed(id, "u", vec![Op::Apply {
+            object: workload(id, 1),
+            if_version: None,
+        }]);
+        let c = execute(state, &[req])
+            .into_commit(state.head_hash, state.height + 1, 10 + state.height, None)
+            .unwrap();
+        state.apply_entry(&c.entry).unwrap();
+        c
+    }
 
     #[test]
-    fn waits_cover_every_request_made_before_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            Arc::new(Store::open(dir.path().join("l.redb"), StoreConfig::default()).unwrap());
-        let s = Syncer::spawn(store, 0, Duration::from_millis(1)).unwrap();
-        s.wait().unwrap(); // nothing asked yet
-        assert_eq!(s.durable(), 0);
-        for h in 1..=5 {
-            s.request(h);
+    fn appends_in_order_finds_queued_requests_and_makes_them_durable() {
+        let dir = tempdir();
+        let store = store(&dir);
+        let appended = Arc::new(Appended::default());
+        // A gap no test waits for: only `flush` and stopping sync.
+        let w = Syncer::spawn(store.clone(), 0, Duration::from_secs(3600), appended.clone())
+            .unwrap();
+        let mut state = State::new();
+        for i in 1..=5 {
+            w.append(next(&mut state, &format!("r{i}"))).unwrap();
+            // Queued or appended: the request is found either way, at its height.
+            let rec = w.request_record(&store, "u", &format!("r{i}")).unwrap();
+            assert_eq!(rec.map(|r| r.height), Some(i));
         }
-        s.wait().unwrap();
-        assert_eq!(s.durable(), 5);
-        s.request(3); // behind what is durable: nothing to do
-        s.wait().unwrap();
-        s.request(6);
-        s.check().unwrap();
-        drop(s); // stopping finishes what was asked
+        assert_eq!(w.last_height(), 5);
+        assert_eq!(w.request_record(&store, "u", "r9").unwrap(), None);
+        // Readers on other threads wait until the store holds what was handed over.
+        w.wait_appended(Duration::from_secs(10));
+        appended.wait_for(5, Duration::from_secs(10));
+        assert_eq!(store.head().unwrap().map(|h| h.height), Some(5));
+        assert_eq!(w.durable(), 0, "nothing synced before the gap");
+        w.flush().unwrap();
+        assert_eq!(w.durable(), 5);
+        // A height out of order is refused and nothing is queued.
+        let mut other = State::new();
+        let stray = next(&mut other, "stray");
+        let err = w.append(stray).unwrap_err();
+        assert!(err.contains("height 1 handed to the ledger writer after 5"), "{err}");
+        w.append(next(&mut state, "r6")).unwrap();
+        w.snapshot(6, crate::snapshot::encode(&state));
+        drop(w); // stopping appends and syncs what was handed over
+        assert_eq!(store.head().unwrap().map(|h| h.height), Some(6));
+        let (loaded, report) = store.load_state().unwrap();
+        assert_eq!((loaded.height, report.snapshot_height), (6, Some(6)));
+        // No writer any more: readers do not wait.
+        let t = Instant::now();
+        appended.wait_for(100, Duration::from_secs(10));
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_failed_append_stops_the_writer_and_is_reported() {
+        let dir = tempdir();
+        let store = store(&dir);
+        let mut state = State::new();
+        // The store gets height 1 behind the writer's back: its own height 1 no longer fits.
+        let c1 = next(&mut state, "a");
+        store.append(std::slice::from_ref(&c1)).unwrap();
+        let w = Syncer::spawn(store.clone(), 0, Duration::from_millis(1), Arc::default())
+            .unwrap();
+        w.append(c1).unwrap();
+        let err = w.flush().unwrap_err();
+        assert!(err.starts_with("cannot append to the ledger"), "{err}");
+        assert!(w.check().is_err());
+        assert!(w.append(next(&mut state, "b")).is_err(), "nothing taken after a failure");
     }
 }

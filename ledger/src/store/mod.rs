@@ -11,6 +11,7 @@ mod read;
 mod tables;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use thiserror::Error;
@@ -93,7 +94,9 @@ pub(crate) fn dberr<E: Into<redb::Error>>(e: E) -> StoreError {
 /// An entry ready to be appended, with what the store keeps beside it.
 #[derive(Debug, Clone)]
 pub struct Commit {
-    pub entry: Entry,
+    /// Shared, so that the entry can be handed on (to the state, subscribers, the ledger
+    /// writer) while it is being stored.
+    pub entry: Arc<Entry>,
     /// The commit certificate (consensus), stored beside the entry, outside its hash.
     pub certificate: Option<Vec<u8>>,
     /// Per request of the entry (same order): the outcomes to answer a retry with.
@@ -104,6 +107,47 @@ pub struct Commit {
     /// The entry's stored rows, when the caller encoded them already (they must be
     /// `entry.encode()`; the store checks the hash). `None`: the store encodes the entry.
     pub encoded: Option<EncodedEntry>,
+}
+
+impl Commit {
+    /// The retry record of request `index`, as the store keeps it (`enc`: the entry's stored
+    /// rows).
+    pub(crate) fn request_record(
+        &self,
+        enc: &EncodedEntry,
+        index: u32,
+    ) -> Result<RequestRecord, StoreError> {
+        let h = self.entry.height;
+        let corrupt = |source| StoreError::Corrupt {
+            height: h,
+            what: "request",
+            source,
+        };
+        let bytes = enc
+            .requests
+            .get(index as usize)
+            .ok_or_else(|| {
+                corrupt(CodecError::Invalid(format!(
+                    "the entry has no request {index}"
+                )))
+            })?;
+        let raw = RawSignedRequest::decode(bytes).map_err(corrupt)?;
+        Ok(RequestRecord {
+            height: h,
+            index,
+            digest: digest_of_json(raw.json),
+            outcomes: self
+                .outcomes
+                .get(index as usize)
+                .cloned()
+                .unwrap_or_default(),
+            error: self
+                .errors
+                .iter()
+                .find(|(at, _)| *at == index)
+                .map(|(_, e)| e.clone()),
+        })
+    }
 }
 
 /// How the state was rebuilt on open.
@@ -247,7 +291,11 @@ impl Store {
     /// visible at once and become durable with the next durable commit of this store (a crash
     /// before it loses them, never a part of them). The replicated ledger uses this when the
     /// decision is already durable elsewhere (2f+1 replicas logged their precommits).
-    pub fn append_with(&self, commits: &[Commit], durable: bool) -> Result<(), StoreError> {
+    pub fn append_with<C: std::borrow::Borrow<Commit>>(
+        &self,
+        commits: &[C],
+        durable: bool,
+    ) -> Result<(), StoreError> {
         if commits.is_empty() {
             return Ok(());
         }
@@ -287,6 +335,7 @@ impl Store {
                 request_heads: txn.open_table(REQUEST_HEADS).map_err(dberr)?,
             };
             for c in commits {
+                let c = c.borrow();
                 w.write(&head, c)?;
                 head = Head {
                     height: c.entry.height,
@@ -303,12 +352,16 @@ impl Store {
     /// Writes a snapshot of `state` (non-durable: the next append's fsync persists it; losing
     /// it in a crash only means a longer replay) and drops the oldest beyond `snapshots_kept`.
     pub fn write_snapshot(&self, state: &State) -> Result<(), StoreError> {
-        let bytes = snapshot::encode(state);
+        self.write_snapshot_encoded(state.height, &snapshot::encode(state))
+    }
+
+    /// [`Store::write_snapshot`] of a state at `height` encoded already.
+    pub fn write_snapshot_encoded(&self, height: u64, bytes: &[u8]) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(dberr)?;
         txn.set_durability(Durability::None).map_err(dberr)?;
         {
             let mut t = txn.open_table(SNAPSHOTS).map_err(dberr)?;
-            t.insert(state.height, bytes.as_slice()).map_err(dberr)?;
+            t.insert(height, bytes).map_err(dberr)?;
             let heights: Vec<u64> = t
                 .iter()
                 .map_err(dberr)?
@@ -511,24 +564,7 @@ impl Writers<'_> {
                     id: r.id.clone(),
                 });
             }
-            let raw = RawSignedRequest::decode(&enc.requests[i as usize]).map_err(|source| {
-                StoreError::Corrupt {
-                    height: h,
-                    what: "request",
-                    source,
-                }
-            })?;
-            let record = RequestRecord {
-                height: h,
-                index: i,
-                digest: digest_of_json(raw.json),
-                outcomes: c.outcomes[i as usize].clone(),
-                error: c
-                    .errors
-                    .iter()
-                    .find(|(at, _)| *at == i)
-                    .map(|(_, e)| e.clone()),
-            };
+            let record = c.request_record(enc, i)?;
             self.request_ids
                 .insert(
                     (r.actor.as_str(), r.id.as_str()),

@@ -89,14 +89,14 @@ fn entries_that_do_not_extend_the_log_are_refused_whole() {
         .unwrap();
     let outcomes = good.outcomes.clone();
     let make = |prev, h, ts| Commit {
-        entry: build_entry(
+        entry: Arc::new(build_entry(
             prev,
             h,
             ts,
             good.entry.requests.clone(),
             good.entry.events.clone(),
         )
-        .unwrap(),
+        .unwrap()),
         certificate: None,
         outcomes: outcomes.clone(),
         errors: vec![],
@@ -112,7 +112,7 @@ fn entries_that_do_not_extend_the_log_are_refused_whole() {
         assert!(err.to_string().contains(needle), "{err}");
     }
     let mut tampered = good.clone();
-    tampered.entry.timestamp_ms += 1;
+    Arc::make_mut(&mut tampered.entry).timestamp_ms += 1;
     assert!(matches!(
         store.append(&[tampered]),
         Err(StoreError::HashMismatch { height: 2 })

@@ -42,7 +42,7 @@ fn commit(state: &mut State, ops: Vec<Op>) -> Entry {
         .into_commit(state.head_hash, state.height + 1, 1_000, None)
         .expect("entry");
     state.apply_entry(&commit.entry).expect("fold");
-    commit.entry
+    std::sync::Arc::unwrap_or_clone(commit.entry)
 }
 
 fn summary(events: &[WatchEvent]) -> Vec<(String, String, u64)> {
