@@ -486,7 +486,8 @@ impl App for LedgerApp {
                 // The store holds the entry but the fold refused it: rebuild from the store
                 // (once the writer appended it). Its change journal starts empty, so followers
                 // look at every object again.
-                self.syncer.wait_appended(std::time::Duration::from_secs(60));
+                self.syncer
+                    .wait_appended(std::time::Duration::from_secs(60));
                 if let Ok((mut s, _)) = self.store.load_state() {
                     s.journal = crate::state::ChangeJournal::starting_at(s.height);
                     *state = s;

@@ -74,7 +74,10 @@ pub struct ReplicaConfig {
     /// be decided later; a retry with the same id is applied at most once).
     pub submit_timeout: Duration,
     /// Least time between two syncs of the ledger file. Decided entries are appended without an
-    /// fsync; their decisions are in the WAL until a sync makes the ledger durable past them.
+    /// fsync (by the ledger writer thread); their decisions are in the WAL until a sync makes
+    /// the ledger durable past them. A longer gap writes fewer pages (the same B-tree pages
+    /// change at every height) and takes fewer `fdatasync`s from the disk the WAL shares; a
+    /// restart then replays more heights from the WAL.
     pub ledger_sync_gap: Duration,
 }
 
@@ -109,7 +112,9 @@ impl ReplicaConfig {
             empty_batch_delay: Duration::from_millis(200),
             status_interval: Duration::from_millis(1000),
             submit_timeout: Duration::from_secs(60),
-            ledger_sync_gap: Duration::from_millis(100),
+            // One sync a second: a third of the ledger bytes of 100 ms (3x fewer page writes per
+            // entry, measured), and the syncs no longer slow the WAL flushes of most heights.
+            ledger_sync_gap: Duration::from_secs(1),
         }
     }
 

@@ -5,7 +5,7 @@
 //! before it sends anything for that height. This thread appends what was handed over
 //! (without an fsync, every queued height in one redb transaction) and syncs the ledger (a
 //! durable redb commit: the pages of every height since the last sync, and `fdatasync`) at
-//! most every `gap` (100 ms by default, `ReplicaConfig::ledger_sync_gap`). The WAL keeps the
+//! most every `gap` (1 s by default, `ReplicaConfig::ledger_sync_gap`). The WAL keeps the
 //! decided records until the ledger is durable past them (see `LedgerWal`); a restart replays
 //! those the ledger lost.
 //!
@@ -48,6 +48,10 @@ impl Appended {
             .wait_timeout_while(guard, timeout, |t| t.is_some_and(|t| t < height));
     }
 }
+
+/// A queued height as catch-up serves it: the entry's stored request rows and its
+/// certificate record.
+pub(crate) type QueuedEntry = (Vec<Vec<u8>>, Option<Vec<u8>>);
 
 enum Job {
     Commit(Arc<Commit>),
@@ -222,7 +226,7 @@ impl Syncer {
     }
 
     /// A queued height's stored request rows and certificate record (`None`: not queued).
-    pub fn queued_entry(&self, height: u64) -> Option<(Vec<Vec<u8>>, Option<Vec<u8>>)> {
+    pub fn queued_entry(&self, height: u64) -> Option<QueuedEntry> {
         let p = self.lock();
         let c = queued_commits(&p.queue).find(|c| c.entry.height == height)?;
         let requests = match &c.encoded {
@@ -353,12 +357,11 @@ fn run(shared: &Shared, store: &Store, gap: Duration, appended: &Appended) {
             }
             Step::Sync(target) => {
                 last = Instant::now();
-                let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    store.sync()
-                })) {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(_) => Err("the sync panicked".to_string()),
-                };
+                let result =
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.sync())) {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(_) => Err("the sync panicked".to_string()),
+                    };
                 let mut p = lock();
                 match result {
                     Ok(()) => p.done = p.done.max(target),
@@ -416,10 +419,14 @@ mod tests {
 
     /// The next commit on `state` (folded into it), applying one Workload with request `id`.
     fn next(state: &mut State, id: &str) -> Commit {
-        let req = signed(id, "u", vec![Op::Apply {
-            object: workload(id, 1),
-            if_version: None,
-        }]);
+        let req = signed(
+            id,
+            "u",
+            vec![Op::Apply {
+                object: workload(id, 1),
+                if_version: None,
+            }],
+        );
         let c = execute(state, &[req])
             .into_commit(state.head_hash, state.height + 1, 10 + state.height, None)
             .unwrap();
@@ -433,8 +440,13 @@ mod tests {
         let store = store(&dir);
         let appended = Arc::new(Appended::default());
         // A gap no test waits for: only `flush` and stopping sync.
-        let w = Syncer::spawn(store.clone(), 0, Duration::from_secs(3600), appended.clone())
-            .unwrap();
+        let w = Syncer::spawn(
+            store.clone(),
+            0,
+            Duration::from_secs(3600),
+            appended.clone(),
+        )
+        .unwrap();
         let mut state = State::new();
         for i in 1..=5 {
             w.append(next(&mut state, &format!("r{i}"))).unwrap();
@@ -455,7 +467,10 @@ mod tests {
         let mut other = State::new();
         let stray = next(&mut other, "stray");
         let err = w.append(stray).unwrap_err();
-        assert!(err.contains("height 1 handed to the ledger writer after 5"), "{err}");
+        assert!(
+            err.contains("height 1 handed to the ledger writer after 5"),
+            "{err}"
+        );
         w.append(next(&mut state, "r6")).unwrap();
         w.snapshot(6, crate::snapshot::encode(&state));
         drop(w); // stopping appends and syncs what was handed over
@@ -476,12 +491,14 @@ mod tests {
         // The store gets height 1 behind the writer's back: its own height 1 no longer fits.
         let c1 = next(&mut state, "a");
         store.append(std::slice::from_ref(&c1)).unwrap();
-        let w = Syncer::spawn(store.clone(), 0, Duration::from_millis(1), Arc::default())
-            .unwrap();
+        let w = Syncer::spawn(store.clone(), 0, Duration::from_millis(1), Arc::default()).unwrap();
         w.append(c1).unwrap();
         let err = w.flush().unwrap_err();
         assert!(err.starts_with("cannot append to the ledger"), "{err}");
         assert!(w.check().is_err());
-        assert!(w.append(next(&mut state, "b")).is_err(), "nothing taken after a failure");
+        assert!(
+            w.append(next(&mut state, "b")).is_err(),
+            "nothing taken after a failure"
+        );
     }
 }

@@ -123,14 +123,11 @@ impl Commit {
             what: "request",
             source,
         };
-        let bytes = enc
-            .requests
-            .get(index as usize)
-            .ok_or_else(|| {
-                corrupt(CodecError::Invalid(format!(
-                    "the entry has no request {index}"
-                )))
-            })?;
+        let bytes = enc.requests.get(index as usize).ok_or_else(|| {
+            corrupt(CodecError::Invalid(format!(
+                "the entry has no request {index}"
+            )))
+        })?;
         let raw = RawSignedRequest::decode(bytes).map_err(corrupt)?;
         Ok(RequestRecord {
             height: h,

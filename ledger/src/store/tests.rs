@@ -89,14 +89,16 @@ fn entries_that_do_not_extend_the_log_are_refused_whole() {
         .unwrap();
     let outcomes = good.outcomes.clone();
     let make = |prev, h, ts| Commit {
-        entry: Arc::new(build_entry(
-            prev,
-            h,
-            ts,
-            good.entry.requests.clone(),
-            good.entry.events.clone(),
-        )
-        .unwrap()),
+        entry: Arc::new(
+            build_entry(
+                prev,
+                h,
+                ts,
+                good.entry.requests.clone(),
+                good.entry.events.clone(),
+            )
+            .unwrap(),
+        ),
         certificate: None,
         outcomes: outcomes.clone(),
         errors: vec![],
