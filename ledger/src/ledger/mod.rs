@@ -317,6 +317,13 @@ impl Ledger {
         &self.store
     }
 
+    /// The store as it is, without waiting for a replica's ledger writer: it may lack the
+    /// entries decided in the last few tens of milliseconds. For lookups that can retry with
+    /// [`Ledger::store`] when they miss.
+    pub fn store_now(&self) -> &Store {
+        &self.store
+    }
+
     /// How the state was rebuilt when the ledger opened.
     pub fn load_report(&self) -> &LoadReport {
         &self.load_report

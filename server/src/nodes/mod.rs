@@ -478,16 +478,21 @@ impl Nodes {
     }
 
     /// A template of `wk` that is no longer current, from the workload's history in the log.
+    /// Looked up in the store as it is first (a round makes many lookups, and the newest
+    /// entries may not be appended yet), then once more after waiting for the ledger writer.
     fn old_template(&self, wk: &WorkloadKey, hash: &ContentHash) -> Option<WorkloadSpec> {
-        let view = self.ledger.store().read().ok()?;
-        let versions = history(&view, &ObjectKey::from(wk), None).ok()?;
-        versions.into_iter().rev().find_map(|v| {
-            let obj: Object = serde_json::from_value(v.object?).ok()?;
-            match obj.spec {
-                Spec::Workload(spec) if template_hash(&spec) == *hash => Some(spec),
-                _ => None,
-            }
-        })
+        let find = |store: &nexus_ledger::Store| {
+            let view = store.read().ok()?;
+            let versions = history(&view, &ObjectKey::from(wk), None).ok()?;
+            versions.into_iter().rev().find_map(|v| {
+                let obj: Object = serde_json::from_value(v.object?).ok()?;
+                match obj.spec {
+                    Spec::Workload(spec) if template_hash(&spec) == *hash => Some(spec),
+                    _ => None,
+                }
+            })
+        };
+        find(self.ledger.store_now()).or_else(|| find(self.ledger.store()))
     }
 
     /// The latest assignment set of `node`, as a watch receiver.
