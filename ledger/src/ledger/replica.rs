@@ -101,7 +101,9 @@ impl Ledger {
         reply: Reply,
     ) -> Result<(), (Reply, SubmitError)> {
         let (actor, id) = (&prepared.signed.request.actor, &prepared.signed.request.id);
-        let answered = match self.store.request_record(actor, id) {
+        // The replica's ledger writer may not have appended the newest heights yet: their
+        // requests are in its queue.
+        let answered = match replica.request_record(&self.store, actor, id) {
             Err(e) => Some(Err(SubmitError::Storage(e.to_string()))),
             Ok(Some(rec)) if rec.digest == prepared.digest => Some(match rec.error {
                 Some(e) => Err(e.into()),

@@ -526,13 +526,8 @@ mod tests {
             admission: Arc::new(RwLock::new(admission)),
             clock: Arc::new(|| 10_000),
         };
-        let syncer = Syncer::spawn(
-            parts.store.clone(),
-            0,
-            std::time::Duration::from_millis(1),
-            Arc::default(),
-        )
-        .unwrap();
+        let syncer =
+            Syncer::spawn(parts.store.clone(), 0, std::time::Duration::from_millis(1)).unwrap();
         LedgerApp::new(
             parts,
             Rc::new(RefCell::new(Handoff::default())),
@@ -559,12 +554,7 @@ mod tests {
         store
             .wal_write(Some(5), 0, &[b"vote".to_vec(), b"proposal".to_vec()])
             .unwrap();
-        let syncer = Syncer::spawn(
-            store.clone(),
-            0,
-            std::time::Duration::from_millis(1),
-            Arc::default(),
-        );
+        let syncer = Syncer::spawn(store.clone(), 0, std::time::Duration::from_millis(1));
         let syncer = Arc::new(syncer.unwrap());
         let log = DecidedLog::default();
         let wal = LedgerWal::open(&store, syncer.clone(), log.clone()).unwrap();

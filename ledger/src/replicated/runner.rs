@@ -16,7 +16,7 @@ use super::app::{
     SharedPrepared,
 };
 use super::batch::{BarrierId, barrier_item};
-use super::syncer::{Appended, Syncer};
+use super::syncer::Syncer;
 use super::{Network, ReplicationStatus};
 use crate::consensus::Wal;
 use crate::consensus::codec::decode_decided;
@@ -45,8 +45,8 @@ pub(crate) enum Cmd {
 /// The running replica, as the [`crate::Ledger`] holds it.
 pub struct Handle {
     tx: Mutex<Option<Sender<Cmd>>>,
-    /// How far the ledger writer appended (readers of the store wait for it).
-    appended: Arc<Appended>,
+    /// The ledger writer (readers of the store wait for it, retries look in its queue).
+    syncer: Arc<Syncer>,
     thread: Mutex<Option<JoinHandle<()>>>,
     name: String,
     counter: std::sync::atomic::AtomicU64,
@@ -123,7 +123,18 @@ impl Handle {
     /// Waits (at most `timeout`) until the store holds every height through `height`: the
     /// ledger writer appends decided entries shortly after the state has them.
     pub fn wait_appended(&self, height: u64, timeout: Duration) {
-        self.appended.wait_for(height, timeout);
+        self.syncer.wait_for(height, timeout);
+    }
+
+    /// The retry record of a request, from the ledger writer's queue or the store (without
+    /// waiting for the writer).
+    pub(crate) fn request_record(
+        &self,
+        store: &Store,
+        actor: &str,
+        id: &str,
+    ) -> Result<Option<crate::store::RequestRecord>, crate::store::StoreError> {
+        self.syncer.request_record(store, actor, id)
     }
 
     /// Stops the node thread (pending callers are told the ledger is closed) and waits.
@@ -154,14 +165,19 @@ impl Handle {
     pub(crate) fn spawn(parts: Parts) -> std::io::Result<Handle> {
         let (tx, rx) = mpsc::channel();
         let name = parts.name.clone();
-        let appended = Arc::new(Appended::default());
-        let a = appended.clone();
+        let head = parts
+            .store
+            .head()
+            .map_err(|e| std::io::Error::other(format!("cannot read the ledger: {e}")))?
+            .map_or(0, |h| h.height);
+        let syncer = Arc::new(Syncer::spawn(parts.store.clone(), head, parts.sync_gap)?);
+        let s = syncer.clone();
         let thread = std::thread::Builder::new()
             .name(format!("nexus-consensus-{name}"))
-            .spawn(move || run(parts, rx, a))?;
+            .spawn(move || run(parts, rx, s))?;
         Ok(Handle {
             tx: Mutex::new(Some(tx)),
-            appended,
+            syncer,
             thread: Mutex::new(Some(thread)),
             name,
             counter: Default::default(),
@@ -237,7 +253,7 @@ struct Runner {
     halted: Option<String>,
 }
 
-fn run(parts: Parts, rx: Receiver<Cmd>, appended: Arc<Appended>) {
+fn run(parts: Parts, rx: Receiver<Cmd>, syncer: Arc<Syncer>) {
     let handoff: SharedHandoff = Default::default();
     let Parts {
         name,
@@ -247,7 +263,7 @@ fn run(parts: Parts, rx: Receiver<Cmd>, appended: Arc<Appended>) {
         app,
         network,
         submit_timeout,
-        sync_gap,
+        sync_gap: _,
     } = parts;
     let prepared: SharedPrepared = Rc::new(RefCell::new(PreparedCache::new(PREPARED_CACHE)));
     let signer = Signer::from_seed(node_config.chain, signer_seed);
@@ -256,20 +272,8 @@ fn run(parts: Parts, rx: Receiver<Cmd>, appended: Arc<Appended>) {
         new_timers: Vec::new(),
         start: Instant::now(),
     };
-    let head = match store.head() {
-        Ok(h) => h.map_or(0, |h| h.height),
-        Err(e) => {
-            tracing::error!(replica = %name, "cannot read the ledger: {e}");
-            return refuse_all(rx, &format!("cannot read the ledger: {e}"));
-        }
-    };
-    let syncer = match Syncer::spawn(store.clone(), head, sync_gap, appended) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            tracing::error!(replica = %name, "cannot start the ledger writer thread: {e}");
-            return refuse_all(rx, &format!("cannot start the ledger writer thread: {e}"));
-        }
-    };
+    // The ledger's head when the writer started (it holds nothing yet).
+    let head = syncer.last_height();
     let app = LedgerApp::new(app, handoff.clone(), prepared.clone(), syncer.clone());
     let decided_log = DecidedLog::default();
     let mut decided = LedgerStore {

@@ -16,7 +16,8 @@
 //! A queued commit stays queued until it is in the store, so the node thread's reads of what
 //! was decided (request ids for retries and duplicates, decided heights for catch-up) look here
 //! first and then in the store, and always find a height in one or the other. Readers on other
-//! threads wait for the writer through [`Appended`] (see `Ledger::store`).
+//! threads look in the queue too (retries on submit) or wait for the writer
+//! ([`Syncer::wait_for`], see `Ledger::store`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -34,7 +35,7 @@ const APPEND_EVERY: Duration = Duration::from_millis(20);
 
 /// How far the writer appended, for readers of the store on other threads.
 #[derive(Debug, Default)]
-pub(crate) struct Appended {
+struct Appended {
     /// `None` while no writer runs (before it starts, after it stopped): readers do not wait.
     through: Mutex<Option<u64>>,
     changed: Condvar,
@@ -47,7 +48,7 @@ impl Appended {
     }
 
     /// Waits (at most `timeout`) until the store holds every height through `height`.
-    pub fn wait_for(&self, height: u64, timeout: Duration) {
+    fn wait_for(&self, height: u64, timeout: Duration) {
         let guard = self.through.lock().unwrap_or_else(|e| e.into_inner());
         let _ = self
             .changed
@@ -105,13 +106,9 @@ impl std::fmt::Debug for Syncer {
 
 impl Syncer {
     /// `head`: the height the store holds and is durable through now (its head when opened);
-    /// `gap`: the least time between two syncs; `appended` is kept up to date for readers.
-    pub fn spawn(
-        store: Arc<Store>,
-        head: u64,
-        gap: Duration,
-        appended: Arc<Appended>,
-    ) -> std::io::Result<Syncer> {
+    /// `gap`: the least time between two syncs.
+    pub fn spawn(store: Arc<Store>, head: u64, gap: Duration) -> std::io::Result<Syncer> {
+        let appended = Arc::new(Appended::default());
         let shared = Arc::new(Shared {
             progress: Mutex::new(Progress {
                 queued: head,
@@ -272,6 +269,12 @@ impl Syncer {
         let want = self.lock().queued;
         self.appended.wait_for(want, timeout);
     }
+
+    /// Waits (at most `timeout`) until the store holds every height through `height` (readers
+    /// on other threads; returns at once when the writer has stopped).
+    pub fn wait_for(&self, height: u64, timeout: Duration) {
+        self.appended.wait_for(height, timeout);
+    }
 }
 
 fn queued_commits(queue: &VecDeque<Job>) -> impl Iterator<Item = &Arc<Commit>> {
@@ -398,7 +401,8 @@ fn run(shared: &Shared, store: &Store, gap: Duration, appended: &Appended) {
     }
 }
 
-/// Writes queued jobs in order: each run of commits in one (non-durable) transaction.
+/// Writes queued jobs in order: each run of commits in one (non-durable) transaction, then
+/// any snapshot after them.
 fn write(store: &Store, jobs: &[Job], through: &mut Option<u64>) -> Result<(), String> {
     let mut run: Vec<Arc<Commit>> = Vec::new();
     let flush = |run: &mut Vec<Arc<Commit>>, through: &mut Option<u64>| {
@@ -417,9 +421,10 @@ fn write(store: &Store, jobs: &[Job], through: &mut Option<u64>) -> Result<(), S
             Job::Commit(c) => run.push(c.clone()),
             Job::Snapshot(h, bytes) => {
                 flush(&mut run, through)?;
-                store
-                    .write_snapshot_encoded(*h, bytes)
-                    .map_err(|e| e.to_string())?;
+                // A snapshot only shortens a replay: without it the ledger is still whole.
+                if let Err(e) = store.write_snapshot_encoded(*h, bytes) {
+                    tracing::warn!(height = h, "cannot write a snapshot of the state: {e}");
+                }
             }
         }
     }
@@ -460,15 +465,8 @@ mod tests {
     fn appends_in_order_finds_queued_requests_and_makes_them_durable() {
         let dir = tempdir();
         let store = store(&dir);
-        let appended = Arc::new(Appended::default());
         // A gap no test waits for: only `flush` and stopping sync.
-        let w = Syncer::spawn(
-            store.clone(),
-            0,
-            Duration::from_secs(3600),
-            appended.clone(),
-        )
-        .unwrap();
+        let w = Syncer::spawn(store.clone(), 0, Duration::from_secs(3600)).unwrap();
         let mut state = State::new();
         for i in 1..=5 {
             w.append(next(&mut state, &format!("r{i}"))).unwrap();
@@ -479,8 +477,9 @@ mod tests {
         assert_eq!(w.last_height(), 5);
         assert_eq!(w.request_record(&store, "u", "r9").unwrap(), None);
         // Readers on other threads wait until the store holds what was handed over.
+        w.wait_for(3, Duration::from_secs(10));
+        assert!(store.head().unwrap().is_some_and(|h| h.height >= 3));
         w.wait_appended(Duration::from_secs(10));
-        appended.wait_for(5, Duration::from_secs(10));
         assert_eq!(store.head().unwrap().map(|h| h.height), Some(5));
         assert_eq!(w.durable(), 0, "nothing synced before the gap");
         w.flush().unwrap();
@@ -499,10 +498,6 @@ mod tests {
         assert_eq!(store.head().unwrap().map(|h| h.height), Some(6));
         let (loaded, report) = store.load_state().unwrap();
         assert_eq!((loaded.height, report.snapshot_height), (6, Some(6)));
-        // No writer any more: readers do not wait.
-        let t = Instant::now();
-        appended.wait_for(100, Duration::from_secs(10));
-        assert!(t.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
@@ -513,7 +508,7 @@ mod tests {
         // The store gets height 1 behind the writer's back: its own height 1 no longer fits.
         let c1 = next(&mut state, "a");
         store.append(std::slice::from_ref(&c1)).unwrap();
-        let w = Syncer::spawn(store.clone(), 0, Duration::from_millis(1), Arc::default()).unwrap();
+        let w = Syncer::spawn(store.clone(), 0, Duration::from_millis(1)).unwrap();
         w.append(c1).unwrap();
         let err = w.flush().unwrap_err();
         assert!(err.starts_with("cannot append to the ledger"), "{err}");
