@@ -60,6 +60,7 @@ impl Appended {
 /// certificate record.
 pub(crate) type QueuedEntry = (Vec<Vec<u8>>, Option<Vec<u8>>);
 
+#[derive(Clone)]
 enum Job {
     Commit(Arc<Commit>),
     /// An encoded snapshot of the state at a height (written after the entries before it).
@@ -301,6 +302,20 @@ enum Step {
     Sync(u64),
 }
 
+/// Waits for a change, until `due` at the latest.
+fn wait_until<'a>(
+    shared: &'a Shared,
+    p: std::sync::MutexGuard<'a, Progress>,
+    due: Instant,
+) -> std::sync::MutexGuard<'a, Progress> {
+    let timeout = due.saturating_duration_since(Instant::now());
+    shared
+        .changed
+        .wait_timeout(p, timeout)
+        .unwrap_or_else(|e| e.into_inner())
+        .0
+}
+
 fn run(shared: &Shared, store: &Store, gap: Duration, appended: &Appended) {
     let lock = || shared.progress.lock().unwrap_or_else(|e| e.into_inner());
     // The ledger was durable when the thread started: the first sync waits `gap` too.
@@ -318,22 +333,10 @@ fn run(shared: &Shared, store: &Store, gap: Duration, appended: &Appended) {
                     let due = since + APPEND_EVERY;
                     let now = Instant::now();
                     if now < due && !p.stop && p.urgent <= p.appended {
-                        p = shared
-                            .changed
-                            .wait_timeout(p, due - now)
-                            .unwrap_or_else(|e| e.into_inner())
-                            .0;
+                        p = wait_until(shared, p, due);
                         continue;
                     }
-                    let jobs = p
-                        .queue
-                        .iter()
-                        .map(|j| match j {
-                            Job::Commit(c) => Job::Commit(c.clone()),
-                            Job::Snapshot(h, b) => Job::Snapshot(*h, b.clone()),
-                        })
-                        .collect();
-                    break Step::Write(jobs);
+                    break Step::Write(p.queue.iter().cloned().collect());
                 }
                 if p.appended > p.done {
                     let due = last + gap;
@@ -341,11 +344,7 @@ fn run(shared: &Shared, store: &Store, gap: Duration, appended: &Appended) {
                     if p.urgent > p.done || p.stop || now >= due {
                         break Step::Sync(p.appended);
                     }
-                    p = shared
-                        .changed
-                        .wait_timeout(p, due - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                    p = wait_until(shared, p, due);
                     continue;
                 }
                 if p.stop {
