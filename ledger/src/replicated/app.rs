@@ -480,18 +480,22 @@ impl App for LedgerApp {
         let Some(d) = self.handoff.borrow_mut().executed.take() else {
             return;
         };
-        {
-            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-            if state.apply_entry(&d.entry).is_err() {
-                // The store holds the entry but the fold refused it: rebuild from the store
-                // (once the writer appended it). Its change journal starts empty, so followers
-                // look at every object again.
-                self.syncer
-                    .wait_appended(std::time::Duration::from_secs(60));
-                if let Ok((mut s, _)) = self.store.load_state() {
-                    s.journal = crate::state::ChangeJournal::starting_at(s.height);
-                    *state = s;
-                }
+        let folded = self
+            .state
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply_entry(&d.entry)
+            .is_ok();
+        if !folded {
+            // The store holds the entry but the fold refused it (and changed nothing): rebuild
+            // from the store once the writer appended it (not holding the state's lock
+            // meanwhile). Its change journal starts empty, so followers look at every object
+            // again.
+            self.syncer
+                .wait_appended(std::time::Duration::from_secs(60));
+            if let Ok((mut s, _)) = self.store.load_state() {
+                s.journal = crate::state::ChangeJournal::starting_at(s.height);
+                *self.state.write().unwrap_or_else(|e| e.into_inner()) = s;
             }
         }
         let every = self.store.config().snapshot_every;

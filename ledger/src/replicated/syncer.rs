@@ -125,7 +125,18 @@ impl Syncer {
         let thread = std::thread::Builder::new()
             .name("nexus-ledger-sync".into())
             .spawn(move || {
-                run(&s, &store, gap, &a);
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run(&s, &store, gap, &a)
+                }));
+                if ran.is_err() {
+                    // The node must not go on signing (or wait in `flush`) for a writer that
+                    // is gone.
+                    let mut p = s.progress.lock().unwrap_or_else(|e| e.into_inner());
+                    p.failed
+                        .get_or_insert_with(|| "the ledger writer stopped unexpectedly".into());
+                    drop(p);
+                    s.changed.notify_all();
+                }
                 a.set(None);
             });
         let thread = match thread {
@@ -327,35 +338,38 @@ fn run(shared: &Shared, store: &Store, gap: Duration, appended: &Appended) {
                 if p.failed.is_some() {
                     return;
                 }
+                let now = Instant::now();
                 // Appending comes first, a few heights at a time (one redb transaction each
                 // time): only readers on other threads wait for it.
-                if let Some(since) = p.since {
-                    let due = since + APPEND_EVERY;
-                    let now = Instant::now();
-                    if now < due && !p.stop && p.urgent <= p.appended {
-                        p = wait_until(shared, p, due);
-                        continue;
-                    }
+                let append_at = p.since.map(|since| since + APPEND_EVERY);
+                if append_at.is_some_and(|at| now >= at || p.stop || p.urgent > p.appended) {
                     break Step::Write(p.queue.iter().cloned().collect());
                 }
-                if p.appended > p.done {
-                    let due = last + gap;
-                    let now = Instant::now();
-                    if p.urgent > p.done || p.stop || now >= due {
-                        break Step::Sync(p.appended);
+                // A sync that is due goes before more waiting for appends: under a steady stream
+                // of heights the queue is never empty, and the ledger must still be synced.
+                // (`None`: a gap too long to add to an instant, never due.)
+                let sync_at = (p.appended > p.done).then(|| last.checked_add(gap));
+                if sync_at.is_some()
+                    && (p.urgent > p.done
+                        || p.stop
+                        || sync_at.flatten().is_some_and(|at| now >= at))
+                {
+                    break Step::Sync(p.appended);
+                }
+                let wake = [append_at, sync_at.flatten()].into_iter().flatten().min();
+                match wake {
+                    Some(at) => p = wait_until(shared, p, at),
+                    None if p.stop && p.queue.is_empty() => {
+                        return; // stopped with nothing left to do
                     }
-                    p = wait_until(shared, p, due);
-                    continue;
+                    None => p = shared.changed.wait(p).unwrap_or_else(|e| e.into_inner()),
                 }
-                if p.stop {
-                    return; // stopped with nothing left to do
-                }
-                p = shared.changed.wait(p).unwrap_or_else(|e| e.into_inner());
             }
         };
         match step {
             Step::Write(jobs) => {
                 let n = jobs.len();
+                let started = Instant::now();
                 let mut through = None;
                 // A panic must not leave the node waiting for a write that never comes.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -366,7 +380,8 @@ fn run(shared: &Shared, store: &Store, gap: Duration, appended: &Appended) {
                 match result {
                     Ok(()) => {
                         p.queue.drain(..n);
-                        p.since = (!p.queue.is_empty()).then(Instant::now);
+                        // Whatever was queued meanwhile came after the write started.
+                        p.since = (!p.queue.is_empty()).then_some(started);
                         if let Some(h) = through {
                             p.appended = h;
                             appended.set(Some(h));
@@ -497,6 +512,29 @@ mod tests {
         assert_eq!(store.head().unwrap().map(|h| h.height), Some(6));
         let (loaded, report) = store.load_state().unwrap();
         assert_eq!((loaded.height, report.snapshot_height), (6, Some(6)));
+    }
+
+    /// Under a steady stream of heights the queue is never empty for long; the ledger is
+    /// synced all the same, every gap.
+    #[test]
+    fn syncs_keep_coming_under_a_steady_stream_of_heights() {
+        let dir = tempdir();
+        let store = store(&dir);
+        let w = Syncer::spawn(store.clone(), 0, Duration::from_millis(50)).unwrap();
+        let mut state = State::new();
+        let start = Instant::now();
+        let mut i = 0;
+        while start.elapsed() < Duration::from_millis(600) {
+            i += 1;
+            w.append(next(&mut state, &format!("s{i}"))).unwrap();
+        }
+        let durable = w.durable();
+        assert!(
+            durable > 0 && durable <= i,
+            "{durable} of {i} heights durable while appending"
+        );
+        w.flush().unwrap();
+        assert_eq!(w.durable(), i);
     }
 
     #[test]
