@@ -33,29 +33,6 @@ use crate::store::{Commit, RequestRecord, Store, StoreError};
 /// cluster's CPU per commit, measured).
 const APPEND_EVERY: Duration = Duration::from_millis(20);
 
-/// How far the writer appended, for readers of the store on other threads.
-#[derive(Debug, Default)]
-struct Appended {
-    /// `None` while no writer runs (before it starts, after it stopped): readers do not wait.
-    through: Mutex<Option<u64>>,
-    changed: Condvar,
-}
-
-impl Appended {
-    fn set(&self, through: Option<u64>) {
-        *self.through.lock().unwrap_or_else(|e| e.into_inner()) = through;
-        self.changed.notify_all();
-    }
-
-    /// Waits (at most `timeout`) until the store holds every height through `height`.
-    fn wait_for(&self, height: u64, timeout: Duration) {
-        let guard = self.through.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = self
-            .changed
-            .wait_timeout_while(guard, timeout, |t| t.is_some_and(|t| t < height));
-    }
-}
-
 /// A queued height as catch-up serves it: the entry's stored request rows and its
 /// certificate record.
 pub(crate) type QueuedEntry = (Vec<Vec<u8>>, Option<Vec<u8>>);
@@ -83,6 +60,8 @@ struct Progress {
     since: Option<Instant>,
     failed: Option<String>,
     stop: bool,
+    /// The writer thread has ended: readers no longer wait for it.
+    exited: bool,
 }
 
 #[derive(Default)]
@@ -95,7 +74,6 @@ struct Shared {
 /// and syncing what was handed over).
 pub(crate) struct Syncer {
     shared: Arc<Shared>,
-    appended: Arc<Appended>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -109,7 +87,6 @@ impl Syncer {
     /// `head`: the height the store holds and is durable through now (its head when opened);
     /// `gap`: the least time between two syncs.
     pub fn spawn(store: Arc<Store>, head: u64, gap: Duration) -> std::io::Result<Syncer> {
-        let appended = Arc::new(Appended::default());
         let shared = Arc::new(Shared {
             progress: Mutex::new(Progress {
                 queued: head,
@@ -120,35 +97,25 @@ impl Syncer {
             }),
             changed: Condvar::new(),
         });
-        appended.set(Some(head));
-        let (s, a) = (shared.clone(), appended.clone());
+        let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("nexus-ledger-sync".into())
             .spawn(move || {
-                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run(&s, &store, gap, &a)
-                }));
+                let ran =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&s, &store, gap)));
+                let mut p = s.progress.lock().unwrap_or_else(|e| e.into_inner());
                 if ran.is_err() {
                     // The node must not go on signing (or wait in `flush`) for a writer that
                     // is gone.
-                    let mut p = s.progress.lock().unwrap_or_else(|e| e.into_inner());
                     p.failed
                         .get_or_insert_with(|| "the ledger writer stopped unexpectedly".into());
-                    drop(p);
-                    s.changed.notify_all();
                 }
-                a.set(None);
-            });
-        let thread = match thread {
-            Ok(t) => t,
-            Err(e) => {
-                appended.set(None);
-                return Err(e);
-            }
-        };
+                p.exited = true;
+                drop(p);
+                s.changed.notify_all();
+            })?;
         Ok(Syncer {
             shared,
-            appended,
             thread: Some(thread),
         })
     }
@@ -279,13 +246,17 @@ impl Syncer {
     /// Waits (at most `timeout`) until the store holds every height handed over so far.
     pub fn wait_appended(&self, timeout: Duration) {
         let want = self.lock().queued;
-        self.appended.wait_for(want, timeout);
+        self.wait_for(want, timeout);
     }
 
     /// Waits (at most `timeout`) until the store holds every height through `height` (readers
     /// on other threads; returns at once when the writer has stopped).
     pub fn wait_for(&self, height: u64, timeout: Duration) {
-        self.appended.wait_for(height, timeout);
+        let p = self.lock();
+        let _ = self
+            .shared
+            .changed
+            .wait_timeout_while(p, timeout, |p| !p.exited && p.appended < height);
     }
 }
 
@@ -327,7 +298,7 @@ fn wait_until<'a>(
         .0
 }
 
-fn run(shared: &Shared, store: &Store, gap: Duration, appended: &Appended) {
+fn run(shared: &Shared, store: &Store, gap: Duration) {
     let lock = || shared.progress.lock().unwrap_or_else(|e| e.into_inner());
     // The ledger was durable when the thread started: the first sync waits `gap` too.
     let mut last = Instant::now();
@@ -384,7 +355,6 @@ fn run(shared: &Shared, store: &Store, gap: Duration, appended: &Appended) {
                         p.since = (!p.queue.is_empty()).then_some(started);
                         if let Some(h) = through {
                             p.appended = h;
-                            appended.set(Some(h));
                         }
                     }
                     Err(e) => {
