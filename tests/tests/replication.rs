@@ -434,14 +434,34 @@ fn a_wiped_replica_syncs_from_zero_any_replica_answers_and_a_retry_applies_once(
     wait_converged(&rt, &r, Duration::from_secs(30));
     verify_all_replicas(&r);
 
-    // `cluster status` shows every replica with its height and round.
-    let out = r.nexus(&["cluster", "status"]);
-    let st = text(&out.stdout);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    for i in 0..r.len() {
-        assert!(st.contains(&format!("r{i}")), "{st}");
+    // `cluster status` shows every replica with its height and round, and soon every one as
+    // reachable (r3's peers last heard from it before it restarted).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = r.nexus(&["cluster", "status"]);
+        let st = text(&out.stdout);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        for i in 0..r.len() {
+            assert!(st.contains(&format!("r{i}")), "{st}");
+        }
+        if !st.contains("unreachable") {
+            break;
+        }
+        if Instant::now() > deadline {
+            let views: Vec<String> = (0..r.len())
+                .map(|i| {
+                    let ctx = format!("r{i}");
+                    text(&r.nexus(&["--context", &ctx, "cluster", "status"]).stdout)
+                })
+                .collect();
+            panic!(
+                "{st}\nas each replica sees it:\n{}\n{}",
+                views.join("\n"),
+                r.logs_tail(60)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(!st.contains("unreachable"), "{st}");
     eprintln!("done in {:?}", t0.elapsed());
 }
 

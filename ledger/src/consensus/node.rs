@@ -3,6 +3,7 @@
 //! the pending pool. Deterministic: its behaviour is a function of the calls it receives.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::Duration;
 
 use arc_malachitebft_core_consensus::{
     Input, MAX_FUTURE_ROUND_LOOKAHEAD, Params, PeerId, State, ValuePayload, process,
@@ -234,8 +235,10 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
             self.enter_height(h)?;
             self.io.solo = is_solo(&vs, &self.key());
             self.held = Some((h, vs));
-            let every = self.io.cfg.status_interval;
-            self.io.arm(TimerKey::Status, every);
+            // The first status beacon goes out at once: peers learn where a (re)started
+            // replica is without waiting an interval, while what they last heard from its
+            // previous run may already look stale (`nexus cluster status`: unreachable).
+            self.io.arm(TimerKey::Status, Duration::ZERO);
             return self.drain();
         }
         self.feed(Input::StartHeight(
@@ -259,8 +262,8 @@ impl<H: Host, W: Wal, S: DecidedStore, A: App> Node<H, W, S, A> {
             }
             self.io.replay = None;
         }
-        let every = self.io.cfg.status_interval;
-        self.io.arm(TimerKey::Status, every);
+        // The first status beacon goes out at once, as above.
+        self.io.arm(TimerKey::Status, Duration::ZERO);
         self.drain()
     }
 
