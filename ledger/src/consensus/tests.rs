@@ -410,3 +410,50 @@ fn a_node_on_redb_can_move_to_its_own_thread() {
     fn assert_send<T: Send>() {}
     assert_send::<Node<LoopHost, RedbWal, RedbStore, TestApp>>();
 }
+
+#[test]
+fn a_started_node_announces_itself_at_once() {
+    // Peers may hold a stale beacon from this replica's previous run: the first one goes out
+    // right at start, idle (lazy heights) or not, then one per interval.
+    let (chain, signers, vs) = cluster(4);
+    for lazy in [true, false] {
+        let mut cfg = config(chain);
+        cfg.lazy_heights = lazy;
+        let mut node: TNode<MemWal, MemStore> = Node::new(
+            cfg,
+            signers[0].clone(),
+            LoopHost::default(),
+            MemWal::new(),
+            MemStore::new(),
+            app(&vs),
+        );
+        node.start().unwrap();
+        let status = node
+            .host()
+            .timers
+            .iter()
+            .find(|(id, _, _)| *id == TimerId(super::timers::TimerKey::Status))
+            .copied();
+        let Some((id, generation, after)) = status else {
+            panic!("lazy {lazy}: no status timer: {:?}", node.host().timers);
+        };
+        assert_eq!(after, Duration::ZERO, "lazy {lazy}: the first beacon waits");
+        node.host_mut().out.clear();
+        node.host_mut().timers.clear();
+        node.on_timer(id, generation).unwrap();
+        let beacons = node
+            .host()
+            .out
+            .iter()
+            .filter(|(to, b)| to.is_none() && matches!(decode_wire(b), Ok(WireMsg::Status { .. })))
+            .count();
+        assert_eq!(beacons, 1, "lazy {lazy}");
+        assert!(
+            node.host().timers.iter().any(|(id, _, after)| *id
+                == TimerId(super::timers::TimerKey::Status)
+                && *after == Duration::from_millis(200)),
+            "lazy {lazy}: then one per interval: {:?}",
+            node.host().timers
+        );
+    }
+}
