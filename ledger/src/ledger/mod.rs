@@ -14,6 +14,9 @@
 mod replica;
 mod writer;
 
+#[cfg(test)]
+pub(crate) use replica::BEFORE_STATE_READ;
+
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};

@@ -17,6 +17,14 @@ use crate::replicated::runner::{Handle, Parts};
 use crate::replicated::{Network, ReplicaConfig, ReplicationStatus};
 use crate::store::Store;
 
+#[cfg(test)]
+thread_local! {
+    /// Tests only: runs once on this thread just before the next submission reads the state
+    /// (a height decided right then).
+    pub(crate) static BEFORE_STATE_READ: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 impl Ledger {
     /// Opens one replica of a replicated ledger: records (or checks) the genesis validator set,
     /// rebuilds the state, and starts the consensus node on its own thread. Peer bytes go out
@@ -101,8 +109,17 @@ impl Ledger {
         reply: Reply,
     ) -> Result<(), (Reply, SubmitError)> {
         let (actor, id) = (&prepared.signed.request.actor, &prepared.signed.request.id);
-        // The replica's ledger writer may not have appended the newest heights yet: their
-        // requests are in its queue.
+        // The record is looked up while the state cannot move: a decided height is handed to
+        // the ledger writer before the state is folded, so a request the state already holds
+        // is found here and answered as the duplicate it is (looked up before the state was
+        // read, a request decided in between was answered as a no-op). The replica's ledger
+        // writer may not have appended the newest heights yet: their requests are in its
+        // queue.
+        #[cfg(test)]
+        if let Some(hook) = BEFORE_STATE_READ.with(|h| h.borrow_mut().take()) {
+            hook();
+        }
+        let state = self.state();
         let answered = match replica.request_record(&self.store, actor, id) {
             Err(e) => Some(Err(SubmitError::Storage(e.to_string()))),
             Ok(Some(rec)) if rec.digest == prepared.digest => Some(match rec.error {
@@ -119,20 +136,18 @@ impl Ledger {
                 actor: actor.clone(),
             }
             .into())),
-            Ok(None) => {
-                let state = self.state();
-                match prepared.plan(&*state) {
-                    Err(e) => Some(Err(e.into())),
-                    Ok(plan) if plan.events.is_empty() => Some(Ok(Applied {
-                        height: state.height,
-                        request_id: id.clone(),
-                        outcomes: plan.outcomes,
-                        duplicate: false,
-                    })),
-                    Ok(_) => None,
-                }
-            }
+            Ok(None) => match prepared.plan(&*state) {
+                Err(e) => Some(Err(e.into())),
+                Ok(plan) if plan.events.is_empty() => Some(Ok(Applied {
+                    height: state.height,
+                    request_id: id.clone(),
+                    outcomes: plan.outcomes,
+                    duplicate: false,
+                })),
+                Ok(_) => None,
+            },
         };
+        drop(state);
         if let Some(r) = answered {
             reply.send(r);
             return Ok(());

@@ -449,3 +449,36 @@ fn a_replica_added_by_a_membership_change_joins_and_a_removed_one_leaves() {
     assert_same_certified_chain(&ledgers);
     assert_eq!(c.get(2).replication_status().unwrap().validators, 4);
 }
+
+/// A retry whose request is decided just before the retry reads the state is answered with
+/// that decision (a duplicate, at its height, with what it did), not as a request that changes
+/// nothing.
+#[test]
+fn a_retry_decided_just_before_it_reads_the_state_is_a_duplicate() {
+    let c = Cluster::new(1);
+    let l = c.get(0);
+    let req = apply_req("raced", "raced", 1);
+    let first = Arc::new(std::sync::Mutex::new(None));
+    {
+        let (l, req, first) = (l.clone(), req.clone(), first.clone());
+        crate::ledger::BEFORE_STATE_READ.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                // The same request through another thread, decided before this one goes on.
+                let a = std::thread::spawn(move || l.submit(req, &caller()))
+                    .join()
+                    .unwrap()
+                    .unwrap();
+                *first.lock().unwrap() = Some(a);
+            }))
+        });
+    }
+    let retry = l.submit(req, &caller()).unwrap();
+    let first = first.lock().unwrap().take().expect("the hook ran");
+    assert!(!first.duplicate);
+    assert_eq!(first.outcomes[0].action, Action::Created);
+    assert!(retry.duplicate, "{retry:?}");
+    assert_eq!(
+        (retry.height, &retry.outcomes),
+        (first.height, &first.outcomes)
+    );
+}
