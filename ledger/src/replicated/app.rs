@@ -309,11 +309,15 @@ impl LedgerApp {
             clock: p.clock,
             handoff,
             prepared,
+            set_memo: RefCell::new(None),
         }
     }
 }
 
 /// Validator sets, batch validity and proposals over the ledger state.
+/// A consensus set and the `(key, power)` members it was built from.
+type SetMemo = (Vec<(ValidatorKey, u64)>, ValidatorSet);
+
 pub(crate) struct LedgerApp {
     pub store: Arc<Store>,
     /// The ledger writer: decided heights it has not appended yet are read from it.
@@ -325,6 +329,9 @@ pub(crate) struct LedgerApp {
     pub handoff: SharedHandoff,
     /// Request items this replica decoded and checked (signature, objects), by item hash.
     pub prepared: SharedPrepared,
+    /// The consensus set last built and the members it was built from: building one
+    /// decompresses every key, and the set rarely changes between heights.
+    set_memo: RefCell<Option<SetMemo>>,
 }
 
 impl LedgerApp {
@@ -397,7 +404,21 @@ impl App for LedgerApp {
         if height != state.height + 1 {
             return None;
         }
-        consensus_set(&state.validators)
+        let members = || {
+            state
+                .validators
+                .iter()
+                .map(|v| (ValidatorKey(v.public_key), v.power))
+        };
+        let mut memo = self.set_memo.borrow_mut();
+        if let Some((of, set)) = memo.as_ref()
+            && of.iter().copied().eq(members())
+        {
+            return Some(set.clone());
+        }
+        let set = consensus_set(&state.validators)?;
+        *memo = Some((members().collect(), set.clone()));
+        Some(set)
     }
 
     fn validate(&mut self, height: u64, batch: &Batch) -> bool {
@@ -598,5 +619,40 @@ mod tests {
         let built = app.build(1, vec![good.clone(), bad.clone()]);
         assert_eq!(built.drop, vec![bad]);
         assert_eq!(built.items, batch(&[good]).items().to_vec());
+    }
+
+    /// The set is built again when the members change, and reused while they do not.
+    #[test]
+    fn the_validator_set_follows_the_state_and_is_reused_in_between() {
+        let dir = tempdir();
+        let app = app(dir.path());
+        let member = |seed: &[u8], power: u64| Validator {
+            name: format!("r{}", seed[0]),
+            public_key: ed25519_dalek::SigningKey::from_bytes(blake3::hash(seed).as_bytes())
+                .verifying_key()
+                .to_bytes(),
+            address: String::new(),
+            power,
+        };
+        let (a, b) = (member(b"a", 1), member(b"b", 1));
+        let want = |vs: &[&Validator]| {
+            ValidatorSet::new(vs.iter().map(|v| (ValidatorKey(v.public_key), v.power))).unwrap()
+        };
+        app.state.write().unwrap().validators = vec![a.clone()];
+        let first = app.validator_set(1).unwrap();
+        assert_eq!(first, want(&[&a]));
+        assert_eq!(app.validator_set(1).unwrap(), want(&[&a]));
+        assert_eq!(app.validator_set(2), None, "only the next height has a set");
+        app.state.write().unwrap().validators = vec![a.clone(), b.clone()];
+        assert_eq!(app.validator_set(1).unwrap(), want(&[&a, &b]));
+        let heavier = Validator {
+            power: 3,
+            ..b.clone()
+        };
+        app.state.write().unwrap().validators = vec![a.clone(), heavier.clone()];
+        let set = app.validator_set(1).unwrap();
+        assert_eq!(set, want(&[&a, &heavier]), "a power change is a change");
+        app.state.write().unwrap().validators = vec![a.clone()];
+        assert_eq!(app.validator_set(1).unwrap(), first);
     }
 }
