@@ -314,10 +314,10 @@ impl LedgerApp {
     }
 }
 
-/// Validator sets, batch validity and proposals over the ledger state.
 /// A consensus set and the `(key, power)` members it was built from.
 type SetMemo = (Vec<(ValidatorKey, u64)>, ValidatorSet);
 
+/// Validator sets, batch validity and proposals over the ledger state.
 pub(crate) struct LedgerApp {
     pub store: Arc<Store>,
     /// The ledger writer: decided heights it has not appended yet are read from it.
