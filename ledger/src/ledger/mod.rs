@@ -300,6 +300,16 @@ impl Ledger {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The current state if no entry is being folded into it right now; `None` instead of
+    /// waiting.
+    pub fn try_state(&self) -> Option<RwLockReadGuard<'_, State>> {
+        match self.state.try_read() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// One object, cloned.
     pub fn get(&self, key: &ObjectKey) -> Option<ObjectState> {
         self.state().get(key).cloned()

@@ -604,3 +604,16 @@ fn invalid_objects_are_refused_and_nothing_is_written() {
     let dry = l.dry_run(&request("2", "user:alice", ops)).unwrap_err();
     assert!(matches!(dry, RequestError::InvalidObject { op: 1, .. }));
 }
+
+/// `try_state` answers at once: the state when nothing folds into it, `None` while an entry
+/// is being folded (the write lock is held), never waiting for it.
+#[test]
+fn try_state_does_not_wait_for_a_fold() {
+    let dir = tempdir();
+    let ledger = open(&dir.path().join("l.redb"));
+    assert_eq!(ledger.try_state().map(|s| s.height), Some(ledger.height()));
+    let folding = ledger.state.write().unwrap();
+    assert!(ledger.try_state().is_none());
+    drop(folding);
+    assert!(ledger.try_state().is_some());
+}

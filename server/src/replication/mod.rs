@@ -62,6 +62,9 @@ pub struct Replication {
     ledger: Arc<Ledger>,
     links: Arc<Links>,
     addresses: BTreeMap<String, String>,
+    /// The members as of a height, for checking who sends consensus messages (see
+    /// [`Replication::is_member`]).
+    known: std::sync::Mutex<(u64, Arc<Vec<Validator>>)>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -75,7 +78,10 @@ impl std::fmt::Debug for Replication {
 
 /// Members of the current and the pending validator set.
 fn members(ledger: &Ledger) -> Vec<Validator> {
-    let state = ledger.state();
+    members_of(&ledger.state())
+}
+
+fn members_of(state: &nexus_ledger::State) -> Vec<Validator> {
     let mut out = state.validators.clone();
     if let Some((_, pending)) = &state.pending_validators {
         for v in pending {
@@ -99,12 +105,17 @@ impl Replication {
         links: Arc<Links>,
         addresses: BTreeMap<String, String>,
     ) -> Arc<Replication> {
+        let known = {
+            let state = ledger.state();
+            (state.height, Arc::new(members_of(&state)))
+        };
         let r = Arc::new(Replication {
             name,
             me,
             ledger,
             links,
             addresses,
+            known: std::sync::Mutex::new(known),
             task: Default::default(),
         });
         r.reconcile();
@@ -149,10 +160,7 @@ impl Replication {
                 let r = r.clone();
                 async move {
                     let Some(peer) = ctx.peer else { return };
-                    let known = members(&r.ledger)
-                        .iter()
-                        .any(|v| v.name == peer.name && v.public_key == peer.public_key);
-                    if known && peer.public_key != r.me.0 {
+                    if r.is_member(&peer.name, &peer.public_key) && peer.public_key != r.me.0 {
                         r.ledger.deliver(ValidatorKey(peer.public_key), bytes);
                     } else {
                         tracing::debug!(
@@ -164,6 +172,27 @@ impl Replication {
                 }
             },
         );
+    }
+
+    /// Whether `name` with `key` is a member of the current or the pending validator set. Runs
+    /// for every consensus message, on the runtime's threads: the list is rebuilt only when the
+    /// state moved to another height, and never waits for the state while the node thread
+    /// folds an entry (the list of the height before stands meanwhile; a member added is
+    /// listed from the height that records it, before it takes effect, and the consensus core
+    /// checks each message against its height's set anyway).
+    fn is_member(&self, name: &str, key: &[u8; 32]) -> bool {
+        let members = {
+            let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(state) = self.ledger.try_state()
+                && state.height != known.0
+            {
+                *known = (state.height, Arc::new(members_of(&state)));
+            }
+            known.1.clone()
+        };
+        members
+            .iter()
+            .any(|v| v.name == name && v.public_key == *key)
     }
 
     /// Every member as this replica sees it: itself from its node, the others from their
