@@ -118,7 +118,7 @@ pub fn decode(bytes: &[u8]) -> Result<State, CodecError> {
             last_source: get_source(&mut r)?,
             owner: r.string("owner")?,
         };
-        state.objects.insert(key, o);
+        state.objects.insert(key, std::sync::Arc::new(o));
     }
     for _ in 0..r.u32()? {
         let info = get_node(&mut r)?;
@@ -202,7 +202,8 @@ mod tests {
                 owner: src.owner(),
                 last_source: src,
             };
-            s.objects.insert(wkey(&format!("w{i}")), o);
+            s.objects
+                .insert(wkey(&format!("w{i}")), std::sync::Arc::new(o));
         }
         let info = NodeInfo {
             name: "n1".into(),

@@ -2,6 +2,7 @@
 //! version, nodes, and the validator set. Everything a controller or `nexus get` sees is this fold.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use nexus_schemas::{ContentHash, Kind, ObjectKey};
 use serde_json::Value;
@@ -61,7 +62,7 @@ pub struct State {
     /// Hash of the last applied entry.
     pub head_hash: EntryHash,
     pub timestamp_ms: u64,
-    pub objects: BTreeMap<ObjectKey, ObjectState>,
+    pub objects: BTreeMap<ObjectKey, Arc<ObjectState>>,
     pub nodes: BTreeMap<String, NodeState>,
     /// The validator set that decides height `self.height + 1`.
     pub validators: Vec<Validator>,
@@ -148,7 +149,7 @@ pub trait ObjectView {
 
 impl ObjectView for State {
     fn object(&self, key: &ObjectKey) -> Option<&ObjectState> {
-        self.objects.get(key)
+        self.get(key)
     }
     fn next_height(&self) -> u64 {
         self.height + 1
@@ -202,6 +203,23 @@ impl State {
     /// The empty state before the first entry.
     pub fn new() -> State {
         State::default()
+    }
+
+    /// A copy to read on another thread (a snapshot to encode): the objects are shared, not
+    /// copied, and the change journal starts empty at this height. Cheap next to encoding:
+    /// the node thread takes it while it holds the state, the ledger writer encodes it.
+    pub fn detached(&self) -> State {
+        State {
+            height: self.height,
+            head_hash: self.head_hash,
+            timestamp_ms: self.timestamp_ms,
+            objects: self.objects.clone(),
+            nodes: self.nodes.clone(),
+            validators: self.validators.clone(),
+            pending_validators: self.pending_validators.clone(),
+            git_syncs: self.git_syncs.clone(),
+            journal: ChangeJournal::starting_at(self.height),
+        }
     }
 
     /// Applies the next entry. Fails, leaving the state untouched, when the entry does not
@@ -297,9 +315,9 @@ impl State {
         match body {
             EventBody::ObjectApplied { key, .. } | EventBody::ObjectDeleted { key, .. } => {
                 self.journal.record(height, key);
-                match next_object(self.objects.get(key), body, height, actor, source) {
+                match next_object(self.get(key), body, height, actor, source) {
                     Some(o) => {
-                        self.objects.insert(key.clone(), o);
+                        self.objects.insert(key.clone(), Arc::new(o));
                     }
                     None => {
                         self.objects.remove(key);
@@ -327,7 +345,7 @@ impl State {
 
     /// One object.
     pub fn get(&self, key: &ObjectKey) -> Option<&ObjectState> {
-        self.objects.get(key)
+        self.objects.get(key).map(|o| &**o)
     }
 
     /// Objects of a kind, optionally in one namespace, ordered by namespace and name.
@@ -336,6 +354,16 @@ impl State {
         kind: Kind,
         namespace: Option<&str>,
     ) -> impl Iterator<Item = (&ObjectKey, &ObjectState)> {
+        self.list_shared(kind, namespace).map(|(k, o)| (k, &**o))
+    }
+
+    /// [`State::list`] with each object as the state shares it (a reader that keeps objects
+    /// past the state's lock takes a reference, not a copy).
+    pub fn list_shared(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+    ) -> impl Iterator<Item = (&ObjectKey, &Arc<ObjectState>)> {
         let start = ObjectKey::new(kind, namespace.unwrap_or(""), "");
         self.objects.range(start..).take_while(move |(k, _)| {
             k.kind == kind && namespace.is_none_or(|ns| k.namespace == ns)
@@ -553,5 +581,38 @@ mod tests {
         }
         assert_eq!(j.changes.len(), JOURNAL_MAX);
         assert_eq!(j.complete_after, 10);
+    }
+
+    /// A detached copy means the same state, shares every object instead of copying it, and
+    /// knows no changes before its height.
+    #[test]
+    fn a_detached_copy_shares_the_objects() {
+        let mut s = State::new();
+        let mut prev = EntryHash::ZERO;
+        for (h, names) in [(1, vec!["a", "b"]), (2, vec!["c"])] {
+            let events = names.iter().map(|n| applied(n, 1, h as i64)).collect();
+            let e = build_entry(prev, h, 1, vec![req("a", Source::Cli)], events).unwrap();
+            s.apply_entry(&e).unwrap();
+            prev = e.hash;
+        }
+        let d = s.detached();
+        assert_eq!(d, s);
+        assert_eq!((d.height, d.head_hash), (2, prev));
+        assert_eq!(d.objects.len(), 3);
+        for (k, o) in &s.objects {
+            assert!(Arc::ptr_eq(o, &d.objects[k]), "{k} is copied, not shared");
+        }
+        assert!(d.changed_since(1).is_none());
+        assert!(s.changed_since(1).is_some());
+        // The original moves on; the copy stays as it was.
+        let e = build_entry(
+            prev,
+            3,
+            1,
+            vec![req("a", Source::Cli)],
+            vec![applied("d", 1, 3)],
+        );
+        s.apply_entry(&e.unwrap()).unwrap();
+        assert_eq!((d.height, d.objects.len(), s.objects.len()), (2, 3, 4));
     }
 }

@@ -521,8 +521,8 @@ impl App for LedgerApp {
         }
         let every = self.store.config().snapshot_every;
         if every > 0 && d.entry.height.is_multiple_of(every) {
-            let bytes = crate::snapshot::encode(&read(&self.state));
-            self.syncer.snapshot(d.entry.height, bytes);
+            // Objects are shared with the copy; the writer encodes it.
+            self.syncer.snapshot(read(&self.state).detached());
         }
         self.subscribers
             .lock()

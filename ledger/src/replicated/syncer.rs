@@ -25,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::entry::EncodedEntry;
+use crate::state::State;
 use crate::store::{Commit, RequestRecord, Store, StoreError};
 
 /// How long a handed-over height may wait to be appended, so that one redb transaction takes
@@ -40,8 +41,9 @@ pub(crate) type QueuedEntry = (Vec<Vec<u8>>, Option<Vec<u8>>);
 #[derive(Clone)]
 enum Job {
     Commit(Arc<Commit>),
-    /// An encoded snapshot of the state at a height (written after the entries before it).
-    Snapshot(u64, Arc<[u8]>),
+    /// A state to encode and store as the snapshot at its height (encoded here, not on the
+    /// node thread: a large state takes a tenth of a second or more).
+    Snapshot(Arc<State>),
 }
 
 #[derive(Default)]
@@ -149,13 +151,13 @@ impl Syncer {
         Ok(())
     }
 
-    /// Queues a snapshot of the state at `height` (encoded), written after the entries before
-    /// it. Not durable on its own: the next sync makes it so.
-    pub fn snapshot(&self, height: u64, bytes: Vec<u8>) {
+    /// Queues a snapshot of `state` (see [`State::detached`]), encoded and written after the
+    /// entries up to its height. Not durable on its own: the next sync makes it so.
+    pub fn snapshot(&self, state: State) {
         let mut p = self.lock();
         if p.failed.is_none() {
             p.since.get_or_insert_with(Instant::now);
-            p.queue.push_back(Job::Snapshot(height, bytes.into()));
+            p.queue.push_back(Job::Snapshot(Arc::new(state)));
             drop(p);
             self.shared.changed.notify_all();
         }
@@ -403,11 +405,12 @@ fn write(store: &Store, jobs: &[Job], through: &mut Option<u64>) -> Result<(), S
     for j in jobs {
         match j {
             Job::Commit(c) => run.push(c.clone()),
-            Job::Snapshot(h, bytes) => {
+            Job::Snapshot(state) => {
                 flush(&mut run, through)?;
                 // A snapshot only shortens a replay: without it the ledger is still whole.
-                if let Err(e) = store.write_snapshot_encoded(*h, bytes) {
-                    tracing::warn!(height = h, "cannot write a snapshot of the state: {e}");
+                if let Err(e) = store.write_snapshot(state) {
+                    let height = state.height;
+                    tracing::warn!(height, "cannot write a snapshot of the state: {e}");
                 }
             }
         }
@@ -477,11 +480,15 @@ mod tests {
             "{err}"
         );
         w.append(next(&mut state, "r6")).unwrap();
-        w.snapshot(6, crate::snapshot::encode(&state));
+        w.snapshot(state.detached());
         drop(w); // stopping appends and syncs what was handed over
         assert_eq!(store.head().unwrap().map(|h| h.height), Some(6));
         let (loaded, report) = store.load_state().unwrap();
         assert_eq!((loaded.height, report.snapshot_height), (6, Some(6)));
+        assert_eq!(
+            loaded, state,
+            "the snapshot the writer encoded is the state handed over"
+        );
     }
 
     /// Under a steady stream of heights the queue is never empty for long; the ledger is
