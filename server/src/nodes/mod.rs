@@ -413,7 +413,8 @@ impl Nodes {
     }
 
     /// One scheduling round (blocking). The state's read lock is held only while the round
-    /// collects what it needs (changed objects are copied, parsed after the lock is released).
+    /// collects what it needs (changed workloads are shared with the state, not copied, and
+    /// parsed after the lock is released).
     pub(crate) fn round(&self) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let state = self.ledger.state();

@@ -16,8 +16,8 @@ use nexus_api::agent::{
 };
 use nexus_api::network::PolicyFeed;
 use nexus_ebpf::{PolicyObject, WorkloadEndpoints, WorkloadId};
-use nexus_ledger::State;
 use nexus_ledger::state::NodeState;
+use nexus_ledger::{ObjectState, State};
 use nexus_reconciler::model::{
     Footprint, InstanceId, WorkloadKey, template_hash, template_hash_of_canonical,
 };
@@ -172,8 +172,8 @@ enum Now {
     Gone,
     /// As cached (at this resource version).
     Same(u64),
-    /// Changed: resource version, generation, object.
-    Changed(u64, u64, Value),
+    /// Changed: the object as the state holds it (shared, parsed after the lock is released).
+    Changed(Arc<ObjectState>),
 }
 
 /// What a round needs from the state, taken quickly under its read lock ([`Cache::collect`]):
@@ -205,8 +205,8 @@ impl Cache {
     pub fn collect(&mut self, state: &State) -> Collected {
         let workload_change = |key: &ObjectKey| WorkloadChange {
             key: key.clone(),
-            now: match state.get(key) {
-                Some(o) => Now::Changed(o.resource_version, o.generation, o.object.clone()),
+            now: match state.objects.get(key) {
+                Some(o) => Now::Changed(o.clone()),
                 None => Now::Gone,
             },
         };
@@ -224,7 +224,7 @@ impl Cache {
             None => {
                 let cached = &self.workloads;
                 let all = state
-                    .list(Kind::Workload, None)
+                    .list_shared(Kind::Workload, None)
                     .map(|(key, o)| {
                         let same = cached
                             .binary_search_by(|w| w.okey.cmp(key))
@@ -235,7 +235,7 @@ impl Cache {
                             now: if same {
                                 Now::Same(rv)
                             } else {
-                                Now::Changed(rv, o.generation, o.object.clone())
+                                Now::Changed(o.clone())
                             },
                         }
                     })
@@ -303,8 +303,8 @@ impl Cache {
                         .map(|i| self.workloads[i].clone())
                         .filter(|w| w.resource_version == *rv)
                 }
-                Now::Changed(rv, generation, value) => {
-                    self.parse_workload(&change.key, *rv, *generation, value)
+                Now::Changed(o) => {
+                    self.parse_workload(&change.key, o.resource_version, o.generation, &o.object)
                 }
                 Now::Gone => None,
             };
