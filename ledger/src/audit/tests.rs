@@ -783,3 +783,63 @@ fn verify_finds_the_forged_request_inside_a_batch() {
         "{p}"
     );
 }
+
+/// A signature by `key` over `req` whose `R` is the identity point and whose `s` is `k·a`: the
+/// equation `[s]B = R + [k]A` holds, so a batch check passes it, but `R` has small order, which
+/// strict verification (what a replica admits by) refuses.
+fn small_order_r_signature(req: &crate::Request, key: &ed25519_dalek::SigningKey) -> [u8; 64] {
+    use sha2_11::{Digest, Sha512};
+    let mut r = [0u8; 32];
+    r[0] = 1; // the identity (y = 1), compressed
+    let a = key.verifying_key().to_bytes();
+    let h = Sha512::new()
+        .chain_update(r)
+        .chain_update(a)
+        .chain_update(req.signing_bytes())
+        .finalize();
+    let mut wide = [0u8; 64];
+    wide.copy_from_slice(&h);
+    let k = curve25519_dalek::Scalar::from_bytes_mod_order_wide(&wide);
+    let s = k * key.to_scalar();
+    let mut sig = [0u8; 64];
+    sig[..32].copy_from_slice(&r);
+    sig[32..].copy_from_slice(s.as_bytes());
+    sig
+}
+
+#[test]
+fn verify_refuses_a_signature_only_a_batch_check_accepts() {
+    let key = signing_key(1);
+    let mut requests: Vec<SignedRequest> = (0..6)
+        .map(|i| {
+            signed(
+                &i.to_string(),
+                "user:alice",
+                vec![apply(workload(&format!("w{i}"), 1))],
+            )
+        })
+        .collect();
+    requests[3].signature = small_order_r_signature(&requests[3].request, &key);
+    // The ledger's own rule refuses it; a batch of the six accepts it.
+    assert!(requests[3].verify().is_err());
+    let messages: Vec<Vec<u8>> = requests.iter().map(|r| r.request.signing_bytes()).collect();
+    let messages: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+    let signatures: Vec<ed25519_dalek::Signature> = requests
+        .iter()
+        .map(|r| ed25519_dalek::Signature::from_bytes(&r.signature))
+        .collect();
+    let keys = vec![key.verifying_key(); requests.len()];
+    assert!(ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok());
+
+    let dir = tempdir();
+    let store = Store::open(dir.path().join("l.redb"), StoreConfig::default()).unwrap();
+    let ex = crate::execute::execute(&crate::state::State::new(), &requests);
+    store
+        .append(&[ex.into_commit(EntryHash::ZERO, 1, 1, None).unwrap()])
+        .unwrap();
+    let p = problem(&store).unwrap();
+    assert!(
+        matches!(p, Problem::BadSignature { height: 1, request: 3, ref id } if id == "3"),
+        "{p}"
+    );
+}
