@@ -204,9 +204,23 @@ pub fn verify_with(store: &Store, opts: &VerifyOptions<'_>) -> Result<VerifyRepo
                 })
             })
             .collect();
+        // The panic of a range is caught inside its thread; should the thread fail anyway,
+        // its range is reported, not passed over.
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Ok(Part::default())))
+            .zip(&ranges)
+            .map(|(h, &(from, to))| {
+                h.join().unwrap_or_else(|_| {
+                    Ok(Part {
+                        problem: Some(Problem::Storage {
+                            from,
+                            to,
+                            message: "the thread verifying this range failed".into(),
+                        }),
+                        ..Part::default()
+                    })
+                })
+            })
             .collect()
     });
     let mut first: Option<Problem> = None;
