@@ -759,11 +759,9 @@ fn verify_reports_entries_appended_with_a_bad_request_index() {
     assert!(matches!(p, Problem::Inconsistent { height: 1, .. }), "{p}");
 }
 
-#[test]
-fn verify_finds_the_forged_request_inside_a_batch() {
-    let dir = tempdir();
-    let store = Store::open(dir.path().join("l.redb"), StoreConfig::default()).unwrap();
-    let mut requests: Vec<SignedRequest> = (0..6)
+/// Six signed applies by alice, with ids "0" to "5".
+fn six_applies() -> Vec<SignedRequest> {
+    (0..6)
         .map(|i| {
             signed(
                 &i.to_string(),
@@ -771,13 +769,25 @@ fn verify_finds_the_forged_request_inside_a_batch() {
                 vec![apply(workload(&format!("w{i}"), 1))],
             )
         })
-        .collect();
-    requests[4].request.ops = vec![apply(workload("evil", 1))];
-    let ex = crate::execute::execute(&crate::state::State::new(), &requests);
+        .collect()
+}
+
+/// What `audit verify` finds in a store holding `requests` as entry 1, bypassing admission.
+fn problem_of_one_entry(requests: &[SignedRequest]) -> Option<Problem> {
+    let dir = tempdir();
+    let store = Store::open(dir.path().join("l.redb"), StoreConfig::default()).unwrap();
+    let ex = crate::execute::execute(&crate::state::State::new(), requests);
     store
         .append(&[ex.into_commit(EntryHash::ZERO, 1, 1, None).unwrap()])
         .unwrap();
-    let p = problem(&store).unwrap();
+    problem(&store)
+}
+
+#[test]
+fn verify_finds_the_forged_request_inside_a_batch() {
+    let mut requests = six_applies();
+    requests[4].request.ops = vec![apply(workload("evil", 1))];
+    let p = problem_of_one_entry(&requests).unwrap();
     assert!(
         matches!(p, Problem::BadSignature { height: 1, request: 4, ref id } if id == "4"),
         "{p}"
@@ -810,15 +820,7 @@ fn small_order_r_signature(req: &crate::Request, key: &ed25519_dalek::SigningKey
 #[test]
 fn verify_refuses_a_signature_only_a_batch_check_accepts() {
     let key = signing_key(1);
-    let mut requests: Vec<SignedRequest> = (0..6)
-        .map(|i| {
-            signed(
-                &i.to_string(),
-                "user:alice",
-                vec![apply(workload(&format!("w{i}"), 1))],
-            )
-        })
-        .collect();
+    let mut requests = six_applies();
     requests[3].signature = small_order_r_signature(&requests[3].request, &key);
     // The ledger's own rule refuses it; a batch of the six accepts it.
     assert!(requests[3].verify().is_err());
@@ -831,13 +833,7 @@ fn verify_refuses_a_signature_only_a_batch_check_accepts() {
     let keys = vec![key.verifying_key(); requests.len()];
     assert!(ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok());
 
-    let dir = tempdir();
-    let store = Store::open(dir.path().join("l.redb"), StoreConfig::default()).unwrap();
-    let ex = crate::execute::execute(&crate::state::State::new(), &requests);
-    store
-        .append(&[ex.into_commit(EntryHash::ZERO, 1, 1, None).unwrap()])
-        .unwrap();
-    let p = problem(&store).unwrap();
+    let p = problem_of_one_entry(&requests).unwrap();
     assert!(
         matches!(p, Problem::BadSignature { height: 1, request: 3, ref id } if id == "3"),
         "{p}"
