@@ -349,16 +349,12 @@ impl Store {
     /// Writes a snapshot of `state` (non-durable: the next append's fsync persists it; losing
     /// it in a crash only means a longer replay) and drops the oldest beyond `snapshots_kept`.
     pub fn write_snapshot(&self, state: &State) -> Result<(), StoreError> {
-        self.write_snapshot_encoded(state.height, &snapshot::encode(state))
-    }
-
-    /// [`Store::write_snapshot`] of a state at `height` encoded already.
-    pub fn write_snapshot_encoded(&self, height: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        let (height, bytes) = (state.height, snapshot::encode(state));
         let mut txn = self.db.begin_write().map_err(dberr)?;
         txn.set_durability(Durability::None).map_err(dberr)?;
         {
             let mut t = txn.open_table(SNAPSHOTS).map_err(dberr)?;
-            t.insert(height, bytes).map_err(dberr)?;
+            t.insert(height, bytes.as_slice()).map_err(dberr)?;
             let heights: Vec<u64> = t
                 .iter()
                 .map_err(dberr)?
